@@ -1,0 +1,222 @@
+"""DreamEngine: exactness against the plain reference procedure, slot independence, semantics, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from wham_gym import controller, load_model
+from wham_gym.engine import DreamEngine
+from wham_gym.model.vocab import action_values
+from wham_gym.sampling import slot_seed
+
+from reference import reference_rollout
+
+
+@pytest.fixture(scope="module")
+def model64():
+    m = load_model("tiny", dtype=torch.float64)
+    with torch.no_grad():  # sharpen the random GPT so sampling has structure to get wrong
+        for p in m.gpt.parameters():
+            p.mul_(4.0)
+    return m
+
+
+def random_prompt(model, P, rng):
+    tpi = model.config.tokens_per_image
+    imgs = torch.from_numpy(rng.integers(0, model.config.image_vocab_size, (P, tpi)))
+    acts = random_actions(rng, P - 1)
+    return imgs, acts
+
+
+def random_actions(rng, n):
+    a = rng.uniform(-1, 1, (n, 16)).astype(np.float32)
+    a[:, :12] = rng.random((n, 12)) < 0.3
+    return torch.from_numpy(a)
+
+
+def action_ids(model, actions):
+    return model.action_ids(actions)
+
+
+SETTINGS = [
+    dict(deterministic=True),
+    dict(temperature=0.9),
+    dict(temperature=1.3, top_k=5),
+    dict(temperature=0.7, top_p=0.8),
+]
+
+
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["argmax", "t0.9", "topk5", "topp0.8"])
+def test_engine_equals_reference_procedure(model64, sampling):
+    rng = np.random.default_rng(0)
+    N, steps = 3, 3
+    prompt_lens = [1, 4, 10]  # 10 > window: the engine keeps the last 9 like the reference
+    eng = DreamEngine(model64, N, seed=7, **sampling)
+    prompts = [random_prompt(model64, P, rng) for P in prompt_lens]
+    seeds = [11, 22, 33]
+    for b, (imgs, acts) in enumerate(prompts):
+        eng.reset([b], tokens=imgs[None], actions=acts[None] if len(acts) else None, seeds=[seeds[b]])
+    actions = [random_actions(rng, N) for _ in range(steps + 2)]
+    got = [eng.step(a, decode=False).tokens for a in actions[:steps]]
+
+    # Reset slot 1 mid-rollout; the others carry on.
+    imgs2, acts2 = random_prompt(model64, 2, rng)
+    eng.reset([1], tokens=imgs2[None], actions=acts2[None], seeds=[44])
+    got2 = [eng.step(a, decode=False).tokens for a in actions[steps:]]
+
+    for b in range(N):
+        imgs, acts = prompts[b]
+        per_step = [action_ids(model64, a[b]) for a in actions]
+        ref, _ = reference_rollout(model64, imgs, action_ids(model64, acts) if len(acts) else [],
+                                   per_step[:steps] if b == 1 else per_step, seeds[b], sampling)
+        mine = [t[b].tolist() for t in got] + ([] if b == 1 else [t[b].tolist() for t in got2])
+        assert mine == ref, f"slot {b} diverged from the reference"
+    ref1, _ = reference_rollout(model64, imgs2, action_ids(model64, acts2), [action_ids(model64, a[1]) for a in actions[steps:]],
+                                44, sampling)
+    assert [t[1].tolist() for t in got2] == ref1
+
+
+def test_predicted_actions_equal_reference(model64):
+    rng = np.random.default_rng(1)
+    eng = DreamEngine(model64, 3, temperature=1.0)
+    imgs, acts = random_prompt(model64, 3, rng)
+    eng.reset(None, tokens=imgs[None].repeat(3, 1, 1), actions=acts[None].repeat(3, 1, 1), seeds=[1, 2, 3])
+    a = random_actions(rng, 3)
+    res = eng.step(a, decode=False, predict_actions=True)
+    for b in range(3):
+        ref_img, ref_act = reference_rollout(model64, imgs, action_ids(model64, acts), [action_ids(model64, a[b])],
+                                             b + 1, dict(temperature=1.0), predict_actions=True)
+        assert res.tokens[b].tolist() == ref_img[0]
+        expected = controller.from_wham(action_values(torch.tensor(ref_act[0])))
+        assert torch.equal(res.predicted_actions[b], expected)
+
+
+def test_slot_independent_of_batch(model64):
+    rng = np.random.default_rng(2)
+    imgs, acts = random_prompt(model64, 5, rng)
+    actions = [random_actions(rng, 4) for _ in range(3)]
+    big = DreamEngine(model64, 4, temperature=1.0, seed=123)
+    big.reset(None, tokens=imgs[None].repeat(4, 1, 1), actions=acts[None].repeat(4, 1, 1))
+    big_out = [big.step(a, decode=False).tokens for a in actions]
+    k = 2
+    one = DreamEngine(model64, 1, temperature=1.0)
+    one.reset(None, tokens=imgs[None], actions=acts[None], seeds=[slot_seed(123, k)])
+    one_out = [one.step(a[k : k + 1], decode=False).tokens for a in actions]
+    assert all(torch.equal(x[k], y[0]) for x, y in zip(big_out, one_out))
+    assert not all(torch.equal(x[0], x[k]) for x in big_out)  # different seeds, different dreams
+
+
+def test_refresh_mode_equals_exact_while_window_fits(model64):
+    rng = np.random.default_rng(3)
+    imgs, acts = random_prompt(model64, 1, rng)
+    actions = [random_actions(rng, 2) for _ in range(5)]
+    outs = []
+    for k in (1, 3):
+        eng = DreamEngine(model64, 2, temperature=1.0, refresh_every=k)
+        eng.reset(None, tokens=imgs[None].repeat(2, 1, 1), seeds=[5, 6])
+        outs.append([eng.step(a, decode=False).tokens for a in actions])
+    for x, y in zip(*outs):
+        assert torch.equal(x, y)
+
+
+def test_refresh_mode_differs_once_window_truncates(model64):
+    rng = np.random.default_rng(4)
+    imgs, acts = random_prompt(model64, 10, rng)
+    a = random_actions(rng, 1)
+    res = []
+    for k in (1, 4):
+        eng = DreamEngine(model64, 1, deterministic=True, refresh_every=k)
+        eng.reset(None, tokens=imgs[None], actions=acts[None])
+        res.append(eng.step(a, decode=False))
+    assert eng.cache_len.item() == (9 - 4 + 1) * model64.config.tokens_per_step + model64.config.tokens_per_image - 1
+
+
+def test_behaviour_policy_takes_predicted_action(model64):
+    rng = np.random.default_rng(5)
+    imgs, acts = random_prompt(model64, 3, rng)
+    eng = DreamEngine(model64, 2, temperature=1.0)
+    eng.reset(None, tokens=imgs[None].repeat(2, 1, 1), actions=acts[None].repeat(2, 1, 1), seeds=[1, 2])
+    policy = eng.predict_actions()
+    assert policy.shape == (2, 16)
+    assert set(policy[:, :12].unique().tolist()) <= {0.0, 1.0}
+    assert torch.isin(policy[:, 12:], torch.tensor(controller.STICK_BIN_MIDDLES, dtype=torch.float32)).all()
+    assert torch.equal(eng.predict_actions(), policy)  # kept, not resampled
+
+    # A world-model engine given the policy's action dreams the same frame.
+    wm = DreamEngine(model64, 2, temperature=1.0)
+    wm.reset(None, tokens=imgs[None].repeat(2, 1, 1), actions=acts[None].repeat(2, 1, 1), seeds=[1, 2])
+    wm.predict_actions()  # consume the same draws
+    full = eng.step(None, decode=False)
+    given = wm.step(policy, decode=False, predict_actions=True)
+    assert torch.equal(full.tokens, given.tokens)
+    assert torch.equal(full.predicted_actions, given.predicted_actions)
+    assert torch.equal(eng.context_tokens(0)[1][-1], model64.action_ids(policy[0]))
+
+
+def test_reset_replace_and_context(model64):
+    rng = np.random.default_rng(6)
+    eng = DreamEngine(model64, 3, deterministic=True)
+    imgs, acts = random_prompt(model64, 4, rng)
+    full_acts = torch.cat([acts, random_actions(rng, 1)])  # P entries: the last is ignored
+    eng.reset([0, 2], tokens=imgs[None].repeat(2, 1, 1), actions=full_acts[None].repeat(2, 1, 1))
+    ctx_img, ctx_act = eng.context_tokens(0)
+    assert torch.equal(ctx_img, imgs) and torch.equal(ctx_act, model64.action_ids(acts))
+    with pytest.raises(RuntimeError, match="no context"):
+        eng.step(random_actions(rng, 3))
+    eng.reset([1], tokens=imgs[None, -1:])
+    before = eng.context_tokens(2)
+    new = torch.from_numpy(rng.integers(0, model64.config.image_vocab_size, (1, model64.config.tokens_per_image)))
+    eng.replace_frames([0], tokens=new)
+    assert torch.equal(eng.context_tokens(0)[0][-1], new[0])
+    assert all(torch.equal(x, y) for x, y in zip(eng.context_tokens(2), before))  # others untouched
+    res = eng.step(random_actions(rng, 3), decode=False)
+    assert eng.context_tokens(0)[0].shape[0] == 5 and eng.context_tokens(1)[0].shape[0] == 2
+    assert torch.equal(eng.context_tokens(0)[0][-1], res.tokens[0])
+
+
+def test_frames_decode_and_uncertainty():
+    model = load_model("tiny")
+    rng = np.random.default_rng(7)
+    eng = DreamEngine(model, 2, seed=0)
+    frames = rng.integers(0, 256, (2, 2, 180, 300, 3), dtype=np.uint8)
+    eng.reset(None, frames=frames, actions=random_actions(rng, 2)[:, None].numpy())
+    res = eng.step(random_actions(rng, 2))
+    assert res.frames.shape == (2, 180, 300, 3) and res.frames.dtype == torch.uint8
+    assert res.tokens.shape == (2, model.config.tokens_per_image)
+    assert torch.equal(res.frames, model.decode_tokens(res.tokens))
+    assert (res.nll > 0).all() and (res.entropy > 0).all()
+    assert (res.entropy <= np.log(model.config.image_vocab_size) + 1e-4).all()
+    # Sharper sampling never raises the model's own per-token NLL expectation; with a peaked model NLL is small.
+    eng2 = DreamEngine(model, 1, deterministic=True)
+    eng2.reset(None, frames=frames[:1, :1])
+    assert eng2.step(random_actions(rng, 1)).nll.shape == (1,)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.full((2, 16), np.nan, np.float32), "non-finite"),
+    (np.zeros((2, 15), np.float32), "shape"),
+    (np.zeros((3, 16), np.float32), "shape"),
+])
+def test_bad_actions(bad, match):
+    eng = DreamEngine("tiny", 2)
+    eng.reset(None, tokens=torch.ones(2, 1, 60, dtype=torch.long))
+    with pytest.raises(ValueError, match=match):
+        eng.step(bad)
+
+
+def test_bad_construction_and_prompts():
+    with pytest.raises(ValueError, match="num_envs"):
+        DreamEngine("tiny", 0)
+    with pytest.raises(ValueError, match="top_k"):
+        DreamEngine("tiny", 1, top_k=0)
+    with pytest.raises(ValueError, match="both"):
+        DreamEngine("tiny", 1, top_k=3, top_p=0.5)
+    eng = DreamEngine("tiny", 2)
+    with pytest.raises(ValueError, match="1 to 10 frames"):
+        eng.reset(None, tokens=torch.ones(2, 11, 60, dtype=torch.long), actions=torch.zeros(2, 10, 16))
+    with pytest.raises(ValueError, match="frames"):
+        eng.reset(None, frames=np.zeros((2, 1, 100, 100, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 63\]"):
+        eng.reset(None, tokens=torch.full((2, 1, 60), 64, dtype=torch.long))
+    with pytest.raises(ValueError, match="actions"):
+        eng.reset(None, tokens=torch.ones(2, 3, 60, dtype=torch.long))

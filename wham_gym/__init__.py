@@ -1,0 +1,20 @@
+"""wham-gym: WHAM world models as batched Gymnasium environments."""
+
+from __future__ import annotations
+
+from . import controller
+from .model import WHAMConfig, build_model, load_model
+
+__version__ = "0.1.0"
+
+
+def _register_envs() -> None:
+    from gymnasium.envs.registration import register, registry
+
+    if "wham_gym/Doom-v0" not in registry:
+        register(id="wham_gym/Doom-v0", entry_point="wham_gym.games.doom:DoomEnv", max_episode_steps=2100)
+
+
+_register_envs()
+
+__all__ = ["WHAMConfig", "build_model", "controller", "load_model", "__version__"]

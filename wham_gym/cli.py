@@ -1,0 +1,50 @@
+"""``wham-gym`` command line: one subcommand per job.
+
+Each job lives in its own module exposing ``register(subparsers)``, which adds
+a parser and sets ``func`` to a callable taking the parsed args and returning
+an exit code. Modules whose optional dependencies are missing still register,
+and report what to install when run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "wham_gym.commands.model",  # convert, info
+    "wham_gym.commands.demo",  # demo
+    "wham_gym.games.commands",  # record, play-doom
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wham-gym", description="WHAM world models as Gymnasium environments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("wham_gym"):
+                continue  # a job not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"wham-gym {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""DreamEngine: many WHAM rollouts advanced together in one batched pass.
+
+Each of N slots holds a window of the last ``context_steps - 1`` frames as image
+tokens, each with its action except the newest, whose action the next
+``step(a)`` supplies. A step is WHAM's procedure (WHAM_FORMAT.md §7-§8) done
+for all slots at once: prefill each slot's window into a static KV cache
+(positions start at 0 at the window's oldest step, as in the reference), then
+decode the next frame's image tokens one position at a time for every slot
+together, each sampled within its valid range, then decode tokens to frames.
+
+Slots may hold windows of different lengths: sequences are right-padded, every
+token carries its own position, and attention is masked per slot, so padding
+never reaches a real token. All per-token work stays on the device; the only
+host synchronisation in a step is the optional copy the caller asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import controller
+from .controller import ACTION_DIM
+from .model.vocab import action_values
+from .sampling import check_settings, draw, filter_logits, slot_seed, uniforms
+
+
+@dataclass
+class StepResult:
+    """What one engine step produced, batched over the slots stepped (all tensors on the engine's device)."""
+
+    tokens: torch.Tensor  # (N, tokens_per_image) long: the new frame's image tokens
+    frames: torch.Tensor | None  # (N, H, W, 3) uint8, or None with decode=False
+    nll: torch.Tensor  # (N,) mean negative log-likelihood of the sampled image tokens
+    entropy: torch.Tensor  # (N,) mean entropy of the model's image-token distributions
+    predicted_actions: torch.Tensor | None  # (N, 16) controller vectors the model predicts at the new frame
+
+
+def _as_tensor(x, device, dtype=None):
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not torch.is_tensor(x):
+        x = torch.as_tensor(x)
+    return x.to(device=device, dtype=dtype) if dtype is not None else x.to(device)
+
+
+class DreamEngine:
+    """N WHAM dream slots on one device.
+
+    Args:
+        model: a WHAMModel, or anything :func:`wham_gym.load_model` takes.
+        num_envs: number of slots N.
+        device, dtype: where and in what precision to run (default: the model's).
+        temperature, top_k, top_p, min_tokens_to_keep: WHAM's sampling settings (§8.3).
+        deterministic: argmax sampling (WHAM's ``deterministic``: top-k with k = 1).
+        context_steps: frames of context; the window holds ``context_steps - 1`` complete
+            steps, like the reference (default: the model's seq_len, 10).
+        seed: slot b's random stream is seeded with ``slot_seed(seed, b)`` unless reset gives one.
+        refresh_every: 1 (exact, default) re-prefills the window every step. k > 1 keeps the
+            KV cache across steps and re-prefills only every k steps, so the context varies
+            between ``context_steps - k`` and ``context_steps - 1`` steps: an approximation.
+    """
+
+    def __init__(self, model, num_envs: int, *, device=None, dtype=None, temperature: float = 0.9,
+                 top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
+                 deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
+                 refresh_every: int = 1):
+        from .model import load_model
+
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_settings(temperature, top_k, top_p, min_tokens_to_keep)
+        model = load_model(model) if isinstance(model, str) else model
+        if device is not None or dtype is not None:
+            model = model.to(device=device or model.device, dtype=dtype or model.dtype)
+        self.model = model
+        self.config = cfg = model.config
+        self.device, self.dtype = model.device, model.dtype
+        self.num_envs = N = int(num_envs)
+        self.context_steps = context_steps or cfg.seq_len
+        if not 2 <= self.context_steps <= cfg.seq_len:
+            raise ValueError(f"context_steps must lie in [2, {cfg.seq_len}] (the model's seq_len), got {context_steps}")
+        if not isinstance(refresh_every, int) or not 1 <= refresh_every < self.context_steps:
+            raise ValueError(f"refresh_every must be an int in [1, {self.context_steps - 1}], got {refresh_every!r}")
+        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                             min_tokens_to_keep=min_tokens_to_keep, deterministic=deterministic)
+        self.refresh_every = refresh_every
+
+        self.window = W = self.context_steps - 1
+        self.tpi, self.tps = cfg.tokens_per_image, cfg.tokens_per_step
+        vocab = model.vocab
+        self._range_lo, self._range_hi = vocab.range_low.tolist(), vocab.range_high.tolist()
+        self._action_offset = vocab.action_offset
+        self._image_vocab = cfg.image_vocab_size
+
+        dev = self.device
+        # Window, right-aligned: frame W-1 is the newest; slot b holds its last n_frames[b].
+        self.images = torch.zeros(N, W, self.tpi, dtype=torch.long, device=dev)
+        self.actions = torch.zeros(N, W, ACTION_DIM, dtype=torch.long, device=dev)  # action-vocab ids
+        self.n_frames = torch.zeros(N, dtype=torch.long, device=dev)  # 0 = never reset
+        self.pending = torch.zeros(N, ACTION_DIM, dtype=torch.long, device=dev)  # predicted action ids
+        self.has_pending = torch.zeros(N, dtype=torch.bool, device=dev)
+        self.cache_len = torch.zeros(N, dtype=torch.long, device=dev)  # refresh_every > 1 only
+        self.since_refresh = torch.zeros(N, dtype=torch.long, device=dev)
+        base = 0 if seed is None else int(seed)
+        self.seeds = torch.tensor([slot_seed(base, b) for b in range(N)], dtype=torch.long, device=dev)
+        self.draws = torch.zeros(N, dtype=torch.long, device=dev)
+
+        # Padding tokens write their keys/values to the last cache position: no real token
+        # is ever fed there (the window's last sampled token is never fed back), so it is
+        # never attended to.
+        S = cfg.gpt.block_size
+        self._pad_pos = S - 1
+        model.gpt.setup_caches(N, S, dtype=self.dtype, device=dev)
+        self._positions = torch.arange(S, device=dev)
+
+    # ------------------------------------------------------------------ slots
+    def _ids(self, env_ids) -> torch.Tensor:
+        if env_ids is None:
+            return torch.arange(self.num_envs, device=self.device)
+        ids = _as_tensor(env_ids, self.device, torch.long).reshape(-1)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_envs):
+            raise ValueError(f"env_ids must lie in [0, {self.num_envs - 1}], got {ids.tolist()}")
+        if ids.unique().numel() != ids.numel():
+            raise ValueError(f"env_ids must be distinct, got {ids.tolist()}")
+        return ids
+
+    def _check_ready(self, ids: torch.Tensor) -> None:
+        if bool((self.n_frames[ids] == 0).any()):
+            never = ids[self.n_frames[ids] == 0].tolist()
+            raise RuntimeError(f"slots {never} have no context yet: call reset() with a prompt first")
+
+    def reset(self, env_ids=None, frames=None, actions=None, tokens=None, seeds=None) -> None:
+        """Give slots a new prompt: P frames (1 <= P <= context_steps) and the actions taken at them.
+
+        ``frames`` is uint8 (n, P, H, W, 3), or pass image ``tokens`` (n, P, tokens_per_image)
+        instead. ``actions`` (n, P-1 or P, 16) are controller vectors (sticks in [-1, 1]); the
+        action at the newest frame is the one the next ``step()`` supplies, so a P-th entry is
+        ignored. ``seeds`` (n,) restarts the slots' random streams.
+        """
+        ids = self._ids(env_ids)
+        n = ids.numel()
+        if (frames is None) == (tokens is None):
+            raise ValueError("reset: pass exactly one of frames (n, P, H, W, 3) or tokens (n, P, tokens_per_image)")
+        if frames is not None:
+            frames = _as_tensor(frames, self.device)
+            if frames.dim() != 5 or frames.shape[0] != n:
+                raise ValueError(f"frames: expected shape ({n}, P, {self.config.frame_height}, "
+                                 f"{self.config.frame_width}, 3), got {tuple(frames.shape)}")
+            P = frames.shape[1]
+            self._check_prompt_len(P)
+            tokens = self.model.encode_frames(frames.reshape(n * P, *frames.shape[2:])).reshape(n, P, self.tpi)
+        else:
+            tokens = _as_tensor(tokens, self.device, torch.long)
+            if tokens.dim() != 3 or tokens.shape[0] != n:
+                raise ValueError(f"tokens: expected shape ({n}, P, {self.tpi}), got {tuple(tokens.shape)}")
+            self.model.vocab.check_image_tokens(tokens, "tokens")
+            P = tokens.shape[1]
+            self._check_prompt_len(P)
+        if P > 1 or actions is not None:
+            if actions is None:
+                raise ValueError(f"actions: a prompt of {P} frames needs the {P - 1} actions taken at them")
+            actions = _as_tensor(actions, self.device, torch.float32)
+            if actions.dim() != 3 or actions.shape[0] != n or actions.shape[1] not in (P - 1, P) or actions.shape[2] != ACTION_DIM:
+                raise ValueError(f"actions: expected shape ({n}, {P - 1} or {P}, 16), got {tuple(actions.shape)}")
+            controller.validate_actions(actions, "actions")
+            act_ids = self.model.action_ids(controller.clip_actions(actions[:, : P - 1]))
+        else:
+            act_ids = torch.zeros(n, 0, ACTION_DIM, dtype=torch.long, device=self.device)
+
+        keep = min(P, self.window)
+        W = self.window
+        imgs = torch.zeros(n, W, self.tpi, dtype=torch.long, device=self.device)
+        acts = torch.zeros(n, W, ACTION_DIM, dtype=torch.long, device=self.device)
+        imgs[:, W - keep:] = tokens[:, P - keep:]
+        if keep > 1:
+            acts[:, W - keep:W - 1] = act_ids[:, P - keep:]
+        self.images[ids] = imgs
+        self.actions[ids] = acts
+        self.n_frames[ids] = keep
+        self.has_pending[ids] = False
+        self.since_refresh[ids] = 0  # next step re-prefills these slots
+        if seeds is not None:
+            seeds = _as_tensor(seeds, self.device, torch.long).reshape(-1)
+            if seeds.numel() != n:
+                raise ValueError(f"seeds: expected {n} values, got {seeds.numel()}")
+            self.seeds[ids] = seeds
+            self.draws[ids] = 0
+
+    def _check_prompt_len(self, P: int) -> None:
+        if not 1 <= P <= self.context_steps:
+            raise ValueError(f"a prompt holds 1 to {self.context_steps} frames (context_steps), got {P}")
+
+    def replace_frames(self, env_ids, frames=None, tokens=None) -> None:
+        """Swap the newest frame of some slots for real frames (reinjection); re-encoded to tokens."""
+        ids = self._ids(env_ids)
+        self._check_ready(ids)
+        if (frames is None) == (tokens is None):
+            raise ValueError("replace_frames: pass exactly one of frames (n, H, W, 3) or tokens (n, tokens_per_image)")
+        if frames is not None:
+            tokens = self.model.encode_frames(_as_tensor(frames, self.device))
+        else:
+            tokens = _as_tensor(tokens, self.device, torch.long)
+            self.model.vocab.check_image_tokens(tokens, "tokens")
+        if tokens.shape[0] != ids.numel():
+            raise ValueError(f"replace_frames: {ids.numel()} env_ids but {tokens.shape[0]} frames")
+        self.images[ids, -1] = tokens
+        self.has_pending[ids] = False
+        self.since_refresh[ids] = 0
+
+    def context_tokens(self, env_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slot ``env_id``'s window: image tokens (P, tokens_per_image) and action ids (P-1, 16)."""
+        n = int(self.n_frames[env_id])
+        W = self.window
+        return self.images[env_id, W - n:].clone(), self.actions[env_id, W - n:W - 1].clone()
+
+    # ------------------------------------------------------------------ stepping
+    @torch.no_grad()
+    def step(self, actions=None, decode: bool = True, predict_actions: bool = False) -> StepResult:
+        """Take action a at each slot's newest frame and dream the next frame, for all slots.
+
+        ``actions`` (N, 16) controller vectors (sticks in [-1, 1]; out-of-range values are
+        clipped). ``actions=None`` lets the model act (behaviour-policy / full generation):
+        each slot takes the action the model predicts at its newest frame. With
+        ``predict_actions`` the model's action at the new frame is decoded too (16 more tokens).
+        """
+        ids = torch.arange(self.num_envs, device=self.device)
+        self._check_ready(ids)
+        if actions is None:
+            self._ensure_pending()
+            act_ids = self.pending.clone()
+            predict_actions = True  # the next step will need the model's action again
+        else:
+            actions = _as_tensor(actions, self.device, torch.float32)
+            controller.validate_actions(actions, "actions", batch=self.num_envs)
+            act_ids = self.model.action_ids(controller.clip_actions(actions))
+        self.actions[:, -1] = act_ids
+
+        n_new = self.tpi + (ACTION_DIM if predict_actions else 0)
+        seqs, lengths, starts = self._inputs()
+        new, nll, ent = self._generate(seqs, lengths, starts, first=0, n_new=n_new)
+        img = new[:, : self.tpi]
+
+        # Refresh-mode cache bookkeeping: the last sampled token is never fed back.
+        self.cache_len = starts + lengths + self.tpi - 1
+        self.since_refresh = (self.since_refresh + 1) % self.refresh_every
+        # Slide the window: drop the oldest frame once the window is full.
+        self.images = torch.roll(self.images, -1, dims=1)
+        self.actions = torch.roll(self.actions, -1, dims=1)
+        self.images[:, -1] = img
+        self.n_frames = (self.n_frames + 1).clamp_max(self.window)
+
+        predicted = None
+        if predict_actions:
+            self.pending = new[:, self.tpi:] - self._action_offset
+            self.has_pending[:] = True
+            predicted = controller.from_wham(action_values(self.pending))
+        else:
+            self.has_pending[:] = False
+        frames = self.model.decode_tokens(img) if decode else None
+        return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
+
+    @torch.no_grad()
+    def predict_actions(self) -> torch.Tensor:
+        """The model's action at each slot's newest frame (behaviour policy), as (N, 16) controller vectors.
+
+        Sampled once and kept: a following ``step(None)`` takes exactly this action.
+        """
+        self._check_ready(torch.arange(self.num_envs, device=self.device))
+        self._ensure_pending()
+        return controller.from_wham(action_values(self.pending))
+
+    def _ensure_pending(self) -> None:
+        """Sample the action at the newest frame for slots that have none (policy pass)."""
+        if bool(self.has_pending.all()):
+            return
+        seqs, lengths, _ = self._inputs(policy=True)
+        starts = torch.zeros_like(lengths)
+        new, _, _ = self._generate(seqs, lengths, starts, first=self.tpi, n_new=ACTION_DIM)
+        need = ~self.has_pending
+        self.pending[need] = new[need] - self._action_offset
+        self.has_pending[:] = True
+        self.since_refresh[:] = 0  # the cache now holds this pass, not the dream window
+
+    def _inputs(self, policy: bool = False):
+        """Right-padded token sequences to prefill, their lengths and start positions.
+
+        A slot due for a refresh feeds its whole window (positions from 0); with
+        ``refresh_every > 1`` the others append only what the cache lacks: the newest
+        frame's last image token and its action tokens.
+        """
+        W, tps, N = self.window, self.tps, self.num_envs
+        flat = torch.cat([self.images, self.actions + self._action_offset], dim=-1).reshape(N, W * tps)
+        n = self.n_frames
+        lengths = n * tps - (ACTION_DIM if policy else 0)
+        offset = (W - n) * tps
+        starts = torch.zeros_like(n)
+        if self.refresh_every > 1 and not policy:
+            append = self.since_refresh != 0
+            # The window as it will be after this step's drop, for slots that re-prefill now.
+            lengths = torch.where(append, torch.full_like(n, ACTION_DIM + 1), lengths)
+            offset = torch.where(append, flat.shape[1] - ACTION_DIM - 1, offset)
+            starts = torch.where(append, self.cache_len, starts)
+            refresh = ~append & (n > self.window - self.refresh_every + 1)
+            drop = (n - (self.window - self.refresh_every + 1)).clamp_min(0)
+            lengths = torch.where(refresh, lengths - drop * tps, lengths)
+            offset = torch.where(refresh, offset + drop * tps, offset)
+        L = int(lengths.max())
+        index = (offset[:, None] + torch.arange(L, device=self.device)).clamp_max(flat.shape[1] - 1)
+        return flat.gather(1, index), lengths, starts
+
+    def _generate(self, seqs, lengths, starts, first: int, n_new: int):
+        """Prefill ``seqs`` then sample ``n_new`` tokens at positions-in-step ``first``.. for all slots."""
+        gpt, s = self.model.gpt, self.sampling
+        N, L = seqs.shape
+        ar = torch.arange(L, device=self.device)
+        valid = ar[None, :] < lengths[:, None]
+        pos = torch.where(valid, starts[:, None] + ar[None, :], torch.full_like(seqs, self._pad_pos))
+        u = uniforms(self.seeds, self.draws, n_new)
+        self.draws = self.draws + n_new
+
+        keys = self._positions
+        mask = keys[None, None, :] <= pos[:, :, None]
+        logits = gpt(seqs, pos=pos, mask=mask[:, None], use_cache=True)
+        last = logits.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, logits.shape[-1])).squeeze(1)
+        cur = starts + lengths  # position of the next token to feed
+        out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
+        nll = torch.zeros(N, dtype=torch.float64, device=self.device)
+        ent = torch.zeros(N, dtype=torch.float64, device=self.device)
+        n_img = 0
+        for g in range(n_new):
+            k = first + g
+            lo, hi = self._range_lo[k], self._range_hi[k]
+            last = last.float()
+            tok = draw(filter_logits(last, lo, hi, **s), u[:, g])
+            out[:, g] = tok
+            if k < self.tpi:  # uncertainty of image tokens, from the model's own distribution over the valid range
+                logp = last[:, lo:hi + 1].double().log_softmax(-1)
+                nll -= logp.gather(1, (tok - lo)[:, None]).squeeze(1)
+                ent -= (logp.exp() * logp).nan_to_num().sum(-1)
+                n_img += 1
+            if g == n_new - 1:
+                break
+            mask = keys[None, :] <= cur[:, None]
+            last = gpt(tok[:, None], pos=cur[:, None], mask=mask[:, None, None], use_cache=True)[:, -1]
+            cur = cur + 1
+        if n_img:
+            nll, ent = nll / n_img, ent / n_img
+        return out, nll.float(), ent.float()

@@ -1,0 +1,188 @@
+"""WHAM's predictor: a decoder-only GPT with nanoGPT parameter names (WHAM_FORMAT.md §3).
+
+Two block versions exist in WHAM checkpoints: version 1 has affine LayerNorms
+(weight, optional bias) and ``new_gelu``; version 2 has non-affine ln_1/ln_2 and
+PyTorch's tanh GELU (numerically the same function). ``ln_f`` is affine in both.
+``lm_head`` is tied to ``wte`` and has no bias.
+
+The forward pass takes explicit positions and an optional static KV cache so
+that the dream engine can prefill many slots of different lengths and then
+decode them together, one token per slot per call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPTConfig
+
+
+def new_gelu(x: torch.Tensor) -> torch.Tensor:
+    # GPT-2's tanh approximation; equals F.gelu(x, approximate="tanh").
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (eps 1e-5), as nanoGPT's."""
+
+    def __init__(self, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class PlainLayerNorm(nn.Module):
+    """Version-2 ln_1/ln_2: no affine parameters, so no state_dict keys."""
+
+    def __init__(self, ndim: int):
+        super().__init__()
+        self.ndim = ndim
+
+    def forward(self, x):
+        return F.layer_norm(x, (self.ndim,), None, None, 1e-5)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys/values for one layer: (B, n_head, S, head_dim), in the model dtype."""
+
+    def __init__(self, batch: int, n_head: int, length: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_head, length, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full cache."""
+        index = pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        self.k.scatter_(2, index, k.to(self.k.dtype))
+        self.v.scatter_(2, index, v.to(self.v.dtype))
+        return self.k, self.v
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+
+    def forward(self, x, cache: KVCache | None = None, pos=None, mask=None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = cache.write(pos, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.version = config.version
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        h = new_gelu(h) if self.version == 1 else F.gelu(h, approximate="tanh")
+        return self.c_proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        norm = (lambda: LayerNorm(config.n_embd, config.bias)) if config.version == 1 else (
+            lambda: PlainLayerNorm(config.n_embd)
+        )
+        self.ln_1 = norm()
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = norm()
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, pos=None, mask=None):
+        x = x + self.attn(self.ln_1(x), cache, pos, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        # Registration order matches WHAM's (wpe, drop, h, ln_f, wte, lm_head).
+        self.transformer = nn.ModuleDict(
+            dict(
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(0.0),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, config.bias),
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in WHAM
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2's scaled residual init
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self.caches: nn.ModuleList | None = None
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights counted once
+
+    def setup_caches(self, batch: int, length: int | None = None, dtype=None, device=None) -> None:
+        """Allocate a static KV cache for ``batch`` sequences of up to ``length`` positions."""
+        c = self.config
+        length = length or c.block_size
+        dtype = dtype or self.transformer.wte.weight.dtype
+        device = device or self.transformer.wte.weight.device
+        self.caches = nn.ModuleList(
+            [KVCache(batch, c.n_head, length, c.head_dim, dtype, device) for _ in range(c.n_layer)]
+        )
+
+    def free_caches(self) -> None:
+        self.caches = None
+
+    def forward(self, idx, pos=None, mask=None, use_cache: bool = False, last_only: bool = False):
+        """Logits for token ids ``idx`` (B, T).
+
+        Without a cache: a plain causal forward, positions 0..T-1 (or ``pos``).
+        With ``use_cache``: ``pos`` (B, T) gives each token's position, its keys and
+        values are written into the static cache there, and attention runs over
+        the whole cache under ``mask`` (B, 1, T, S) bool (True = may attend).
+        """
+        B, T = idx.shape
+        if pos is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+            pos = torch.arange(T, device=idx.device).expand(B, T)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for i, block in enumerate(self.transformer.h):
+            cache = self.caches[i] if use_cache else None
+            x = block(x, cache, pos, mask)
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.lm_head(x)
