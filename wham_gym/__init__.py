@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import controller
+from .engine import DreamEngine, StepResult
 from .model import WHAMConfig, build_model, load_model
 
 __version__ = "0.1.0"
@@ -17,4 +18,4 @@ def _register_envs() -> None:
 
 _register_envs()
 
-__all__ = ["WHAMConfig", "build_model", "controller", "load_model", "__version__"]
+__all__ = ["DreamEngine", "StepResult", "WHAMConfig", "build_model", "controller", "load_model", "__version__"]

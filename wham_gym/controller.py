@@ -89,7 +89,7 @@ def sticks_to_bins(sticks):
     """
     if torch.is_tensor(sticks):
         bounds = torch.as_tensor(STICK_BIN_BOUNDARIES, dtype=sticks.dtype, device=sticks.device)
-        bins = torch.bucketize(sticks, bounds, right=True) - 1
+        bins = torch.bucketize(sticks.contiguous(), bounds, right=True) - 1
         bad = (bins < 0) | (bins >= NUM_STICK_BINS)
     else:
         sticks = np.asarray(sticks)
