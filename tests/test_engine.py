@@ -220,3 +220,18 @@ def test_bad_construction_and_prompts():
         eng.reset(None, tokens=torch.full((2, 1, 60), 64, dtype=torch.long))
     with pytest.raises(ValueError, match="actions"):
         eng.reset(None, tokens=torch.ones(2, 3, 60, dtype=torch.long))
+
+
+def test_engines_sharing_a_model_do_not_disturb_each_other(model64):
+    rng = np.random.default_rng(8)
+    imgs, acts = random_prompt(model64, 3, rng)
+    a = random_actions(rng, 3)
+    solo = DreamEngine(model64, 3, temperature=1.0)
+    solo.reset(None, tokens=imgs[None].repeat(3, 1, 1), actions=acts[None].repeat(3, 1, 1), seeds=[1, 2, 3])
+    expected = solo.step(a, decode=False).tokens
+    first = DreamEngine(model64, 3, temperature=1.0)
+    first.reset(None, tokens=imgs[None].repeat(3, 1, 1), actions=acts[None].repeat(3, 1, 1), seeds=[1, 2, 3])
+    other = DreamEngine(model64, 1, temperature=1.0)  # built after, different N, same model
+    other.reset(None, tokens=imgs[None, :1])
+    other.step(a[:1], decode=False)
+    assert torch.equal(first.step(a, decode=False).tokens, expected)

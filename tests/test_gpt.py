@@ -115,13 +115,13 @@ def test_cached_forward_equals_full_forward():
     idx = torch.randint(0, 50, (2, 30))
     with torch.no_grad():
         full = gpt(idx)
-        gpt.setup_caches(batch=2, length=cfg.block_size)
+        caches = gpt.new_caches(batch=2, length=cfg.block_size)
         S = cfg.block_size
         pos = torch.arange(20).expand(2, 20)
         mask = (torch.arange(S)[None, :] <= torch.arange(20)[:, None])[None, None].expand(2, 1, 20, S)
-        steps = [gpt(idx[:, :20], pos=pos, mask=mask, use_cache=True)]
+        steps = [gpt(idx[:, :20], pos=pos, mask=mask, caches=caches)]
         for t in range(20, 30):
             pos = torch.full((2, 1), t)
             mask = (torch.arange(S) <= t)[None, None, None].expand(2, 1, 1, S)
-            steps.append(gpt(idx[:, t : t + 1], pos=pos, mask=mask, use_cache=True))
+            steps.append(gpt(idx[:, t : t + 1], pos=pos, mask=mask[..., : t + 1], caches=caches))
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)

@@ -14,6 +14,10 @@ def _register_envs() -> None:
 
     if "wham_gym/Doom-v0" not in registry:
         register(id="wham_gym/Doom-v0", entry_point="wham_gym.games.doom:DoomEnv", max_episode_steps=2100)
+    if "wham_gym/WHAM-v0" not in registry:
+        # 1000 steps = 100 s of game time at WHAM's 10 Hz.
+        register(id="wham_gym/WHAM-v0", entry_point="wham_gym.env:WHAMEnv",
+                 vector_entry_point="wham_gym.env:WHAMVectorEnv", max_episode_steps=1000)
 
 
 _register_envs()

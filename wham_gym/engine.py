@@ -113,7 +113,7 @@ class DreamEngine:
         # never attended to.
         S = cfg.gpt.block_size
         self._pad_pos = S - 1
-        model.gpt.setup_caches(N, S, dtype=self.dtype, device=dev)
+        self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev)  # ours: engines may share a model
         self._positions = torch.arange(S, device=dev)
 
     # ------------------------------------------------------------------ slots
@@ -307,7 +307,7 @@ class DreamEngine:
             drop = (n - (self.window - self.refresh_every + 1)).clamp_min(0)
             lengths = torch.where(refresh, lengths - drop * tps, lengths)
             offset = torch.where(refresh, offset + drop * tps, offset)
-        L = int(lengths.max())
+        L = int(lengths.max())  # host sync once per step, to size the prefill
         index = (offset[:, None] + torch.arange(L, device=self.device)).clamp_max(flat.shape[1] - 1)
         return flat.gather(1, index), lengths, starts
 
@@ -321,10 +321,11 @@ class DreamEngine:
         u = uniforms(self.seeds, self.draws, n_new)
         self.draws = self.draws + n_new
 
+        # Attention reads only the live prefix of the cache: the longest slot's positions.
+        live = int((starts + lengths).max())  # the step's one host sync, before the token loop
         keys = self._positions
-        mask = keys[None, None, :] <= pos[:, :, None]
-        logits = gpt(seqs, pos=pos, mask=mask[:, None], use_cache=True)
-        last = logits.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, logits.shape[-1])).squeeze(1)
+        mask = keys[None, None, :live] <= pos[:, :, None]
+        last = gpt(seqs, pos=pos, mask=mask[:, None], caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
         nll = torch.zeros(N, dtype=torch.float64, device=self.device)
@@ -343,8 +344,8 @@ class DreamEngine:
                 n_img += 1
             if g == n_new - 1:
                 break
-            mask = keys[None, :] <= cur[:, None]
-            last = gpt(tok[:, None], pos=cur[:, None], mask=mask[:, None, None], use_cache=True)[:, -1]
+            mask = keys[None, :live + g + 1] <= cur[:, None]
+            last = gpt(tok[:, None], pos=cur[:, None], mask=mask[:, None, None], caches=self.caches)[:, -1]
             cur = cur + 1
         if n_img:
             nll, ent = nll / n_img, ent / n_img

@@ -38,6 +38,8 @@ from .vocab import ACTION_VOCAB_SIZE
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+REWARD_WEIGHTS_FILE = "reward.safetensors"
+REWARD_CONFIG_FILE = "reward.json"
 
 GPT_PREFIX = "predictor.gpt_model."
 IMAGES_PREFIX = "context_encoders.images."
@@ -365,13 +367,18 @@ def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict |
     try:
         tensors = {}
         for key, value in model.state_dict().items():
-            if key == "predictor.gpt_model.lm_head.weight":
-                continue  # tied to wte; safetensors refuses shared storage
+            if key == "predictor.gpt_model.lm_head.weight" or key.startswith("reward_model."):
+                continue  # lm_head is tied to wte (safetensors refuses shared storage); reward model has its own file
             value = value.detach().to("cpu")
             tensors[key] = (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "wham-gym/1"})
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
         (tmp / CARD_FILE).write_text(json.dumps({**model.card, **(card or {})}, indent=2, default=str))
+        reward = getattr(model, "reward_model", None)
+        if reward is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in reward.state_dict().items()},
+                      str(tmp / REWARD_WEIGHTS_FILE))
+            (tmp / REWARD_CONFIG_FILE).write_text(json.dumps(reward.config.to_dict(), indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -412,7 +419,21 @@ def load_own(path, device="cpu", dtype=None):
     model.gpt.lm_head.weight = model.gpt.transformer.wte.weight
     card_path = path / CARD_FILE
     model.card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": config.name}
+    if (path / REWARD_WEIGHTS_FILE).is_file():
+        model.reward_model = _load_reward_model(path, device)
     return model.eval()
+
+
+def _load_reward_model(path: Path, device):
+    from safetensors.torch import load_file
+
+    from .reward_model import RewardModel, RewardModelConfig
+
+    cfg = json.loads((path / REWARD_CONFIG_FILE).read_text())
+    cfg["reward_values"] = tuple(cfg.get("reward_values", ()))
+    rm = RewardModel(RewardModelConfig(**cfg))
+    rm.load_state_dict(load_file(str(path / REWARD_WEIGHTS_FILE)))
+    return rm.to(device).eval()
 
 
 def convert(ckpt_path, out_dir, *, dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:

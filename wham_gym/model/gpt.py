@@ -49,14 +49,13 @@ class PlainLayerNorm(nn.Module):
         return F.layer_norm(x, (self.ndim,), None, None, 1e-5)
 
 
-class KVCache(nn.Module):
+class KVCache:
     """Preallocated keys/values for one layer: (B, n_head, S, head_dim), in the model dtype."""
 
     def __init__(self, batch: int, n_head: int, length: int, head_dim: int, dtype, device):
-        super().__init__()
         shape = (batch, n_head, length, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
 
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full cache."""
@@ -84,7 +83,8 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             k, v = cache.write(pos, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            n = mask.shape[-1]  # attend over the live prefix of the cache only
+            y = F.scaled_dot_product_attention(q, k[:, :, :n], v[:, :, :n], attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
 
@@ -138,7 +138,6 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2's scaled residual init
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        self.caches: nn.ModuleList | None = None
 
     @staticmethod
     def _init_weights(module):
@@ -152,26 +151,24 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
-    def setup_caches(self, batch: int, length: int | None = None, dtype=None, device=None) -> None:
-        """Allocate a static KV cache for ``batch`` sequences of up to ``length`` positions."""
+    def new_caches(self, batch: int, length: int | None = None, dtype=None, device=None) -> list[KVCache]:
+        """A static KV cache for ``batch`` sequences of up to ``length`` positions, owned by the caller."""
         c = self.config
-        length = length or c.block_size
         dtype = dtype or self.transformer.wte.weight.dtype
         device = device or self.transformer.wte.weight.device
-        self.caches = nn.ModuleList(
-            [KVCache(batch, c.n_head, length, c.head_dim, dtype, device) for _ in range(c.n_layer)]
-        )
+        return [KVCache(batch, c.n_head, length or c.block_size, c.head_dim, dtype, device) for _ in range(c.n_layer)]
 
-    def free_caches(self) -> None:
-        self.caches = None
-
-    def forward(self, idx, pos=None, mask=None, use_cache: bool = False, last_only: bool = False):
+    def forward(self, idx, pos=None, mask=None, caches: list[KVCache] | None = None, gather=None,
+                last_only: bool = False):
         """Logits for token ids ``idx`` (B, T).
 
-        Without a cache: a plain causal forward, positions 0..T-1 (or ``pos``).
-        With ``use_cache``: ``pos`` (B, T) gives each token's position, its keys and
-        values are written into the static cache there, and attention runs over
-        the whole cache under ``mask`` (B, 1, T, S) bool (True = may attend).
+        Without caches: a plain causal forward, positions 0..T-1 (or ``pos``).
+        With ``caches`` (from :meth:`new_caches`): ``pos`` (B, T) gives each token's
+        position, its keys and values are written into the caches there, and attention
+        runs over the first ``mask.shape[-1]`` cache positions under ``mask``
+        (B, 1, T, n) bool (True = may attend).
+        ``gather`` (B,) picks one position per row to project to logits (B, 1, V),
+        so a right-padded prefill never builds logits for every position.
         """
         B, T = idx.shape
         if pos is None:
@@ -180,9 +177,9 @@ class GPT(nn.Module):
             pos = torch.arange(T, device=idx.device).expand(B, T)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for i, block in enumerate(self.transformer.h):
-            cache = self.caches[i] if use_cache else None
-            x = block(x, cache, pos, mask)
-        x = self.transformer.ln_f(x)
-        if last_only:
+            x = block(x, caches[i] if caches is not None else None, pos, mask)
+        if gather is not None:
+            x = x.gather(1, gather.view(B, 1, 1).expand(B, 1, x.shape[-1]))
+        elif last_only:
             x = x[:, -1:, :]
-        return self.lm_head(x)
+        return self.lm_head(self.transformer.ln_f(x))

@@ -1,0 +1,102 @@
+"""stable-baselines3: check_env, the WHAMVecEnv adapter, and short PPO / SAC runs on the tiny model."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env
+from stable_baselines3.common.vec_env import VecEnvWrapper
+
+from wham_gym import load_model
+from wham_gym.env import WHAMEnv
+from wham_gym.sb3 import REPLAY_BUDGET_BYTES, WHAMVecEnv, make_sac, replay_buffer_size
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+def test_sb3_check_env(tiny):
+    check_env(WHAMEnv(tiny), warn=False)
+    check_env(WHAMEnv(tiny, obs_mode="both"), warn=False)
+
+
+def test_vecenv_semantics(tiny):
+    venv = WHAMVecEnv(2, tiny, max_episode_steps=2, render_mode="rgb_array")
+    venv.seed(3)
+    obs = venv.reset()
+    assert obs.shape == (2, 180, 300, 3) and venv.reset_infos[0]["step"] == 0
+    a = np.zeros((2, 16), np.float32)
+    _, rew, dones, infos = venv.step(a)
+    assert rew.dtype == np.float32 and not dones.any() and infos[1]["step"] == 1 and "nll" in infos[1]
+    obs, _, dones, infos = venv.step(a)
+    assert dones.all()
+    for i in range(2):
+        assert infos[i]["TimeLimit.truncated"] is True and infos[i]["step"] == 2
+        assert infos[i]["terminal_observation"].shape == (180, 300, 3)
+        assert not np.array_equal(infos[i]["terminal_observation"], obs[i])  # obs is the reset one
+        assert venv.reset_infos[i]["step"] == 0
+    # Seeding through SB3 reproduces the run.
+    venv.seed(3)
+    again = venv.reset()
+    venv.seed(3)
+    assert np.array_equal(venv.reset(), again)
+    assert venv.render().shape == (360, 300, 3)  # SB3 tiles 2 frames one above the other
+    assert venv.get_attr("max_episode_steps") == [2, 2] and venv.get_attr("num_envs", 1) == [2]
+    venv.set_attr("max_episode_steps", 5)
+    assert venv.venv.max_episode_steps == 5
+    assert venv.env_method("current_frames", indices=[0])[0].shape == (2, 180, 300, 3)
+    assert venv.env_is_wrapped(VecEnvWrapper) == [False, False]
+    venv.close()
+
+
+def test_replay_buffer_default():
+    box = spaces.Box(0, 255, (180, 300, 3), np.uint8)
+    n = replay_buffer_size(box)
+    assert n == REPLAY_BUDGET_BYTES // (2 * 180 * 300 * 3) and 2 * n * box.shape[0] * 300 * 3 <= REPLAY_BUDGET_BYTES
+
+
+def test_ppo_cnn_full_frames(tiny):
+    venv = WHAMVecEnv(2, tiny, max_episode_steps=40)
+    model = PPO("CnnPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=64)))
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(256)  # 2 rollouts of 64 steps x 2 envs, 3 episodes truncated
+    assert model.num_timesteps >= 256
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.policy.parameters()))
+    assert model.observation_space.shape == (3, 180, 300)  # SB3 transposed our channel-last frames
+
+
+class Downscale(VecEnvWrapper):
+    """Every 4th pixel: 45x75 frames, so SAC's three CNNs train quickly on CPU."""
+
+    def __init__(self, venv):
+        super().__init__(venv, observation_space=spaces.Box(0, 255, (45, 75, 3), np.uint8))
+
+    def reset(self):
+        return self.venv.reset()[:, ::4, ::4]
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = info["terminal_observation"][::4, ::4]
+        return obs[:, ::4, ::4], rew, dones, infos
+
+
+def test_sac_small_buffer(tiny):
+    venv = Downscale(WHAMVecEnv(2, tiny, max_episode_steps=30))
+    model = make_sac(venv, buffer_size=200, learning_starts=32, batch_size=16, train_freq=4, seed=0, device="cpu")
+    assert model.replay_buffer.buffer_size == 100  # per env
+    model.learn(96)
+    assert model.num_timesteps >= 96 and model.replay_buffer.size() > 32

@@ -1,0 +1,67 @@
+"""``wham-gym train``: tokenizer, world model, reward model, or the whole recipe at once."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train WHAM-architecture models on recorded episodes",
+                       description="Train on episodes in WHAM's dataset format (wham-gym record output, WHAM's "
+                                   "sample .npz). Every stage checkpoints into RUN_DIR and a rerun resumes.")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, help_ in (("all", "tokenizer, world model and reward model, then write one model directory"),
+                        ("tokenizer", "the ViT-VQGAN image tokenizer only"),
+                        ("world-model", "the GPT, given a trained tokenizer run"),
+                        ("reward", "the reward/termination model, given a trained tokenizer run")):
+        s = stages.add_parser(name, help=help_)
+        s.add_argument("--data", required=True, help="folder of episodes (.npz) or a list file")
+        s.add_argument("--run-dir", required=True, help="folder for checkpoints and caches (resumable)")
+        if name == "all":
+            s.add_argument("--out", required=True, help="model directory to write (config.json + safetensors)")
+            s.add_argument("--overwrite", action="store_true")
+        s.add_argument("--device", default="cuda" if _cuda() else "cpu")
+        s.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (quick trials)")
+        s.add_argument("--no-progress", action="store_true")
+        s.set_defaults(func=run_train)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ..model import build_model
+    from ..model.config import make_config
+    from ..train.recipe import Recipe, run_recipe
+    from ..train.reward import train_reward_model
+    from ..train.tokenizer import train_tokenizer
+    from ..train.world_model import train_world_model
+
+    recipe = Recipe().scaled(args.scale) if args.scale != 1.0 else Recipe()
+    progress = not args.no_progress
+    run = Path(args.run_dir)
+    if args.stage == "all":
+        out = run_recipe(args.data, run, args.out, recipe, device=args.device, progress=progress, overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+    tok, _ = train_tokenizer(args.data, run / "tokenizer", recipe.tokenizer,
+                             replace(recipe.tokenizer_train, device=args.device), max_frames=recipe.max_frames,
+                             progress=progress)
+    if args.stage == "tokenizer":
+        return 0
+    model = build_model(make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head,
+                                    n_embd=recipe.n_embd, seq_len=recipe.seq_len, name=recipe.name), device=args.device)
+    model.tokenizer.load_state_dict(tok.state_dict())
+    if args.stage == "world-model":
+        train_world_model(model, args.data, run / "world_model", replace(recipe.world_model_train, device=args.device),
+                          progress=progress)
+    else:
+        train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
+                           progress=progress)
+    return 0

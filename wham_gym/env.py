@@ -1,0 +1,488 @@
+"""Gymnasium environments over one DreamEngine: ``WHAMVectorEnv`` (N dreams) and ``WHAMEnv`` (N = 1).
+
+``WHAMVectorEnv`` is the only implementation: ``WHAMEnv`` is a thin single-env
+view of a one-slot vector env with autoreset disabled. One vector step is one
+engine step for all slots, then batched bookkeeping (reward, termination,
+truncation, autoreset, infos); tensors stay on the engine's device until the
+caller gets numpy (``return_torch=False``, the default).
+
+Observations are the decoded frame, ``Box(0, 255, (180, 300, 3), uint8)``
+channel-last; ``obs_mode="tokens"`` gives the image tokens instead (a
+``MultiDiscrete``, and no decoding unless a reward or termination function
+needs frames), ``"both"`` a Dict of the two. A model whose tokenizer is not
+300x180 is adapted: its decoded frames are resized to 180x300 with bilinear
+interpolation (``torch.nn.functional.interpolate``, ``align_corners=False``,
+on the device), and prompts are resized to its size (see :mod:`wham_gym.prompts`).
+A reset observation is the decoded newest prompt frame, so every pixel
+observation comes from the same decoder.
+
+Autoreset follows Gymnasium 1.x (``metadata["autoreset_mode"]``):
+  * NEXT_STEP (default): a slot done at step t is reset during step t+1, which
+    returns its reset observation with reward 0, terminated = truncated = False
+    and the reset info; the action given for it is ignored.
+  * SAME_STEP: a slot done at step t is reset within step t; the step returns the
+    reset observation and puts the final one in ``info["final_obs"]`` (an object
+    array, None where not done) and the final step's info in ``info["final_info"]``,
+    with ``_final_obs``/``_final_info`` masks.
+  * DISABLED: nothing resets by itself; call ``reset(options={"reset_mask": mask})``.
+The engine always advances every slot, so a slot being reset is stepped too and
+its result dropped (wasted work, never seen). Slots have independent random
+streams, so resetting some slots never changes what the others dream.
+
+Infos are dicts of batched arrays with ``_key`` masks: ``step`` (steps in the
+current episode), ``reinjected`` (whether a real frame replaced the dream this
+step; always False until reinjection lands), ``nll`` and ``entropy`` (the model's
+uncertainty about the frame it drew; absent for slots that were just reset) and,
+with ``predict_actions=True``, ``predicted_action`` (the controller vector the
+model expects next).
+
+Seeding: ``reset(seed=s)`` seeds the env's numpy Generator, which draws every
+prompt (episode and offset) and every slot's sampling seed, so the same seed and
+the same actions give bit-identical observations on CPU. On a GPU the stream is
+as deterministic as the model's kernels: sampling is counter-based, but float
+reductions in attention/matmul may differ run to run and flip a near-tie token.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from . import controller
+from .engine import DreamEngine, StepResult
+from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
+from .rewards import NeverTerminate, StepContext, ZeroReward, needs_frames
+
+OBS_MODES = ("pixels", "tokens", "both")
+RENDER_MODES = ["rgb_array", "human"]
+RENDER_FPS = 10  # WHAM's data is 10 Hz
+
+
+def _autoreset_mode(mode) -> AutoresetMode:
+    if isinstance(mode, AutoresetMode):
+        return mode
+    for m in AutoresetMode:
+        if str(mode).replace("_", "").lower() in (m.value.lower(), m.name.replace("_", "").lower()):
+            return m
+    raise ValueError(f"autoreset_mode: expected one of {[m.name for m in AutoresetMode]}, got {mode!r}")
+
+
+def tile(frames: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> one image, a near-square grid filled row by row, black where empty."""
+    n, h, w, c = frames.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * cols, h, w, c), frames.dtype)
+    grid[:n] = frames
+    return grid.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+class WHAMVectorEnv(VectorEnv):
+    """N dreams of a WHAM world model, stepped together as one Gymnasium vector env.
+
+    Args:
+        num_envs: number of parallel dreams N.
+        model: anything :func:`wham_gym.load_model` takes, or a built model (default: the embedded default).
+        prompts: where resets start: None (the model card's prompts, else a flat gray frame), a
+            :class:`~wham_gym.prompts.PromptBank`, a path or list of paths (``.npz`` episodes,
+            Demonstrator folders, folders of them), or (frames, actions) arrays.
+        prompt_frames: frames per prompt (default: the engine's window, ``context_steps - 1``).
+        resize_prompts: resize prompts whose size is neither the model's nor 300x180 (else ValueError).
+        obs_mode: "pixels", "tokens" or "both".
+        return_torch: hand back torch tensors on the engine's device instead of numpy.
+        autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED (an AutoresetMode or its name).
+        max_episode_steps: truncate episodes after this many steps (None: never; the registry uses 1000).
+        reward_fn, termination_fn: batched callables on a :class:`~wham_gym.rewards.StepContext`
+            (default: zero reward, never terminate).
+        predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
+        render_mode: None, "rgb_array" (a tiled grid) or "human" (a pygame window).
+        device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
+            passed to :class:`~wham_gym.engine.DreamEngine`.
+    """
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, model="default", *, prompts=None, prompt_frames: int | None = None,
+                 resize_prompts: bool = False, obs_mode: str = "pixels", return_torch: bool = False,
+                 autoreset_mode=AutoresetMode.NEXT_STEP, max_episode_steps: int | None = None,
+                 reward_fn=None, termination_fn=None, predict_actions: bool = False,
+                 render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
+                 top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
+                 context_steps: int | None = None, refresh_every: int = 1):
+        from .model import load_model
+
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode: expected None or one of {RENDER_MODES}, got {render_mode!r}")
+        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
+        if render_mode == "human":
+            _check_display()
+        if not isinstance(model, torch.nn.Module):
+            model = load_model(model, device=device or "cpu", dtype=dtype)
+        self.engine = DreamEngine(model, num_envs, device=device, dtype=dtype, temperature=temperature,
+                                  top_k=top_k, top_p=top_p, deterministic=deterministic,
+                                  context_steps=context_steps, refresh_every=refresh_every)
+        self.model = self.engine.model
+        self.device = self.engine.device
+        cfg = self.model.config
+        self.num_envs = N = self.engine.num_envs
+        self.obs_mode, self.return_torch = obs_mode, bool(return_torch)
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.render_mode = render_mode
+        self.predict_actions = bool(predict_actions)
+        self.reward_fn = reward_fn or ZeroReward()
+        self.termination_fn = termination_fn or NeverTerminate()
+
+        self.model_size = (cfg.frame_height, cfg.frame_width)
+        self._resize_out = self.model_size != WHAM_SIZE
+        self.prompt_bank = make_prompt_bank(prompts, self.model)
+        self.prompt_frames = int(prompt_frames or self.engine.window)
+        if not 1 <= self.prompt_frames <= self.engine.context_steps:
+            raise ValueError(f"prompt_frames must lie in [1, {self.engine.context_steps}], got {prompt_frames}")
+        self.resize_prompts = bool(resize_prompts)
+        self._decode = obs_mode != "tokens" or needs_frames(self.reward_fn) or needs_frames(self.termination_fn)
+
+        pixels = spaces.Box(0, 255, (*WHAM_SIZE, 3), np.uint8)
+        tokens = spaces.MultiDiscrete(np.full(cfg.tokens_per_image, cfg.image_vocab_size), dtype=np.int64)
+        self.single_observation_space = {"pixels": pixels, "tokens": tokens}.get(
+            obs_mode, spaces.Dict({"pixels": pixels, "tokens": tokens}))
+        self.single_action_space = controller.action_space()
+        self.observation_space = batch_space(self.single_observation_space, N)
+        self.action_space = batch_space(self.single_action_space, N)
+
+        self._low = torch.as_tensor(controller.ACTION_LOW, device=self.device)
+        self._high = torch.as_tensor(controller.ACTION_HIGH, device=self.device)
+        self._steps = torch.zeros(N, dtype=torch.long, device=self.device)
+        self._pending_reset = torch.zeros(N, dtype=torch.bool, device=self.device)  # NEXT_STEP
+        self._obs: dict[str, torch.Tensor | None] | None = None
+        self._warned_clip = False
+        self._window = None  # pygame surface for render_mode="human"
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Reset all slots, or those in ``options["reset_mask"]``; ``options["prompt"]`` gives the prompt.
+
+        ``options["prompt"]``: (frames, actions), a dict with those keys, or a Prompt; frames
+        (P, H, W, 3) for every slot reset, or (n, P, H, W, 3) one per slot reset.
+        """
+        if seed is not None:
+            if not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"seed: expected an int (one seed for the batch; slot seeds derive from it), got {seed!r}")
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        prompt = options.pop("prompt", None)
+        if options:
+            raise ValueError(f"reset options: unknown keys {sorted(options)}; expected 'reset_mask' and/or 'prompt'")
+        if mask is None:
+            ids = torch.arange(self.num_envs, device=self.device)
+            mask_t = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        else:
+            mask_t = self._check_mask(mask)
+            ids = mask_t.nonzero().squeeze(1)
+        tokens = self._reset_slots(ids, prompt)
+        frames = self._decoded(tokens) if self._decode else None
+        if self._obs is None or mask is None:
+            self._obs = {"tokens": tokens, "pixels": frames}
+        else:  # previously returned observations stay untouched
+            self._obs = {k: None if v is None else v.clone() for k, v in self._obs.items()}
+            self._put(self._obs, ids, tokens, frames)
+        self._steps[ids] = 0
+        self._pending_reset[ids] = False
+        info = self._base_info(self._steps, mask_t)
+        self._render_human()
+        return self._out(self._observation(self._obs)), self._out(info)
+
+    def _check_mask(self, mask) -> torch.Tensor:
+        if not isinstance(mask, (np.ndarray, torch.Tensor)) or tuple(mask.shape) != (self.num_envs,) or mask.dtype not in (np.bool_, torch.bool):
+            raise ValueError(f"options['reset_mask']: expected a bool array of shape ({self.num_envs},), "
+                             f"got {type(mask).__name__} {getattr(mask, 'shape', None)} {getattr(mask, 'dtype', None)}")
+        mask = torch.as_tensor(mask, device=self.device)
+        if not bool(mask.any()):
+            raise ValueError("options['reset_mask']: must select at least one env")
+        if self._obs is None and not bool(mask.all()):
+            raise ValueError("options['reset_mask']: the first reset must reset every env")
+        return mask
+
+    def _reset_slots(self, ids: torch.Tensor, prompt=None) -> torch.Tensor:
+        """Give slots ``ids`` new prompts and sampling seeds from the env's Generator; their newest tokens."""
+        n = int(ids.numel())
+        rng = self.np_random
+        if prompt is not None:
+            prompts = self._option_prompts(prompt, n)
+        else:
+            prompts = self.prompt_bank.sample(rng, n, self.prompt_frames, size=self.model_size,
+                                              resize=self.resize_prompts)
+        seeds = rng.integers(0, 2**62, size=n)
+        lengths = np.array([len(p) for p in prompts])
+        for P in np.unique(lengths):  # one engine reset per prompt length (usually one)
+            sel = np.flatnonzero(lengths == P)
+            frames = np.stack([prompts[j].frames for j in sel])
+            actions = np.stack([prompts[j].actions for j in sel]) if P > 1 else None
+            self.engine.reset(ids[torch.as_tensor(sel, device=self.device)], frames=frames, actions=actions,
+                              seeds=seeds[sel])
+        return self.engine.images[ids, -1]
+
+    def _option_prompts(self, spec, n: int) -> list[Prompt]:
+        where = "options['prompt']"
+        if isinstance(spec, Prompt):
+            frames, actions = spec.frames, spec.actions
+        elif isinstance(spec, dict):
+            frames, actions = spec.get("frames"), spec.get("actions")
+        elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+            frames, actions = spec
+        else:
+            raise ValueError(f"{where}: expected (frames, actions), a dict with those keys, or a Prompt")
+        frames = np.asarray(frames)
+        if frames.ndim == 4:
+            prompts = [check_prompt(frames, actions, where)] * n
+        elif frames.ndim == 5 and frames.shape[0] == n:
+            acts = [None] * n if actions is None else list(actions)
+            prompts = [check_prompt(f, a, f"{where}[{i}]") for i, (f, a) in enumerate(zip(frames, acts))]
+        else:
+            raise ValueError(f"{where}: frames must be (P, H, W, 3) or ({n}, P, H, W, 3), got {frames.shape}")
+        fitted = fit_frames(prompts[0].frames, self.model_size, self.resize_prompts, where)
+        return [Prompt(fitted if p is prompts[0] else fit_frames(p.frames, self.model_size, self.resize_prompts, where),
+                       p.actions) for p in prompts]
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions):
+        """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
+        a = self._check_actions(actions)
+        res = self.engine.step(a, decode=self._decode, predict_actions=self.predict_actions)
+        frames = None if res.frames is None else self._adapt(res.frames)
+        steps = self._steps + 1
+        ctx = StepContext(tokens=res.tokens, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
+        reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
+        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool()
+        truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)
+        obs = {"tokens": res.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
+        info = self._step_info(steps, res)
+        mode = self.autoreset_mode
+
+        if mode == AutoresetMode.NEXT_STEP:
+            reset = self._pending_reset
+            if bool(reset.any()):
+                ids = reset.nonzero().squeeze(1)
+                self._put(obs, ids, *self._reset_obs(ids))
+                keep = ~reset
+                reward, terminated, truncated = reward * keep, terminated & keep, truncated & keep
+                steps = steps * keep
+                info = self._step_info(steps, res, stepped=keep)
+            self._pending_reset = terminated | truncated
+        elif mode == AutoresetMode.SAME_STEP:
+            done = terminated | truncated
+            if bool(done.any()):
+                ids = done.nonzero().squeeze(1)
+                final = self._observation({k: None if v is None else v[ids] for k, v in obs.items()})
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for j, i in enumerate(ids.tolist()):  # object array of per-env observations, as Gymnasium's
+                    final_obs[i] = _index(self._out(final), j)
+                final_info = {k: (v & done if k.startswith("_") else v) for k, v in info.items()}
+                self._put(obs, ids, *self._reset_obs(ids))
+                steps = steps * ~done
+                info = self._step_info(steps, res, stepped=~done)
+                info.update(final_info=self._out(final_info), _final_info=done, final_obs=final_obs, _final_obs=done)
+        self._steps = steps
+        self._obs = obs
+        self._render_human()
+        return (self._out(self._observation(obs)), self._out(reward), self._out(terminated),
+                self._out(truncated), self._out(info))
+
+    def _check_actions(self, actions) -> torch.Tensor:
+        if torch.is_tensor(actions):
+            a = actions.to(device=self.device, dtype=torch.float32)
+        else:
+            arr = np.asarray(actions)
+            if arr.dtype.kind not in "fiub":
+                raise ValueError(f"actions: expected numbers, got dtype {arr.dtype}")
+            a = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device)
+        if tuple(a.shape) != (self.num_envs, controller.ACTION_DIM):
+            raise ValueError(f"actions: expected shape ({self.num_envs}, {controller.ACTION_DIM}), one controller "
+                             f"vector (12 buttons then 4 sticks) per env, got {tuple(a.shape)}")
+        finite = torch.isfinite(a)
+        if not bool(finite.all()):
+            env, dim = (int(i) for i in (~finite).nonzero()[0])
+            raise ValueError(f"actions: env {env}, dimension {dim} ({controller.ACTION_NAMES[dim]}) is "
+                             f"{float(a[env, dim])}; actions must be finite")
+        if not self._warned_clip and bool(((a < self._low) | (a > self._high)).any()):
+            warnings.warn("actions outside the controller Box are clipped (buttons to [0, 1], sticks to [-1, 1]); "
+                          "this warning is shown once", stacklevel=3)
+            self._warned_clip = True
+        return torch.minimum(torch.maximum(a, self._low), self._high)
+
+    def _check_output(self, x, name: str) -> torch.Tensor:
+        if not torch.is_tensor(x) or tuple(x.shape) != (self.num_envs,):
+            raise ValueError(f"{name} must return a torch tensor of shape ({self.num_envs},), "
+                             f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+        return x.to(self.device)
+
+    # ------------------------------------------------------------------ observations and infos
+    def _adapt(self, frames: torch.Tensor) -> torch.Tensor:
+        """Model-size frames -> 180x300 (bilinear, align_corners=False) when the tokenizer is not 300x180."""
+        if not self._resize_out:
+            return frames
+        x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=WHAM_SIZE, mode="bilinear", align_corners=False)
+        return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    def _decoded(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._adapt(self.model.decode_tokens(tokens))
+
+    def _reset_obs(self, ids):
+        tokens = self._reset_slots(ids)
+        return tokens, self._decoded(tokens) if self._decode else None
+
+    @staticmethod
+    def _put(obs: dict, ids, tokens, frames) -> None:
+        obs["tokens"][ids] = tokens
+        if obs["pixels"] is not None:
+            obs["pixels"][ids] = frames
+
+    def _observation(self, obs: dict):
+        if self.obs_mode == "both":
+            return {"pixels": obs["pixels"], "tokens": obs["tokens"]}
+        return obs[self.obs_mode]
+
+    def _base_info(self, steps: torch.Tensor, has: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"step": steps.clone(), "_step": has.clone(),
+                "reinjected": torch.zeros_like(has), "_reinjected": has.clone()}
+
+    def _step_info(self, steps, res: StepResult, stepped: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        info = self._base_info(steps, torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        stepped = info["_step"] if stepped is None else stepped
+        info.update(nll=res.nll, _nll=stepped, entropy=res.entropy, _entropy=stepped.clone())
+        if res.predicted_actions is not None:
+            info.update(predicted_action=res.predicted_actions, _predicted_action=stepped.clone())
+        return info
+
+    def _out(self, x):
+        """Tensors (nested in dicts) -> numpy, unless ``return_torch``."""
+        if isinstance(x, dict):
+            return {k: self._out(v) for k, v in x.items()}
+        if torch.is_tensor(x) and not self.return_torch:
+            return x.numpy(force=True)
+        return x
+
+    # ------------------------------------------------------------------ rendering
+    def current_frames(self) -> torch.Tensor:
+        """The frames now shown, (N, 180, 300, 3) uint8 on the device (decoded on demand in tokens mode)."""
+        if self._obs is None:
+            raise RuntimeError("render: call reset() first")
+        if self._obs["pixels"] is None:
+            return self._decoded(self._obs["tokens"])
+        return self._obs["pixels"]
+
+    def render(self):
+        """rgb_array: the frames tiled in a near-square grid (numpy uint8); human: drawn in a window, None."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            return None
+        if self.render_mode == "human":
+            self._render_human()
+            return None
+        return tile(self.current_frames().numpy(force=True))
+
+    def _render_human(self) -> None:
+        if self.render_mode != "human":
+            return
+        import pygame
+
+        grid = tile(self.current_frames().numpy(force=True))
+        if self._window is None:
+            pygame.display.init()  # display only: no audio device needed
+            pygame.display.set_caption("wham-gym")
+            self._window = pygame.display.set_mode((grid.shape[1], grid.shape[0]))
+        pygame.event.pump()
+        self._window.blit(pygame.surfarray.make_surface(grid.transpose(1, 0, 2)), (0, 0))
+        pygame.display.flip()
+
+    def close_extras(self, **kwargs) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            self._window = None
+
+
+def _index(obs, j: int):
+    return {k: v[j] for k, v in obs.items()} if isinstance(obs, dict) else obs[j]
+
+
+def _check_display() -> None:
+    try:
+        import pygame  # noqa: F401
+    except ImportError as exc:
+        raise gym.error.DependencyNotInstalled(
+            "render_mode='human' needs pygame: pip install pygame-ce (or use render_mode='rgb_array')") from exc
+    headless = sys.platform.startswith("linux") and not any(
+        os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"))
+    if headless:
+        raise RuntimeError("render_mode='human' needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY "
+                           "are unset); use render_mode='rgb_array' and save the frames, or run under a display")
+
+
+class WHAMEnv(gym.Env):
+    """One dream as a ``gymnasium.Env``: a one-slot :class:`WHAMVectorEnv` with autoreset disabled.
+
+    Takes the vector env's arguments except ``num_envs``, ``autoreset_mode`` and
+    ``return_torch``. ``gymnasium.make("wham_gym/WHAM-v0")`` adds a TimeLimit of
+    1000 steps; ``max_episode_steps`` truncates inside the env as well (default: never).
+    """
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS}
+
+    def __init__(self, model="default", *, render_mode: str | None = None, **kwargs):
+        for k in ("num_envs", "autoreset_mode", "return_torch"):
+            if k in kwargs:
+                raise TypeError(f"WHAMEnv does not take {k!r}; use WHAMVectorEnv for that")
+        self.vector = WHAMVectorEnv(1, model, autoreset_mode=AutoresetMode.DISABLED, render_mode=render_mode, **kwargs)
+        self.observation_space = self.vector.single_observation_space
+        self.action_space = self.vector.single_action_space
+        self.render_mode = render_mode
+
+    @property
+    def engine(self) -> DreamEngine:
+        return self.vector.engine
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if options and "reset_mask" in options:
+            raise ValueError("WHAMEnv.reset: 'reset_mask' is for WHAMVectorEnv")
+        self.vector.np_random = self.np_random  # one Generator: the env's seeding is the vector env's
+        obs, info = self.vector.reset(options=options)
+        return _index(obs, 0), _single_info(info)
+
+    def step(self, action):
+        shape = tuple(getattr(action, "shape", np.shape(action)))
+        if shape != (controller.ACTION_DIM,):
+            raise ValueError(f"action: expected shape ({controller.ACTION_DIM},), one controller vector "
+                             f"(12 buttons then 4 sticks), got {shape}")
+        obs, reward, terminated, truncated, info = self.vector.step(np.asarray(action)[None])
+        return _index(obs, 0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _single_info(info)
+
+    def render(self):
+        return self.vector.render()
+
+    def close(self):
+        self.vector.close()
+
+
+def _single_info(info: dict) -> dict:
+    """Batched info of one env -> a plain info dict (keys its mask leaves out are dropped)."""
+    return {k: v[0] for k, v in info.items() if not k.startswith("_") and info.get("_" + k, [True])[0]}

@@ -1,0 +1,104 @@
+"""Reward and termination for dreamed steps: batched torch callables, called once per vector step.
+
+A reward function takes a :class:`StepContext` and returns a float tensor (N,);
+a termination function returns a bool tensor (N,). Both run on the engine's
+device and should stay there (no ``.item()``/``.cpu()``). A callable may declare
+``needs_frames = False`` when it reads only tokens, so a ``tokens`` observation
+mode can skip decoding; callables without that attribute are given frames.
+
+The learned reward/termination model is an interface here
+(:class:`LearnedRewardModel`); the trained one arrives with the training issue.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class StepContext:
+    """What reward and termination functions see after one vector step (all tensors on the engine's device).
+
+    ``steps`` counts the steps of the current episode including this one (1 after the first).
+    ``frames`` are at the observation size (180x300) or None when nothing asked for them.
+    """
+
+    tokens: torch.Tensor  # (N, tokens_per_image) long: the new frames' image tokens
+    frames: torch.Tensor | None  # (N, 180, 300, 3) uint8
+    actions: torch.Tensor  # (N, 16) float32 controller vectors, clipped to the Box
+    steps: torch.Tensor  # (N,) long
+    nll: torch.Tensor  # (N,) the model's uncertainty about the frame it drew
+    entropy: torch.Tensor  # (N,)
+    cache: dict[Any, Any] = field(default_factory=dict)  # lets one model serve reward and termination in one pass
+
+    @property
+    def num_envs(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+RewardFn = Callable[[StepContext], torch.Tensor]
+TerminationFn = Callable[[StepContext], torch.Tensor]
+
+
+def needs_frames(fn) -> bool:
+    return bool(getattr(fn, "needs_frames", True))
+
+
+class ZeroReward:
+    """Reward 0 everywhere (the default: a dream has no score until a reward model is given)."""
+
+    needs_frames = False
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return torch.zeros(ctx.num_envs, dtype=torch.float32, device=ctx.tokens.device)
+
+
+class NeverTerminate:
+    """No episode ends by itself (the default; truncation at ``max_episode_steps`` still applies)."""
+
+    needs_frames = False
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
+
+
+class LearnedRewardModel(ABC):
+    """A model predicting reward and termination from a dreamed step; one forward pass serves both.
+
+    Subclasses implement :meth:`predict`; ``model.reward`` and ``model.termination``
+    are the callables to hand the env. ``uses_frames`` says whether :meth:`predict`
+    reads frames (decoding needed) or only tokens.
+    """
+
+    uses_frames: bool = False
+    termination_threshold: float = 0.5
+
+    @abstractmethod
+    def predict(self, tokens: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, tpi) tokens, (N, 16) actions, frames or None -> reward (N,) float, termination probability (N,)."""
+
+    def _predicted(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if self not in ctx.cache:
+            ctx.cache[self] = self.predict(ctx.tokens, ctx.actions, ctx.frames)
+        return ctx.cache[self]
+
+    @property
+    def reward(self) -> RewardFn:
+        def reward(ctx: StepContext) -> torch.Tensor:
+            return self._predicted(ctx)[0].float()
+
+        reward.needs_frames = self.uses_frames
+        return reward
+
+    @property
+    def termination(self) -> TerminationFn:
+        def termination(ctx: StepContext) -> torch.Tensor:
+            return self._predicted(ctx)[1] >= self.termination_threshold
+
+        termination.needs_frames = self.uses_frames
+        return termination

@@ -1,0 +1,122 @@
+"""stable-baselines3 adapter: one :class:`~wham_gym.env.WHAMVectorEnv` as an SB3 ``VecEnv``.
+
+SB3 resets finished envs within the step that ends them, so the vector env runs
+with ``AutoresetMode.SAME_STEP``; a finished env's info carries
+``terminal_observation`` and ``TimeLimit.truncated`` like SB3's own VecEnvs, and
+its reset info goes to ``reset_infos``. All N dreams live in one engine, so
+``get_attr``/``set_attr``/``env_method`` reach that one vector env (a getter or
+method result is repeated for each index asked).
+
+Replay buffers: SB3's SAC default (1M transitions) would need about 324 GB at
+180x300x3 frames (observation and next observation each). :func:`make_sac`
+sizes the buffer to :data:`REPLAY_BUDGET_BYTES` (2 GiB) unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
+
+from .env import WHAMVectorEnv
+
+REPLAY_BUDGET_BYTES = 2 * 1024**3
+
+
+class WHAMVecEnv(VecEnv):
+    """N WHAM dreams as an SB3 VecEnv.
+
+    Args:
+        num_envs, model, **kwargs: passed to :class:`WHAMVectorEnv` (with SAME_STEP autoreset and numpy outputs).
+        env: an existing WHAMVectorEnv to wrap instead (it must use SAME_STEP and numpy outputs).
+    """
+
+    def __init__(self, num_envs: int = 1, model="default", *, env: WHAMVectorEnv | None = None, **kwargs):
+        if env is None:
+            env = WHAMVectorEnv(num_envs, model, autoreset_mode=AutoresetMode.SAME_STEP, return_torch=False, **kwargs)
+        elif env.autoreset_mode != AutoresetMode.SAME_STEP or env.return_torch:
+            raise ValueError("WHAMVecEnv needs a WHAMVectorEnv with autoreset_mode=SAME_STEP and return_torch=False, "
+                             f"got {env.autoreset_mode.name} and return_torch={env.return_torch}")
+        self.venv = env
+        self._actions: np.ndarray | None = None
+        super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+
+    def reset(self):
+        seed = next((s for s in self._seeds if s is not None), None)  # one seed; slots derive theirs from it
+        options = next((o for o in self._options if o), None)
+        obs, info = self.venv.reset(seed=seed, options=options)
+        self.reset_infos = _split(info, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        obs, reward, terminated, truncated, info = self.venv.step(self._actions)
+        dones = terminated | truncated
+        infos = _split(info, self.num_envs)
+        if dones.any():
+            finals = _split(info["final_info"], self.num_envs)
+            for i in np.flatnonzero(dones):
+                self.reset_infos[i] = infos[i]
+                infos[i] = {**finals[i], "terminal_observation": info["final_obs"][i],
+                            "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
+        return obs, reward.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return list(self.venv.current_frames().numpy(force=True))
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def _split(info: dict, n: int) -> list[dict]:
+    """Gymnasium's batched info (arrays + ``_key`` masks) -> SB3's list of per-env dicts."""
+    out: list[dict] = [{} for _ in range(n)]
+    for key, value in info.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        for i in np.flatnonzero(info.get("_" + key, np.ones(n, bool))):
+            out[i][key] = value[i]
+    return out
+
+
+def replay_buffer_size(observation_space: gym.Space, budget_bytes: int = REPLAY_BUDGET_BYTES) -> int:
+    """Transitions that fit ``budget_bytes`` when each stores an observation and a next observation."""
+    per = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in _leaves(observation_space))
+    return max(1, budget_bytes // (2 * per))
+
+
+def _leaves(space: gym.Space):
+    if isinstance(space, gym.spaces.Dict):
+        for s in space.spaces.values():
+            yield from _leaves(s)
+    else:
+        yield space
+
+
+def make_sac(env, policy: str = "CnnPolicy", buffer_size: int | None = None, **kwargs):
+    """SB3 SAC with a replay buffer that fits :data:`REPLAY_BUDGET_BYTES` (SB3's 1M default would not)."""
+    from stable_baselines3 import SAC
+
+    size = buffer_size or replay_buffer_size(env.observation_space)
+    return SAC(policy, env, buffer_size=size, **kwargs)

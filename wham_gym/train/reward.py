@@ -1,0 +1,105 @@
+"""Train the reward/termination model on recorded episodes' tokens.
+
+Rewards and episode ends are rare next to ordinary steps, so both losses are
+class-balanced: each reward value class and each termination class contributes
+equally, whatever its frequency.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model.reward_model import RewardModel, RewardModelConfig
+from .data import TokenEpisode, split_sources, tokenize_episodes
+from .trainer import TrainConfig, batch_rng, train
+
+
+def transitions(episodes: list[TokenEpisode]) -> dict[str, np.ndarray]:
+    """(prev tokens, action, next tokens, reward, terminated) for every recorded transition.
+
+    ``rewards[t]`` and ``terminated[t]`` belong to the action taken at frame t. The frame
+    after an episode's last action is not recorded; a terminal transition gets its own
+    last frame as the "next" frame, which is what the dream shows at an end.
+    """
+    prev, act, nxt, rew, term = [], [], [], [], []
+    for e in episodes:
+        T = len(e.tokens)
+        nxt_idx = np.minimum(np.arange(1, T + 1), T - 1)
+        prev.append(e.tokens)
+        act.append(e.action_ids)
+        nxt.append(e.tokens[nxt_idx])
+        rew.append(e.rewards)
+        term.append(e.terminated)
+    return {"prev": np.concatenate(prev), "act": np.concatenate(act), "next": np.concatenate(nxt),
+            "reward": np.concatenate(rew).astype(np.float32), "term": np.concatenate(term).astype(np.float32)}
+
+
+def class_weights(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and a per-sample weight making every class weigh the same in total."""
+    classes, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    w = (len(values) / (len(classes) * counts))[inverse]
+    return classes, w.astype(np.float32)
+
+
+def reward_loss(rm: RewardModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    reward, term_logit = rm(batch["prev"], batch["act"], batch["next"])
+    r_loss = (batch["w_reward"] * (reward.float() - batch["reward"]) ** 2).mean()
+    t_loss = (batch["w_term"] * F.binary_cross_entropy_with_logits(term_logit.float(), batch["term"], reduction="none")).mean()
+    return r_loss + t_loss, {"reward_mse": r_loss.item(), "term_bce": t_loss.item()}
+
+
+def train_reward_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
+                       stop_after: int | None = None, cache_dir=None) -> tuple[RewardModel, dict]:
+    run_dir = Path(run_dir)
+    device = torch.device(cfg.device)
+    train_src, val_src = split_sources(data)
+    cache = Path(cache_dir) if cache_dir else run_dir / "token-cache"  # shared by stages that tokenize the same data
+    tr = transitions(tokenize_episodes(model, train_src, cache, progress=progress))
+    va = transitions(tokenize_episodes(model, val_src, cache, progress=progress))
+    values, w_reward = class_weights(tr["reward"])
+    _, w_term = class_weights(tr["term"])
+    tensors = {k: torch.from_numpy(v.astype(np.int64) if k in ("prev", "act", "next") else v) for k, v in tr.items()}
+    tensors["w_reward"], tensors["w_term"] = torch.from_numpy(w_reward), torch.from_numpy(w_term)
+    torch.manual_seed(cfg.seed)
+    rm = RewardModel(RewardModelConfig(model.config.image_vocab_size, model.config.tokens_per_image,
+                                       reward_values=tuple(float(v) for v in values[:32]))).to(device)
+
+    def loss_fn(step, micro):
+        idx = torch.from_numpy(batch_rng(cfg.seed, step, micro).integers(0, len(tensors["reward"]), cfg.batch_size))
+        return reward_loss(rm, {k: v[idx].to(device) for k, v in tensors.items()})
+
+    def validate():
+        return evaluate_reward_model(rm, va, device)
+
+    result = train(rm, loss_fn, cfg, run_dir, validate=validate, desc="reward model", progress=progress,
+                   stop_after=stop_after, items_per_step=cfg.batch_size * cfg.grad_accum,
+                   meta={"transitions": len(tensors["reward"]), "reward_values": values[:32].tolist()})
+    return rm, result
+
+
+@torch.no_grad()
+def evaluate_reward_model(rm: RewardModel, data: dict[str, np.ndarray], device, batch: int = 1024) -> dict:
+    """Precision/recall of "non-zero reward" and of termination, and reward MAE, on held-out transitions."""
+    preds, terms = [], []
+    for i in range(0, len(data["reward"]), batch):
+        sl = {k: torch.from_numpy(data[k][i:i + batch].astype(np.int64)).to(device) for k in ("prev", "act", "next")}
+        r, t = rm.predict(sl["prev"], sl["act"], sl["next"])
+        preds.append(r.cpu().numpy())
+        terms.append(t.cpu().numpy())
+    r, t = np.concatenate(preds), np.concatenate(terms)
+    true_r, true_t = data["reward"], data["term"] > 0.5
+
+    def pr(pred, true):
+        tp = float((pred & true).sum())
+        return tp / max(1.0, float(pred.sum())), tp / max(1.0, float(true.sum()))
+
+    nonzero = true_r != 0
+    threshold = 0.5 * np.abs(true_r[nonzero]).min() if nonzero.any() else 0.5  # half the smallest real reward
+    rp, rr = pr(np.abs(r) > threshold, nonzero)
+    tp_, tr_ = pr(t, true_t)
+    return {"reward_mae": float(np.abs(r - true_r).mean()), "reward_precision": rp, "reward_recall": rr,
+            "term_precision": tp_, "term_recall": tr_, "loss": float(np.mean((r - true_r) ** 2))}
