@@ -248,10 +248,10 @@ def test_frame_size_adapter_tiny_taming():
 class TokenReward(LearnedRewardModel):
     calls = 0
 
-    def predict(self, tokens, actions, frames):
+    def predict(self, ctx):
         TokenReward.calls += 1
-        assert frames is None
-        return tokens.float().mean(1), (tokens[:, 0] % 2).float()
+        assert ctx.frames is None and ctx.prev_tokens.shape == ctx.tokens.shape
+        return ctx.tokens.float().mean(1), (ctx.tokens[:, 0] % 2).float()
 
 
 def test_reward_fns_and_learned_interface(tiny):

@@ -63,7 +63,7 @@ from gymnasium.vector.utils import batch_space
 from . import controller
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import NeverTerminate, StepContext, ZeroReward, needs_frames
+from .rewards import NeverTerminate, StepContext, TokenRewardModel, ZeroReward, needs_frames
 
 OBS_MODES = ("pixels", "tokens", "both")
 RENDER_MODES = ["rgb_array", "human"]
@@ -105,7 +105,8 @@ class WHAMVectorEnv(VectorEnv):
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED (an AutoresetMode or its name).
         max_episode_steps: truncate episodes after this many steps (None: never; the registry uses 1000).
         reward_fn, termination_fn: batched callables on a :class:`~wham_gym.rewards.StepContext`
-            (default: zero reward, never terminate).
+            (default: the model's learned reward model when it ships one, else zero reward and
+            no termination; pass ``rewards.ZeroReward()`` to switch a learned one off).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
         render_mode: None, "rgb_array" (a tiled grid) or "human" (a pygame window).
         device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
@@ -146,6 +147,9 @@ class WHAMVectorEnv(VectorEnv):
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode
         self.predict_actions = bool(predict_actions)
+        if reward_fn is None and termination_fn is None and getattr(self.model, "reward_model", None) is not None:
+            learned = TokenRewardModel(self.model.reward_model)  # the model ships its own reward model
+            reward_fn, termination_fn = learned.reward, learned.termination
         self.reward_fn = reward_fn or ZeroReward()
         self.termination_fn = termination_fn or NeverTerminate()
 
@@ -265,10 +269,11 @@ class WHAMVectorEnv(VectorEnv):
     def step(self, actions):
         """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
         a = self._check_actions(actions)
+        prev = self.engine.images[:, -1].clone()
         res = self.engine.step(a, decode=self._decode, predict_actions=self.predict_actions)
         frames = None if res.frames is None else self._adapt(res.frames)
         steps = self._steps + 1
-        ctx = StepContext(tokens=res.tokens, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
+        ctx = StepContext(tokens=res.tokens, prev_tokens=prev, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
         reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
         terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool()
         truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)

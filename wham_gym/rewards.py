@@ -6,8 +6,9 @@ device and should stay there (no ``.item()``/``.cpu()``). A callable may declare
 ``needs_frames = False`` when it reads only tokens, so a ``tokens`` observation
 mode can skip decoding; callables without that attribute are given frames.
 
-The learned reward/termination model is an interface here
-(:class:`LearnedRewardModel`); the trained one arrives with the training issue.
+A learned reward/termination model implements :class:`LearnedRewardModel`;
+:class:`TokenRewardModel` adapts the one wham-gym trains (``wham-gym train``),
+which envs use by default when their model ships one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class StepContext:
     """
 
     tokens: torch.Tensor  # (N, tokens_per_image) long: the new frames' image tokens
+    prev_tokens: torch.Tensor  # (N, tokens_per_image) long: the frames the actions were taken at
     frames: torch.Tensor | None  # (N, 180, 300, 3) uint8
     actions: torch.Tensor  # (N, 16) float32 controller vectors, clipped to the Box
     steps: torch.Tensor  # (N,) long
@@ -78,13 +80,12 @@ class LearnedRewardModel(ABC):
     termination_threshold: float = 0.5
 
     @abstractmethod
-    def predict(self, tokens: torch.Tensor, actions: torch.Tensor, frames: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, tpi) tokens, (N, 16) actions, frames or None -> reward (N,) float, termination probability (N,)."""
+    def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """A step's context (frames are None unless ``uses_frames``) -> reward (N,) float, termination probability (N,)."""
 
     def _predicted(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         if self not in ctx.cache:
-            ctx.cache[self] = self.predict(ctx.tokens, ctx.actions, ctx.frames)
+            ctx.cache[self] = self.predict(ctx)
         return ctx.cache[self]
 
     @property
@@ -102,3 +103,24 @@ class LearnedRewardModel(ABC):
 
         termination.needs_frames = self.uses_frames
         return termination
+
+
+class TokenRewardModel(LearnedRewardModel):
+    """wham-gym's trained reward model (:class:`~wham_gym.model.reward_model.RewardModel`) as env callables.
+
+    It reads the tokens of the frame before and after each action, so pixel
+    decoding is never needed for it.
+    """
+
+    uses_frames = False
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+
+    def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        from .controller import to_wham
+        from .model.vocab import action_tokens
+
+        with torch.no_grad():
+            reward, logit = self.net(ctx.prev_tokens, action_tokens(to_wham(ctx.actions)), ctx.tokens)
+        return reward.float(), torch.sigmoid(logit.float())
