@@ -176,8 +176,10 @@ class PromptBank:
 
 
 def default_prompt_bank(model=None) -> PromptBank:
-    """The prompt bank a model's card names (``card["prompts"]``), else a flat gray frame."""
+    """The prompt bank a model's card names (``card["prompts"]``, relative to its directory), else a flat gray frame."""
     path = getattr(model, "card", {}).get("prompts") if model is not None else None
+    if path and not os.path.isabs(path) and getattr(model, "model_dir", None):
+        path = os.path.join(model.model_dir, path)  # shipped inside the model directory
     return PromptBank.from_paths(path) if path else PromptBank.gray()
 
 

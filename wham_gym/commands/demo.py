@@ -1,7 +1,8 @@
 """``wham-gym demo``: a short batched dream with the default model, written to disk.
 
-The README's main job. Several dreams advance together in one DreamEngine, driven
-by the persistent exploration policy; frames go out as PNGs with the actions as CSV.
+The README's main job. Several dreams advance together in one DreamEngine from the
+model's prompt frames, driven by the persistent exploration policy; frames go out as
+PNGs with the actions as CSV.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..engine import DreamEngine
     from ..games.explore import ExplorePolicy
     from ..model import load_model
+    from ..prompts import make_prompt_bank
 
     if args.steps < 1 or args.num < 1:
         raise ValueError(f"--steps and --num must be >= 1, got {args.steps} and {args.num}")
@@ -47,9 +49,12 @@ def run_demo(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     c = model.config
     engine = DreamEngine(model, args.num, seed=args.seed)
-    # A neutral prompt: one mid-gray frame. Trained models ship real prompt frames (see prompts.py).
-    prompt = np.full((args.num, 1, c.frame_height, c.frame_width, 3), 128, np.uint8)
-    engine.reset(None, frames=prompt)
+    # Real frames from the prompt episodes the model ships (a gray frame for presets), one window each.
+    prompts = make_prompt_bank(None, model).sample(np.random.default_rng(args.seed), args.num, engine.window,
+                                                   size=(c.frame_height, c.frame_width))
+    P = min(len(p.frames) for p in prompts)
+    engine.reset(None, frames=np.stack([p.frames[-P:] for p in prompts]),
+                 actions=np.stack([p.actions[len(p.actions) - (P - 1):] for p in prompts]) if P > 1 else None)
     policies = [ExplorePolicy(seed=args.seed + k) for k in range(args.num)]
     frames = [engine.model.decode_tokens(engine.images[:, -1]).cpu().numpy()]
     actions = []

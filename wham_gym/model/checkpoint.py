@@ -419,6 +419,7 @@ def load_own(path, device="cpu", dtype=None):
     model.gpt.lm_head.weight = model.gpt.transformer.wte.weight
     card_path = path / CARD_FILE
     model.card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": config.name}
+    model.model_dir = str(path)  # files the card names (e.g. prompt episodes) are relative to it
     if (path / REWARD_WEIGHTS_FILE).is_file():
         model.reward_model = _load_reward_model(path, device)
     return model.eval()

@@ -56,6 +56,7 @@ class WHAMModel(nn.Module):
         self.predictor = Predictor(GPT(config.gpt))
         self.vocab = Vocab(config.image_vocab_size, config.tokens_per_image)
         self.card: dict = {}  # provenance: name, source format, training data (see checkpoint.py)
+        self.model_dir: str | None = None  # where it was loaded from (own format)
         self.reward_model: nn.Module | None = None  # learned reward/termination, when trained (reward_model.py)
 
     @property
