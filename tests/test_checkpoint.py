@@ -3,7 +3,6 @@
 import json
 import os
 import pickle
-import zipfile
 
 import numpy as np
 import pytest

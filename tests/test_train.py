@@ -1,6 +1,5 @@
 """Training: losses fall, resume continues identically, the recipe yields a model the envs accept."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,3 +96,24 @@ def test_recipe_writes_a_model_the_env_accepts(dataset, tmp_path):
     obs, info = env.reset(seed=0)
     _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
     assert isinstance(reward, float)
+
+
+def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
+    from wham_gym.train.recipe import assemble
+
+    recipe = Recipe(name="tiny-doom", tokenizer=TOK, n_layer=1, n_head=2, n_embd=32, seq_len=4, max_frames=64,
+                    tokenizer_train=cfg(2, batch_size=4), world_model_train=cfg(4, batch_size=2),
+                    reward_train=cfg(2, batch_size=32))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        assemble(tmp_path / "run", tmp_path / "m0", recipe)
+    tok, _ = train_tokenizer(dataset, tmp_path / "run" / "tokenizer", TOK, recipe.tokenizer_train, max_frames=64,
+                             progress=False)
+    model = tiny_model()
+    model.tokenizer.load_state_dict(tok.state_dict())
+    train_world_model(model, dataset, tmp_path / "run" / "world_model", recipe.world_model_train, progress=False,
+                      stop_after=2)  # interrupted mid-run
+    out = assemble(tmp_path / "run", tmp_path / "m1", recipe, data=dataset)
+    loaded = load_model(out)
+    assert loaded.card["steps"] == {"tokenizer": 2, "world_model": 2} and loaded.reward_model is None
+    ids = torch.randint(0, 32, (1, 40))
+    assert torch.equal(loaded.logits(ids), model.logits(ids))

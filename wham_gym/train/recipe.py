@@ -8,7 +8,6 @@ where it stopped, losing at most one checkpoint interval.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -57,35 +56,53 @@ class Recipe:
 def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = "cpu", progress: bool = True,
                overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
-    started = time.time()
     on = {"device": device}
-    tok, tok_result = train_tokenizer(data, run_dir / "tokenizer", recipe.tokenizer,
-                                      replace(recipe.tokenizer_train, **on), max_frames=recipe.max_frames, progress=progress)
+    tok, _ = train_tokenizer(data, run_dir / "tokenizer", recipe.tokenizer, replace(recipe.tokenizer_train, **on),
+                             max_frames=recipe.max_frames, progress=progress)
     config = make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd,
                          seq_len=recipe.seq_len, name=recipe.name)
     model = build_model(config, device=device)
     model.tokenizer.load_state_dict(tok.state_dict())
     cache = run_dir / "token-cache"
-    wm_result = train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
-                                  progress=progress, cache_dir=cache)
-    rm, rm_result = train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
-                                       progress=progress, cache_dir=cache)
-    model.reward_model = rm
-    card = {
-        "name": recipe.name,
-        "official": False,
-        "format": "wham-gym/1",
-        "data": str(data),
-        "recipe": json.loads(json.dumps(asdict(recipe), default=str)),
-        "metrics": {"tokenizer": _last(tok_result), "world_model": _last(wm_result), "reward": _last(rm_result)},
-        "device": device,
-        "torch": torch.__version__,
-        "train_seconds": round(time.time() - started, 1),
-        "parameters": model.num_parameters(),
-    }
-    model.card = card
-    return save_model(model.cpu(), out_dir, card=card, overwrite=overwrite)
+    train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
+                      progress=progress, cache_dir=cache)
+    train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
+                       progress=progress, cache_dir=cache)
+    return assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
 
 
-def _last(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k != "history"}
+def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrite: bool = False) -> Path:
+    """Write a model directory from the latest checkpoints in ``run_dir`` (a run may still be training).
+
+    Lets a long run ship an interim model: each stage's newest complete checkpoint is
+    used; the reward model is included when its stage has one.
+    """
+    from ..model.reward_model import RewardModel, RewardModelConfig
+
+    run_dir = Path(run_dir)
+    config = make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd,
+                         seq_len=recipe.seq_len, name=recipe.name)
+    model = build_model(config)
+    steps, metrics = {}, {}
+    for stage, module in (("tokenizer", model.tokenizer), ("world_model", model.gpt)):
+        stem = latest_checkpoint(run_dir / stage)
+        if stem is None:
+            raise FileNotFoundError(f"{run_dir / stage}: no checkpoint yet; train that stage first")
+        info = load_checkpoint(stem, module, None, restore_rng=False)
+        steps[stage], metrics[stage] = info["step"], (info["meta"].get("history") or [{}])[-1]
+    stem = latest_checkpoint(run_dir / "reward")
+    if stem is not None:
+        rm = RewardModel(RewardModelConfig(config.image_vocab_size, config.tokens_per_image,
+                                           reward_values=tuple(info_values(stem))))
+        info = load_checkpoint(stem, rm, None, restore_rng=False)
+        model.reward_model = rm.eval()
+        steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
+    model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
+                  "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
+                  "metrics": metrics, "torch": torch.__version__, "parameters": model.num_parameters()}
+    return save_model(model.eval(), out_dir, overwrite=overwrite)
+
+
+def info_values(stem: Path) -> list[float]:
+    """The reward values a reward-model checkpoint saw in training."""
+    return json.loads(stem.with_suffix(".json").read_text())["meta"].get("reward_values", [])

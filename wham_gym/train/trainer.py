@@ -99,7 +99,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    extra: dict[str, torch.Tensor] | None = None) -> dict:
+                    extra: dict[str, torch.Tensor] | None = None, restore_rng: bool = True) -> dict:
     from safetensors.torch import load_file
 
     tensors = load_file(str(stem.with_suffix(".safetensors")))
@@ -116,7 +116,8 @@ def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                 _, idx, name = k.split(".", 2)
                 state.setdefault(int(idx), {})[name] = v
         optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    if restore_rng:  # resuming training; a reader of weights leaves the global RNG alone
+        torch.set_rng_state(tensors["rng.torch"])
     for name, value in (extra or {}).items():  # trainer state beyond the model, restored in place
         value.copy_(tensors[f"extra.{name}"])
     return info
@@ -189,7 +190,7 @@ def train(model: nn.Module, loss_fn: LossFn, cfg: TrainConfig, run_dir, *, valid
         rate = done / max(1e-9, time.perf_counter() - t0)
         postfix = {k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "val_loss", "recon", "acc")}
         if items_per_step:
-            postfix[f"items/s"] = f"{rate * items_per_step:.0f}"
+            postfix["items/s"] = f"{rate * items_per_step:.0f}"
         bar.set_postfix(postfix)
         bar.update(1)
         last = step + 1 == cfg.steps
