@@ -1,0 +1,100 @@
+"""How faithful a trained model is to the real game (issue 6's fidelity report).
+
+- tokenizer reconstruction PSNR/SSIM on held-out frames;
+- rollouts: prompted with real frames, driven by the recorded actions, compared with
+  the recorded continuation (the game replayed with the same actions from the same
+  start) at chosen horizons; horizon 1 is next-frame prediction;
+- action following: the horizontal image shift per step while turning, in game and dream;
+- the reward model's precision/recall on held-out transitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .engine import DreamEngine
+from .metrics import psnr, ssim
+
+
+def _chw(frames) -> torch.Tensor:
+    """(N, H, W, 3) -> (N, 3, H, W)."""
+    return torch.as_tensor(frames).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, seed: int = 0,
+                     temperature: float = 0.9) -> dict[int, dict[str, float]]:
+    """PSNR/SSIM of dreamt frames against the recorded ones at each horizon, over ``num`` rollouts.
+
+    ``episodes``: Episode objects (wham_gym.data). Each rollout starts at a random point of
+    an episode long enough for the window plus the largest horizon.
+    """
+    H = max(horizons)
+    eng = DreamEngine(model, num, temperature=temperature, seed=seed)
+    W = eng.window
+    rng = np.random.default_rng(seed)
+    long_enough = [e for e in episodes if len(e) >= W + H]
+    if not long_enough:
+        raise ValueError(f"no episode has the {W + H} frames a rollout to horizon {H} needs")
+    picks = [long_enough[i] for i in rng.integers(len(long_enough), size=num)]
+    starts = [int(rng.integers(len(e) - W - H + 1)) for e in picks]
+    frames = np.stack([e.frames()[s:s + W + H] for e, s in zip(picks, starts)])
+    actions = np.stack([e.actions[s:s + W + H] for e, s in zip(picks, starts)])
+    eng.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
+    out: dict[int, dict[str, float]] = {}
+    for h in range(1, H + 1):
+        res = eng.step(actions[:, W - 2 + h])
+        if h in horizons:
+            real = _chw(frames[:, W - 1 + h])
+            dream = _chw(res.frames.cpu())
+            out[h] = {"psnr": float(psnr(dream, real).mean()), "ssim": float(ssim(dream, real).mean())}
+    return out
+
+
+def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 80) -> float:
+    """Pixels the view moved left between frames a and b (positive: content moved left, i.e. a right turn).
+
+    Matches column-intensity profiles of the upper half (walls and sky, not the HUD or weapon)
+    by the shift with the least mean squared difference.
+    """
+    def profile(f):
+        g = f[: f.shape[0] // 2].astype(np.float64).mean(axis=(0, 2))
+        return g - g.mean()
+
+    pa, pb = profile(a), profile(b)
+    best, best_err = 0, np.inf
+    for s in range(-max_shift, max_shift + 1):
+        x, y = (pa[s:], pb[:len(pb) - s]) if s >= 0 else (pa[:s], pb[-s:])
+        err = np.mean((x - y) ** 2)
+        if err < best_err:
+            best, best_err = s, err
+    return float(best)
+
+
+@torch.no_grad()
+def action_following(model, scenario: str = "defend_the_center", steps: int = 10, seed: int = 0,
+                     turn: float = 1.0) -> dict[str, float]:
+    """Mean horizontal shift per step with right stick x = ``turn``, in the game and in the dream from the same start."""
+    import gymnasium as gym
+
+    env = gym.make("wham_gym/Doom-v0", scenario=scenario)
+    obs, _ = env.reset(seed=seed)
+    still = np.zeros(16, np.float32)
+    frames, acts = [obs], []
+    for _ in range(model.config.seq_len - 2):  # a real prompt window, standing still
+        obs, *_ = env.step(still)
+        frames.append(obs)
+        acts.append(still)
+    a = still.copy()
+    a[14] = turn
+    real = [frames[-1]]
+    for _ in range(steps):
+        obs, *_ = env.step(a)
+        real.append(obs)
+    env.close()
+    eng = DreamEngine(model, 1, seed=seed)
+    eng.reset(None, frames=np.stack(frames)[None], actions=np.stack(acts)[None])
+    dream = [frames[-1]] + [eng.step(a[None]).frames[0].cpu().numpy() for _ in range(steps)]
+    shift = lambda seq: float(np.mean([horizontal_shift(x, y) for x, y in zip(seq[:-1], seq[1:])]))  # noqa: E731
+    return {"game_px_per_step": shift(real), "dream_px_per_step": shift(dream)}
