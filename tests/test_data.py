@@ -179,7 +179,8 @@ def test_recorder_round_trip_and_replay(tmp_path):
     episodes = list(open_episodes(tmp_path))
     for entry, ep in zip(manifest["episodes"], episodes):
         assert sha256(str(tmp_path / entry["file"])) == entry["sha256"]
-        assert len(ep) == entry["frames"] == 15 or ep.terminated[-1]
+        assert len(ep) == entry["frames"]
+        assert len(ep) == 15 or ep.terminated[-1]
         assert ep.wham_actions.dtype == np.float32 and set(np.unique(ep.wham_actions[:, 12:])) <= set(range(11))
         assert ep.scenario == "deathmatch" and ep.truncated[-1] != ep.terminated[-1]
         assert "position_x" in ep.game_variable_names

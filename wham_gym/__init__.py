@@ -13,7 +13,7 @@ def _register_envs() -> None:
     from gymnasium.envs.registration import register, registry
 
     if "wham_gym/Doom-v0" not in registry:
-        register(id="wham_gym/Doom-v0", entry_point="wham_gym.games.doom:DoomEnv", max_episode_steps=2100)
+        register(id="wham_gym/Doom-v0", entry_point="wham_gym.games.doom:DoomEnv")  # DoomEnv truncates itself
     if "wham_gym/WHAM-v0" not in registry:
         # 1000 steps = 100 s of game time at WHAM's 10 Hz.
         register(id="wham_gym/WHAM-v0", entry_point="wham_gym.env:WHAMEnv",

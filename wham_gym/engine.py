@@ -259,7 +259,8 @@ class DreamEngine:
             predicted = controller.from_wham(action_values(self.pending))
         else:
             self.has_pending[:] = False
-        frames = self.model.decode_tokens(img) if decode else None
+        # Tokens sampled within the valid range need no boundary check (which would sync the host).
+        frames = self.model.tokenizer.decode(img).permute(0, 2, 3, 1) if decode else None
         return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
 
     @torch.no_grad()

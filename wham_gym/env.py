@@ -105,8 +105,8 @@ class WHAMVectorEnv(VectorEnv):
         autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED (an AutoresetMode or its name).
         max_episode_steps: truncate episodes after this many steps (None: never; the registry uses 1000).
         reward_fn, termination_fn: batched callables on a :class:`~wham_gym.rewards.StepContext`
-            (default: the model's learned reward model when it ships one, else zero reward and
-            no termination; pass ``rewards.ZeroReward()`` to switch a learned one off).
+            (each defaults to the model's learned reward model when it ships one, else zero reward
+            and no termination; pass ``rewards.ZeroReward()`` / ``NeverTerminate()`` to switch it off).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
         render_mode: None, "rgb_array" (a tiled grid) or "human" (a pygame window).
         device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
@@ -147,9 +147,10 @@ class WHAMVectorEnv(VectorEnv):
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode
         self.predict_actions = bool(predict_actions)
-        if reward_fn is None and termination_fn is None and getattr(self.model, "reward_model", None) is not None:
-            learned = TokenRewardModel(self.model.reward_model)  # the model ships its own reward model
-            reward_fn, termination_fn = learned.reward, learned.termination
+        if getattr(self.model, "reward_model", None) is not None:  # the model ships its own reward model
+            learned = TokenRewardModel(self.model.reward_model)
+            reward_fn = reward_fn or learned.reward
+            termination_fn = termination_fn or learned.termination
         self.reward_fn = reward_fn or ZeroReward()
         self.termination_fn = termination_fn or NeverTerminate()
 
@@ -297,8 +298,9 @@ class WHAMVectorEnv(VectorEnv):
                 ids = done.nonzero().squeeze(1)
                 final = self._observation({k: None if v is None else v[ids] for k, v in obs.items()})
                 final_obs = np.full(self.num_envs, None, dtype=object)
+                final_out = self._out(final)  # one host copy for all finished envs
                 for j, i in enumerate(ids.tolist()):  # object array of per-env observations, as Gymnasium's
-                    final_obs[i] = _index(self._out(final), j)
+                    final_obs[i] = _index(final_out, j)
                 final_info = {k: (v & done if k.startswith("_") else v) for k, v in info.items()}
                 self._put(obs, ids, *self._reset_obs(ids))
                 steps = steps * ~done

@@ -149,8 +149,8 @@ class ExplorePolicy:
         turn = float(np.clip(self.steer_gain * target, -1, 1))
         if ahead < 0.25:  # wall ahead: turn harder toward the open side
             turn = float(np.sign(target) or 1.0) * max(abs(turn), 0.7)
-        if self._is_stuck(obs, info):
-            self.escape_turn = float(rng.choice([-1.0, 1.0]))
+        if self._is_stuck(obs, info) and not self.escape_turn:
+            self.escape_turn = float(rng.choice([-1.0, 1.0]))  # commit to one direction until it decays
             self.gait_left = 0
         if self.escape_turn:
             turn = self.escape_turn
