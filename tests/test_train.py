@@ -91,7 +91,12 @@ def test_recipe_writes_a_model_the_env_accepts(dataset, tmp_path):
     model = load_model(out)
     assert model.reward_model is not None
     assert model.card["name"] == "tiny-doom" and "world_model" in model.card["metrics"]
-    env = gym.make("wham_gym/WHAM-v0", model=out, prompts=str(dataset)).unwrapped
+    from wham_gym.prompts import make_prompt_bank
+
+    bank = make_prompt_bank(None, model)  # the held-out snippets shipped inside the model directory
+    assert model.card["prompts"] == "prompts" and len(bank) >= 1
+    assert bank.sample(np.random.default_rng(0), 1, 3)[0].frames.std() > 0  # real frames, not the gray fallback
+    env = gym.make("wham_gym/WHAM-v0", model=out).unwrapped
     check_env(env, skip_render_check=True)
     obs, info = env.reset(seed=0)
     _, reward, terminated, truncated, _ = env.step(env.action_space.sample())

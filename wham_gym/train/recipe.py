@@ -71,11 +71,13 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
     return assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
 
 
-def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrite: bool = False) -> Path:
+def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrite: bool = False,
+             prompt_episodes: int = 4, prompt_frames: int = 12) -> Path:
     """Write a model directory from the latest checkpoints in ``run_dir`` (a run may still be training).
 
     Lets a long run ship an interim model: each stage's newest complete checkpoint is
-    used; the reward model is included when its stage has one.
+    used; the reward model is included when its stage has one. With ``data``, a few
+    held-out episode snippets go along as the model's default prompts.
     """
     from ..model.reward_model import RewardModel, RewardModelConfig
 
@@ -100,7 +102,34 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
     model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
                   "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
                   "metrics": metrics, "torch": torch.__version__, "parameters": model.num_parameters()}
-    return save_model(model.eval(), out_dir, overwrite=overwrite)
+    out = save_model(model.eval(), out_dir, overwrite=overwrite)
+    if data is not None and prompt_episodes:
+        ship_prompts(out, data, prompt_episodes, prompt_frames)
+    return out
+
+
+def ship_prompts(model_dir, data, episodes: int, frames: int) -> None:
+    """Copy short held-out snippets into ``model_dir/prompts`` and name them in the card, so envs
+    built on the model start from real frames with no dataset at hand."""
+    from ..data.episodes import Episode, write_episode
+    from ..data.reader import load_episode
+    from .data import split_sources
+
+    model_dir = Path(model_dir)
+    _, val = split_sources(data)
+    folder = model_dir / "prompts"
+    folder.mkdir(exist_ok=True)
+    for i, source in enumerate(val[:episodes]):
+        ep = load_episode(source)
+        n = min(frames, len(ep))
+        write_episode(folder / f"prompt_{i:02d}.npz", Episode(images=ep.images[:n], wham_actions=ep.wham_actions[:n],
+                                                               scenario=ep.scenario, source=source), compresslevel=9)
+    card_path = model_dir / "card.json"
+    card = json.loads(card_path.read_text())
+    card["prompts"] = "prompts"
+    tmp = card_path.with_name("card.json.tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    tmp.replace(card_path)
 
 
 def info_values(stem: Path) -> list[float]:
