@@ -312,6 +312,10 @@ class DreamEngine:
         index = (offset[:, None] + torch.arange(L, device=self.device)).clamp_max(flat.shape[1] - 1)
         return flat.gather(1, index), lengths, starts
 
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Bool attention mask -> additive (0 / -inf) in the model dtype, built once for all layers."""
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
+
     def _generate(self, seqs, lengths, starts, first: int, n_new: int):
         """Prefill ``seqs`` then sample ``n_new`` tokens at positions-in-step ``first``.. for all slots."""
         gpt, s = self.model.gpt, self.sampling
@@ -325,7 +329,7 @@ class DreamEngine:
         # Attention reads only the live prefix of the cache: the longest slot's positions.
         live = int((starts + lengths).max())  # the step's one host sync, before the token loop
         keys = self._positions
-        mask = keys[None, None, :live] <= pos[:, :, None]
+        mask = self._additive(keys[None, None, :live] <= pos[:, :, None])
         last = gpt(seqs, pos=pos, mask=mask[:, None], caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
@@ -345,7 +349,7 @@ class DreamEngine:
                 n_img += 1
             if g == n_new - 1:
                 break
-            mask = keys[None, :live + g + 1] <= cur[:, None]
+            mask = self._additive(keys[None, :live + g + 1] <= cur[:, None])
             last = gpt(tok[:, None], pos=cur[:, None], mask=mask[:, None, None], caches=self.caches)[:, -1]
             cur = cur + 1
         if n_img:

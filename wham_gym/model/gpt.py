@@ -21,11 +21,6 @@ import torch.nn.functional as F
 from .config import GPTConfig
 
 
-def new_gelu(x: torch.Tensor) -> torch.Tensor:
-    # GPT-2's tanh approximation; equals F.gelu(x, approximate="tanh").
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (eps 1e-5), as nanoGPT's."""
 
@@ -98,7 +93,9 @@ class MLP(nn.Module):
 
     def forward(self, x):
         h = self.c_fc(x)
-        h = new_gelu(h) if self.version == 1 else F.gelu(h, approximate="tanh")
+        # Version 1's new_gelu and version 2's tanh GELU are the same function; the fused kernel
+        # is several times faster than new_gelu's five elementwise ops.
+        h = F.gelu(h, approximate="tanh")
         return self.c_proj(h)
 
 
