@@ -379,6 +379,9 @@ def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict |
             save_file({k: v.detach().cpu().contiguous() for k, v in reward.state_dict().items()},
                       str(tmp / REWARD_WEIGHTS_FILE))
             (tmp / REWARD_CONFIG_FILE).write_text(json.dumps(reward.config.to_dict(), indent=2))
+        for f in tmp.iterdir():
+            f.chmod(0o644)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
