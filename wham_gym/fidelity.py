@@ -52,20 +52,23 @@ def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, s
     return out
 
 
-def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 80) -> float:
+def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 150, min_overlap: int = 100) -> float:
     """Pixels the view moved left between frames a and b (positive: content moved left, i.e. a right turn).
 
-    Matches column-intensity profiles of the upper half (walls and sky, not the HUD or weapon)
-    by the shift with the least mean squared difference.
+    The shift minimising the mean squared difference of the two frames' upper parts (walls
+    and sky; the weapon and floor near the player don't move with the view), in grayscale.
     """
-    def profile(f):
-        g = f[: f.shape[0] // 2].astype(np.float64).mean(axis=(0, 2))
+    def band(f):
+        g = f[: int(f.shape[0] * 0.6)].astype(np.float64).mean(axis=2)
         return g - g.mean()
 
-    pa, pb = profile(a), profile(b)
+    ga, gb = band(a), band(b)
+    width = ga.shape[1]
     best, best_err = 0, np.inf
     for s in range(-max_shift, max_shift + 1):
-        x, y = (pa[s:], pb[:len(pb) - s]) if s >= 0 else (pa[:s], pb[-s:])
+        if width - abs(s) < min_overlap:
+            continue
+        x, y = (ga[:, s:], gb[:, :width - s]) if s >= 0 else (ga[:, :s], gb[:, -s:])
         err = np.mean((x - y) ** 2)
         if err < best_err:
             best, best_err = s, err
