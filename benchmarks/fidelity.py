@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
     report["rollout"] = rollout_fidelity(model, episodes, num=args.num, seed=args.seed)
     report["action_following"] = action_following(model, scenario=args.scenario, seed=args.seed)
     if model.reward_model is not None:
-        tr = transitions(tokenize_episodes(model, val, Path(args.out) / "token-cache", progress=False))
+        with tempfile.TemporaryDirectory() as cache:  # tokens are a by-product, not a result
+            tr = transitions(tokenize_episodes(model, val, cache, progress=False))
         report["reward_model"] = evaluate_reward_model(model.reward_model, tr, model.device)
 
     out = Path(args.out) / f"fidelity_{Path(args.model).name}.json"
