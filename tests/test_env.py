@@ -10,25 +10,15 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-import wham_gym
-from wham_gym import load_model
+import wham_gym  # noqa: F401  (registers the envs)
 from wham_gym.env import WHAMEnv, WHAMVectorEnv
 from wham_gym.prompts import PromptBank
 from wham_gym.rewards import LearnedRewardModel, StepContext
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core box: one thread avoids oversubscription stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny")
+def _one_thread(one_thread):
+    pass
 
 
 def actions_for(rng, n):

@@ -8,22 +8,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
-from wham_gym import load_model
 from wham_gym.env import WHAMEnv
 from wham_gym.sb3 import REPLAY_BUDGET_BYTES, WHAMVecEnv, make_sac, replay_buffer_size
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_model("tiny")
+def _one_thread(one_thread):
+    pass
 
 
 def test_sb3_check_env(tiny):

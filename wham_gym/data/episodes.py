@@ -23,7 +23,6 @@ only; ``read_episode`` reads both. Writes are atomic (temp file + rename).
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from wham_gym import controller
+from wham_gym.atomic import atomic_write
 
 HEIGHT, WIDTH = 180, 300
 FORMAT = "wham-gym-episode/1"
@@ -139,18 +139,7 @@ def write_episode(path: str | os.PathLike, ep: Episode, compresslevel: int | Non
         arrays["scenario"] = np.array(ep.scenario)
     if ep.seed is not None:
         arrays["seed"] = np.array(ep.seed, dtype=np.int64)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays, compresslevel)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: _write_npz(f, arrays, compresslevel))
 
 
 def _write_npz(f, arrays: dict[str, Any], compresslevel: int | None) -> None:

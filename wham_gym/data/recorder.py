@@ -18,7 +18,6 @@ import json
 import multiprocessing as mp
 import os
 import queue as queue_module
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wham_gym import controller
+from wham_gym.atomic import atomic_write
 from wham_gym.data.episodes import Episode, is_complete, read_episode, write_episode
 
 MANIFEST = "manifest.json"
@@ -54,18 +54,7 @@ def sha256(path: str) -> str:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1) + "\n"), binary=False)
 
 
 # -- one episode (runs inside a worker) ------------------------------------------
