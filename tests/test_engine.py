@@ -235,3 +235,15 @@ def test_engines_sharing_a_model_do_not_disturb_each_other(model64):
     other.reset(None, tokens=imgs[None, :1])
     other.step(a[:1], decode=False)
     assert torch.equal(first.step(a, decode=False).tokens, expected)
+
+
+def test_kv_cache_size_formula_and_largest_n():
+    from wham_gym.engine import kv_cache_bytes, max_envs
+    from wham_gym.model.config import preset
+
+    cfg = preset("wham-1.6b")
+    per_slot = 24 * 2 * 5560 * 2304 * 2  # n_layer x (K, V) x block_size x n_embd x bf16 bytes
+    assert kv_cache_bytes(cfg, 3, torch.bfloat16) == 3 * per_slot
+    assert max_envs(cfg, 80 * 2**30, torch.bfloat16, headroom=1.0) == 80 * 2**30 // per_slot  # 69 on an 80 GB card
+    eng = DreamEngine(load_model("tiny"), 2)
+    assert sum(c.k.numel() + c.v.numel() for c in eng.caches) * 4 == kv_cache_bytes(eng.config, 2, torch.float32)

@@ -38,6 +38,29 @@ class StepResult:
     predicted_actions: torch.Tensor | None  # (N, 16) controller vectors the model predicts at the new frame
 
 
+def kv_cache_bytes(config, num_envs: int, dtype: torch.dtype) -> int:
+    """Bytes of the engine's static KV cache: n_layer x 2 (K, V) x block_size x n_embd per slot."""
+    per_slot = config.n_layer * 2 * config.gpt.block_size * config.n_embd
+    return num_envs * per_slot * torch.tensor([], dtype=dtype).element_size()
+
+
+def max_envs(config, free_bytes: int, dtype: torch.dtype, headroom: float = 0.8) -> int:
+    """The largest N whose KV cache fits in ``headroom`` of ``free_bytes`` (activations need the rest)."""
+    return int(headroom * free_bytes) // kv_cache_bytes(config, 1, dtype)
+
+
+def _check_fits(config, num_envs: int, dtype, device: torch.device) -> None:
+    if device.type != "cuda":
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    need = kv_cache_bytes(config, num_envs, dtype)
+    if need > 0.8 * free:
+        raise ValueError(
+            f"num_envs={num_envs}: the KV cache needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB is free on "
+            f"{device}; at most {max_envs(config, free, dtype)} envs fit (n_layer x 2 x block_size x n_embd x "
+            f"{torch.tensor([], dtype=dtype).element_size()} B = {kv_cache_bytes(config, 1, dtype) / 2**20:.0f} MiB each)")
+
+
 def _as_tensor(x, device, dtype=None):
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -113,6 +136,7 @@ class DreamEngine:
         # never attended to.
         S = cfg.gpt.block_size
         self._pad_pos = S - 1
+        _check_fits(cfg, N, self.dtype, torch.device(dev))  # a clear error instead of a raw CUDA OOM
         self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev)  # ours: engines may share a model
         self._positions = torch.arange(S, device=dev)
 
