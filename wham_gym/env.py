@@ -45,6 +45,8 @@ reductions in attention/matmul may differ run to run and flip a near-tie token.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 import os
 import sys
@@ -108,6 +110,7 @@ class WHAMVectorEnv(VectorEnv):
             (each defaults to the model's learned reward model when it ships one, else zero reward
             and no termination; pass ``rewards.ZeroReward()`` / ``NeverTerminate()`` to switch it off).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
+        reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
         render_mode: None, "rgb_array" (a tiled grid) or "human" (a pygame window).
         device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
             passed to :class:`~wham_gym.engine.DreamEngine`.
@@ -121,7 +124,7 @@ class WHAMVectorEnv(VectorEnv):
                  reward_fn=None, termination_fn=None, predict_actions: bool = False,
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
-                 context_steps: int | None = None, refresh_every: int = 1):
+                 context_steps: int | None = None, refresh_every: int = 1, reinjection=None):
         from .model import load_model
 
         if obs_mode not in OBS_MODES:
@@ -178,6 +181,8 @@ class WHAMVectorEnv(VectorEnv):
         self._obs: dict[str, torch.Tensor | None] | None = None
         self._warned_clip = False
         self._window = None  # pygame surface for render_mode="human"
+        self.reinjection = reinjection
+        self._reinjected = torch.zeros(N, dtype=torch.bool, device=self.device)
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -231,6 +236,9 @@ class WHAMVectorEnv(VectorEnv):
         rng = self.np_random
         if prompt is not None:
             prompts = self._option_prompts(prompt, n)
+        elif self.reinjection is not None and self.reinjection.source.drives_actions:  # replay: prompt from its episode
+            frames, actions = self.reinjection.source.start(ids.cpu().numpy(), rng, self.prompt_frames)
+            prompts = [Prompt(fit_frames(f, self.model_size, True, "replay"), a) for f, a in zip(frames, actions)]
         else:
             prompts = self.prompt_bank.sample(rng, n, self.prompt_frames, size=self.model_size,
                                               resize=self.resize_prompts)
@@ -270,14 +278,21 @@ class WHAMVectorEnv(VectorEnv):
     def step(self, actions):
         """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
         a = self._check_actions(actions)
+        source = self.reinjection.source if self.reinjection is not None else None
+        if source is not None and source.drives_actions:  # replay: the recording's actions drive the dream
+            a = torch.as_tensor(source.actions(), device=self.device)
         prev = self.engine.images[:, -1].clone()
         res = self.engine.step(a, decode=self._decode, predict_actions=self.predict_actions)
         frames = None if res.frames is None else self._adapt(res.frames)
         steps = self._steps + 1
+        ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        if source is not None:
+            res, frames, ended = self._reinject(res, frames, steps)
         ctx = StepContext(tokens=res.tokens, prev_tokens=prev, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
         reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
         terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool()
         truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)
+        truncated = truncated | ended  # the real episode behind the dream ran out
         obs = {"tokens": res.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
         info = self._step_info(steps, res)
         mode = self.autoreset_mode
@@ -361,6 +376,28 @@ class WHAMVectorEnv(VectorEnv):
         if obs["pixels"] is not None:
             obs["pixels"][ids] = frames
 
+    def _reinject(self, res: StepResult, frames, steps):
+        """Swap the newest frame of envs due for real frames; returns the patched result, frames, and ended envs."""
+        source, schedule = self.reinjection.source, self.reinjection.schedule
+        ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        if source.drives_actions:
+            ended = torch.as_tensor(source.advance(), device=self.device)
+        due = schedule.due(steps, res.nll)
+        self._reinjected = due
+        if not bool(due.any()):
+            return res, frames, ended
+        ids = due.nonzero().squeeze(1)
+        real = source.frames(ids.cpu().numpy()) if source.drives_actions else source.frames_for(res.tokens[ids])
+        real = fit_frames(real, self.model_size, True, "reinjected frames")
+        tokens = self.model.encode_frames(real)
+        self.engine.replace_frames(ids, tokens=tokens)
+        new_tokens = res.tokens.clone()
+        new_tokens[ids] = tokens
+        if frames is not None:
+            frames = frames.clone()
+            frames[ids] = self._adapt(torch.as_tensor(real, device=self.device))
+        return replace(res, tokens=new_tokens), frames, ended
+
     def _observation(self, obs: dict):
         if self.obs_mode == "both":
             return {"pixels": obs["pixels"], "tokens": obs["tokens"]}
@@ -373,6 +410,7 @@ class WHAMVectorEnv(VectorEnv):
     def _step_info(self, steps, res: StepResult, stepped: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         info = self._base_info(steps, torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         stepped = info["_step"] if stepped is None else stepped
+        info["reinjected"] = self._reinjected & stepped
         info.update(nll=res.nll, _nll=stepped, entropy=res.entropy, _entropy=stepped.clone())
         if res.predicted_actions is not None:
             info.update(predicted_action=res.predicted_actions, _predicted_action=stepped.clone())

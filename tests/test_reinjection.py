@@ -1,0 +1,97 @@
+"""Reinjection: real frames reach the agent when scheduled; replay stays aligned; retrieval finds exact frames."""
+
+import numpy as np
+import pytest
+import torch
+
+from wham_gym.data.episodes import Episode
+from wham_gym.env import WHAMVectorEnv
+from wham_gym.reinjection import Reinjection, ReplaySource, RetrievalSource, Schedule
+
+
+def episode(rng, T=30):
+    acts = np.zeros((T, 16), np.float32)
+    acts[:, 12:] = rng.integers(0, 11, (T, 4))
+    acts[:, :12] = rng.integers(0, 2, (T, 12))
+    return Episode(images=rng.integers(0, 256, (T, 3, 180, 300), dtype=np.uint8), wham_actions=acts)
+
+
+def test_schedule_every_k_and_on_uncertainty():
+    steps = torch.tensor([1, 5, 10, 15])
+    nll = torch.tensor([0.1, 0.1, 0.1, 9.0])
+    assert Schedule(every=5).due(steps, nll).tolist() == [False, True, True, True]
+    assert Schedule(nll_above=1.0).due(steps, nll).tolist() == [False, False, False, True]
+    assert Schedule(every=10, nll_above=1.0).due(steps, nll).tolist() == [False, False, True, True]
+    assert not Schedule().due(steps, nll).any()
+    with pytest.raises(ValueError):
+        Schedule(every=-1)
+
+
+def test_replay_reinjects_the_recorded_frames_every_k(tiny):
+    rng = np.random.default_rng(0)
+    eps = [episode(rng), episode(rng)]
+    source = ReplaySource(eps, num_envs=3)
+    env = WHAMVectorEnv(3, tiny, reinjection=Reinjection(source, Schedule(every=3)), obs_mode="both")
+    env.reset(seed=0)
+    for t in range(1, 8):
+        obs, _, term, trunc, info = env.step(np.zeros((3, 16), np.float32))  # ignored: the recording drives
+        assert info["reinjected"].tolist() == [t % 3 == 0] * 3
+        real = source.frames(np.arange(3))  # the recording, one frame further per step
+        if t % 3 == 0:
+            assert np.array_equal(obs["pixels"], real)
+            assert np.array_equal(obs["tokens"], tiny.encode_frames(real).numpy())
+            assert torch.equal(env.engine.images[:, -1], tiny.encode_frames(real))
+        else:
+            assert not np.array_equal(obs["pixels"], real)
+    # The dream took the recorded actions, not the agent's zeros.
+    ctx_actions = env.engine.context_tokens(0)[1][-1]
+    e, t = source.episode[0], source.t[0]
+    assert torch.equal(ctx_actions, tiny.action_ids(torch.from_numpy(eps[e].actions[t - 1])))
+
+
+def test_replay_end_truncates_the_dream(tiny):
+    rng = np.random.default_rng(1)
+    T = 14
+    source = ReplaySource([episode(rng, T=T)], num_envs=1)
+    env = WHAMVectorEnv(1, tiny, reinjection=Reinjection(source, Schedule(every=0)), prompt_frames=9)
+    env.reset(seed=0)
+    t0 = int(source.t[0])  # the recorded frame the prompt ends on
+    truncs = [bool(env.step(np.zeros((1, 16), np.float32))[3][0]) for _ in range(T - 1 - t0)]
+    assert truncs == [False] * (T - 2 - t0) + [True]  # ends on the last recorded frame
+    assert source.t[0] == T - 1
+
+
+def test_retrieval_returns_the_exact_frame_when_in_the_bank(tiny):
+    rng = np.random.default_rng(2)
+    bank = rng.integers(0, 256, (40, 180, 300, 3), dtype=np.uint8)
+    source = RetrievalSource(tiny, bank, chunk=7)  # several chunks
+    query = tiny.encode_frames(bank[[3, 17, 39]])
+    found = source.nearest(query)
+    assert torch.equal(source.tokens[found], query)  # exact token match (a duplicate code pattern may sit earlier)
+    assert found.tolist() == [int((source.tokens == q).all(1).nonzero()[0]) for q in query]
+
+
+def test_retrieval_with_uncertainty_schedule_fires_when_crossed(tiny):
+    rng = np.random.default_rng(3)
+    bank = rng.integers(0, 256, (16, 180, 300, 3), dtype=np.uint8)
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(RetrievalSource(tiny, bank), Schedule(nll_above=0.0)))
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step(np.zeros((2, 16), np.float32))
+    assert info["reinjected"].all()  # every NLL is above 0
+    bank_tokens = tiny.encode_frames(bank)
+    assert all((bank_tokens == t).all(1).any() for t in env.engine.images[:, -1])
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(RetrievalSource(tiny, bank), Schedule(nll_above=1e9)))
+    env.reset(seed=0)
+    assert not env.step(np.zeros((2, 16), np.float32))[4]["reinjected"].any()
+
+
+def test_replay_runs_through_autoresets(tiny):
+    rng = np.random.default_rng(4)
+    source = ReplaySource([episode(rng, T=12), episode(rng, T=16)], num_envs=2)
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(source, Schedule(every=2)), prompt_frames=4)
+    env.reset(seed=0)
+    ends = 0
+    for _ in range(40):
+        _, _, term, trunc, info = env.step(np.zeros((2, 16), np.float32))
+        ends += int(trunc.sum())
+    assert ends >= 4  # several recordings ran out and the envs restarted from new replays
