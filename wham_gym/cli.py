@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "wham_gym.commands.demo",  # demo
     "wham_gym.commands.train",  # train {all, tokenizer, world-model, reward}
     "wham_gym.commands.bench",  # bench
+    "wham_gym.commands.drift",  # drift
     "wham_gym.games.commands",  # record, play-doom
 )
 

@@ -1,0 +1,128 @@
+"""Drift: how dreams depart from the real game with horizon, under each reinjection schedule.
+
+Rollouts start from real windows of recorded episodes and are driven by the
+recorded actions, so the recording is the ground truth at every step. Each
+dreamt frame is scored before any reinjection replaces it (a reinjected step
+is not counted as a perfect frame), and each schedule's cost is its
+reinjections per 100 steps. All schedules see the same starts and seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine import DreamEngine
+from .metrics import psnr, ssim
+from .reinjection import RetrievalSource, Schedule
+
+
+@dataclass
+class Policy:
+    """A reinjection schedule and where its real frames come from: ``"replay"`` or ``"retrieval"``."""
+
+    name: str
+    schedule: Schedule
+    source: str = "replay"
+
+
+def default_policies(nll_above: float) -> list[Policy]:
+    return [Policy("off", Schedule()), *[Policy(f"every {k}", Schedule(every=k)) for k in (5, 10, 20, 50)],
+            Policy("retrieval every 10", Schedule(every=10), "retrieval"),
+            Policy(f"nll > {nll_above:.3g}", Schedule(nll_above=nll_above))]
+
+
+@torch.no_grad()
+def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: int = 8, seed: int = 0,
+            bank: RetrievalSource | None = None, progress: bool = True) -> list[dict]:
+    """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts."""
+    from tqdm import tqdm
+
+    W = model.config.seq_len - 1
+    rng = np.random.default_rng(seed)
+    usable = [e for e in episodes if len(e) >= W + horizon]
+    if not usable:
+        raise ValueError(f"no episode has the {W + horizon} frames a {horizon}-step rollout needs")
+    picks = [usable[i] for i in rng.integers(len(usable), size=num)]
+    starts = [int(rng.integers(len(e) - W - horizon + 1)) for e in picks]
+    frames = np.stack([e.frames()[s:s + W + horizon] for e, s in zip(picks, starts)])
+    actions = np.stack([e.actions[s:s + W + horizon] for e, s in zip(picks, starts)])
+    rows = []
+    for policy in policies:
+        if policy.source == "retrieval" and bank is None:
+            raise ValueError(f"policy {policy.name!r} needs a retrieval bank")
+        eng = DreamEngine(model, num, seed=seed)
+        eng.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
+        reinjected = 0
+        for h in tqdm(range(1, horizon + 1), desc=policy.name, unit="step", disable=not progress, leave=False):
+            res = eng.step(actions[:, W - 2 + h])
+            real = frames[:, W - 1 + h]
+            real_t, dream_t = torch.from_numpy(real).permute(0, 3, 1, 2), res.frames.cpu().permute(0, 3, 1, 2)
+            rows.append({"policy": policy.name, "horizon": h, "psnr": float(psnr(dream_t, real_t).mean()),
+                         "ssim": float(ssim(dream_t, real_t).mean()), "nll": float(res.nll.mean())})
+            due = policy.schedule.due(torch.full((num,), h), res.nll.cpu())
+            if bool(due.any()):
+                ids = due.nonzero().squeeze(1)
+                new = real[ids.numpy()] if policy.source == "replay" else bank.frames_for(res.tokens[ids])
+                eng.replace_frames(ids, frames=new)
+                reinjected += int(ids.numel())
+        cost = 100.0 * reinjected / (num * horizon)
+        for r in rows[-horizon:]:
+            r["reinjections_per_100"] = cost
+    return rows
+
+
+def write(rows: list[dict], out: Path, name: str) -> list[Path]:
+    """CSV of every row, and a PNG of PSNR/SSIM against horizon per policy (when matplotlib is installed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / f"drift_{name}.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+        return [csv_path]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        sel = [r for r in rows if r["policy"] == policy]
+        label = f"{policy} ({sel[0]['reinjections_per_100']:.0f}/100)"
+        for ax, key in zip(axes, ("psnr", "ssim")):
+            ax.plot([r["horizon"] for r in sel], [r[key] for r in sel], label=label)
+    for ax, key in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xlabel("horizon (steps)")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"dream vs real, {name} (legend: reinjections per 100 steps)")
+    fig.tight_layout()
+    png = out / f"drift_{name}.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [csv_path, png]
+
+
+def summary(rows: list[dict], horizons=(1, 10, 50, 100, 200)) -> str:
+    """A markdown table: PSNR/SSIM (mean over a window of 5 steps ending at each horizon) per policy."""
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    H = max(r["horizon"] for r in rows)
+    hs = [h for h in horizons if h <= H]
+    lines = ["| policy | reinj./100 | " + " | ".join(f"h={h}" for h in hs) + " |",
+             "|---|---:|" + "---:|" * len(hs)]
+    for p in policies:
+        sel = {r["horizon"]: r for r in rows if r["policy"] == p}
+        cells = []
+        for h in hs:
+            win = [sel[k] for k in range(max(1, h - 4), h + 1)]
+            cells.append(f"{np.mean([r['psnr'] for r in win]):.1f} / {np.mean([r['ssim'] for r in win]):.2f}")
+        lines.append(f"| {p} | {sel[1]['reinjections_per_100']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
