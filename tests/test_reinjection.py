@@ -95,3 +95,29 @@ def test_replay_runs_through_autoresets(tiny):
         _, _, term, trunc, info = env.step(np.zeros((2, 16), np.float32))
         ends += int(trunc.sum())
     assert ends >= 4  # several recordings ran out and the envs restarted from new replays
+
+
+def test_lockstep_stays_aligned_through_resets(tiny):
+    pytest.importorskip("vizdoom")
+    from functools import partial
+
+    from wham_gym.games.doom import DoomEnv
+    from wham_gym.reinjection import LockstepSource
+
+    source = LockstepSource([partial(DoomEnv, scenario="defend_the_center", max_steps=4)] * 2, asynchronous=False)
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(source, Schedule(every=1)), obs_mode="both")
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(env.engine.images[:, -1].numpy(), tiny.encode_frames(source.obs).numpy())
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(10):
+        a = rng.uniform(-1, 1, (2, 16)).astype(np.float32)
+        a[:, :12] = 0
+        obs, _, term, trunc, info = env.step(a)
+        stepped = info["_reinjected"] & ~(info["step"] == 0)
+        # Every stepped env sees the live game's frame, and the dream's context holds its tokens.
+        assert np.array_equal(obs["pixels"][stepped], source.obs[stepped])
+        assert np.array_equal(env.engine.images[:, -1].numpy(), tiny.encode_frames(source.obs).numpy())
+        ends += int((term | trunc).sum())
+    assert ends >= 2  # the games' 4-step timeouts ended the dream episodes, and the resets realigned them
+    env.close()

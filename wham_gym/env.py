@@ -182,6 +182,8 @@ class WHAMVectorEnv(VectorEnv):
         self._warned_clip = False
         self._window = None  # pygame surface for render_mode="human"
         self.reinjection = reinjection
+        if reinjection is not None and hasattr(reinjection.source, "bind"):
+            reinjection.source.bind(self.autoreset_mode)  # a live game resets when the dream does
         self._reinjected = torch.zeros(N, dtype=torch.bool, device=self.device)
 
     # ------------------------------------------------------------------ reset
@@ -230,15 +232,15 @@ class WHAMVectorEnv(VectorEnv):
             raise ValueError("options['reset_mask']: the first reset must reset every env")
         return mask
 
-    def _reset_slots(self, ids: torch.Tensor, prompt=None) -> torch.Tensor:
+    def _reset_slots(self, ids: torch.Tensor, prompt=None, autoreset: bool = False) -> torch.Tensor:
         """Give slots ``ids`` new prompts and sampling seeds from the env's Generator; their newest tokens."""
         n = int(ids.numel())
         rng = self.np_random
         if prompt is not None:
             prompts = self._option_prompts(prompt, n)
-        elif self.reinjection is not None and self.reinjection.source.drives_actions:  # replay: prompt from its episode
-            frames, actions = self.reinjection.source.start(ids.cpu().numpy(), rng, self.prompt_frames)
-            prompts = [Prompt(fit_frames(f, self.model_size, True, "replay"), a) for f, a in zip(frames, actions)]
+        elif self.reinjection is not None and self.reinjection.source.starts_episodes:  # replay / lockstep
+            frames, actions = self.reinjection.source.start(ids.cpu().numpy(), rng, self.prompt_frames, autoreset)
+            prompts = [Prompt(fit_frames(f, self.model_size, True, "real episode"), a) for f, a in zip(frames, actions)]
         else:
             prompts = self.prompt_bank.sample(rng, n, self.prompt_frames, size=self.model_size,
                                               resize=self.resize_prompts)
@@ -285,14 +287,14 @@ class WHAMVectorEnv(VectorEnv):
         res = self.engine.step(a, decode=self._decode, predict_actions=self.predict_actions)
         frames = None if res.frames is None else self._adapt(res.frames)
         steps = self._steps + 1
-        ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        real_term = real_trunc = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         if source is not None:
-            res, frames, ended = self._reinject(res, frames, steps)
+            res, frames, real_term, real_trunc = self._reinject(res, frames, steps, a)
         ctx = StepContext(tokens=res.tokens, prev_tokens=prev, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
         reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
-        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool()
+        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool() | real_term
         truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)
-        truncated = truncated | ended  # the real episode behind the dream ran out
+        truncated = truncated | real_trunc  # the real episode behind the dream ended
         obs = {"tokens": res.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
         info = self._step_info(steps, res)
         mode = self.autoreset_mode
@@ -366,8 +368,8 @@ class WHAMVectorEnv(VectorEnv):
     def _decoded(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._adapt(self.model.decode_tokens(tokens))
 
-    def _reset_obs(self, ids):
-        tokens = self._reset_slots(ids)
+    def _reset_obs(self, ids):  # autoresets inside step()
+        tokens = self._reset_slots(ids, autoreset=True)
         return tokens, self._decoded(tokens) if self._decode else None
 
     @staticmethod
@@ -376,19 +378,19 @@ class WHAMVectorEnv(VectorEnv):
         if obs["pixels"] is not None:
             obs["pixels"][ids] = frames
 
-    def _reinject(self, res: StepResult, frames, steps):
-        """Swap the newest frame of envs due for real frames; returns the patched result, frames, and ended envs."""
+    def _reinject(self, res: StepResult, frames, steps, actions):
+        """Advance the real source, swap the newest frame of envs due for real frames.
+
+        Returns the patched result and frames, and the real episode's (terminated, truncated).
+        """
         source, schedule = self.reinjection.source, self.reinjection.schedule
-        ended = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if source.drives_actions:
-            ended = torch.as_tensor(source.advance(), device=self.device)
+        term, trunc = (torch.as_tensor(x, device=self.device) for x in source.advance(actions.cpu().numpy()))
         due = schedule.due(steps, res.nll)
         self._reinjected = due
         if not bool(due.any()):
-            return res, frames, ended
+            return res, frames, term, trunc
         ids = due.nonzero().squeeze(1)
-        real = source.frames(ids.cpu().numpy()) if source.drives_actions else source.frames_for(res.tokens[ids])
-        real = fit_frames(real, self.model_size, True, "reinjected frames")
+        real = fit_frames(source.frames(ids.cpu().numpy(), res.tokens[ids]), self.model_size, True, "reinjected frames")
         tokens = self.model.encode_frames(real)
         self.engine.replace_frames(ids, tokens=tokens)
         new_tokens = res.tokens.clone()
@@ -396,7 +398,7 @@ class WHAMVectorEnv(VectorEnv):
         if frames is not None:
             frames = frames.clone()
             frames[ids] = self._adapt(torch.as_tensor(real, device=self.device))
-        return replace(res, tokens=new_tokens), frames, ended
+        return replace(res, tokens=new_tokens), frames, term, trunc
 
     def _observation(self, obs: dict):
         if self.obs_mode == "both":
@@ -458,6 +460,8 @@ class WHAMVectorEnv(VectorEnv):
         pygame.display.flip()
 
     def close_extras(self, **kwargs) -> None:
+        if self.reinjection is not None and hasattr(self.reinjection.source, "close"):
+            self.reinjection.source.close()  # lockstep worker processes
         if self._window is not None:
             import pygame
 

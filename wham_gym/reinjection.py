@@ -9,8 +9,13 @@ both). A source supplies real frames for the envs due:
   tokens agree most with the dream's current frame replaces it (exact when the
   dream's frame is in the bank), searched in chunks on the device.
 
-Lockstep reinjection from a live game (a real env per dream env, in worker
-processes) is not built yet.
+- :class:`LockstepSource`: a live real env per dream env (e.g. ``wham_gym/Doom-v0``),
+  stepped with the agent's actions in worker processes; its frame is the truth and
+  its episode end ends the dream's.
+
+Every source answers the same questions, so the env has one code path:
+``starts_episodes`` (resets draw prompts from it), ``drives_actions`` (its actions
+replace the agent's), ``start``, ``actions``, ``advance`` and ``frames``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ReplaySource:
     """Each env replays a recorded episode: its frames are the truth and its actions drive the dream."""
 
     drives_actions = True
+    starts_episodes = True
 
     def __init__(self, episodes, num_envs: int):
         self.episodes = [e for e in episodes if len(e) >= 2]
@@ -55,7 +61,7 @@ class ReplaySource:
         self.episode = np.zeros(num_envs, np.int64)
         self.t = np.zeros(num_envs, np.int64)  # index of the frame the dream's newest frame stands for
 
-    def start(self, env_ids: np.ndarray, rng: np.random.Generator, prompt_frames: int):
+    def start(self, env_ids: np.ndarray, rng: np.random.Generator, prompt_frames: int, autoreset: bool = False):
         """Choose an episode and start for each env; returns (frames (n, P, H, W, 3), actions (n, P-1, 16))."""
         frames, actions = [], []
         for i in env_ids:
@@ -77,12 +83,13 @@ class ReplaySource:
         # An env past its recording's end is being reset this step; its value is discarded.
         return min(int(t), len(self.episodes[e]) - 1)
 
-    def advance(self) -> np.ndarray:
-        """Move every env one frame on; returns (N,) bool: the recording ended (no next action)."""
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move every env one frame on; returns (terminated, truncated) (N,) bool: truncated when the recording ends."""
         self.t += 1
-        return np.array([t + 1 >= len(self.episodes[e]) for e, t in zip(self.episode, self.t)])
+        ended = np.array([t + 1 >= len(self.episodes[e]) for e, t in zip(self.episode, self.t)])
+        return np.zeros_like(ended), ended
 
-    def frames(self, env_ids: np.ndarray) -> np.ndarray:
+    def frames(self, env_ids: np.ndarray, dream_tokens=None) -> np.ndarray:
         """(n, H, W, 3): the real frames at the envs' current steps."""
         return np.stack([self.episodes[self.episode[i]].images[self._clamp(self.episode[i], self.t[i])].transpose(1, 2, 0)
                          for i in env_ids])
@@ -92,6 +99,7 @@ class RetrievalSource:
     """Nearest real frame by image-token agreement, over a bank tokenized once."""
 
     drives_actions = False
+    starts_episodes = False
 
     def __init__(self, model, frames: np.ndarray, chunk: int = 65536, batch: int = 64):
         """``frames`` (M, H, W, 3) uint8 at the model's frame size."""
@@ -118,10 +126,78 @@ class RetrievalSource:
     def frames_for(self, query: torch.Tensor) -> np.ndarray:
         return self.frames_bank[self.nearest(query).cpu().numpy()]
 
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        no = np.zeros(len(actions), bool)
+        return no, no
+
+    def frames(self, env_ids: np.ndarray, dream_tokens: torch.Tensor) -> np.ndarray:
+        """(n, H, W, 3): the bank frames nearest to the dream's frames of ``env_ids``."""
+        return self.frames_for(dream_tokens)
+
+
+class LockstepSource:
+    """A real Gymnasium env per dream env, stepped with the same actions (worker processes by default).
+
+    The real vector env autoresets the way the dream env does (NEXT_STEP or DISABLED), so a
+    dream episode and its game episode start and end together: resets prompt the dream with
+    the game's first frame, and the game's ``terminated``/``truncated`` end the dream's episode.
+    """
+
+    drives_actions = False
+    starts_episodes = True
+
+    def __init__(self, env_fns, asynchronous: bool = True):
+        self.env_fns, self.asynchronous = list(env_fns), asynchronous
+        self.num_envs = len(self.env_fns)
+        self.envs = None
+        self.obs: np.ndarray | None = None
+
+    def bind(self, autoreset_mode) -> None:
+        """Build the real vector env with the dream env's autoreset mode (called by the env)."""
+        from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+        if autoreset_mode == AutoresetMode.SAME_STEP:
+            raise ValueError("LockstepSource supports NEXT_STEP and DISABLED autoreset, not SAME_STEP (yet)")
+        cls = AsyncVectorEnv if self.asynchronous else SyncVectorEnv
+        self.envs = cls(self.env_fns, autoreset_mode=autoreset_mode)
+        self.autoreset_mode = autoreset_mode
+
+    def start(self, env_ids: np.ndarray, rng: np.random.Generator, prompt_frames: int, autoreset: bool = False):
+        if self.envs is None:
+            raise RuntimeError("LockstepSource is not bound to an env: pass it to WHAMVectorEnv(reinjection=...)")
+        if not autoreset:  # an explicit reset; an autoreset happened inside the real env's last step
+            from gymnasium.vector import AutoresetMode
+
+            mask = np.zeros(self.num_envs, bool)
+            mask[env_ids] = True
+            seeds = [int(s) for s in rng.integers(0, 2**31, self.num_envs)]
+            if mask.all():
+                self.obs, _ = self.envs.reset(seed=seeds)
+            elif self.autoreset_mode == AutoresetMode.DISABLED:
+                obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+                self.obs = np.where(mask[:, None, None, None], obs, self.obs)
+            else:
+                raise ValueError("with LockstepSource, reset a subset of envs only in DISABLED autoreset mode")
+        return self.obs[env_ids][:, None], np.zeros((len(env_ids), 0, 16), np.float32)
+
+    def actions(self) -> np.ndarray:
+        raise NotImplementedError("LockstepSource follows the agent's actions")
+
+    def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.obs, _, terminated, truncated, _ = self.envs.step(np.asarray(actions, np.float32))
+        return np.asarray(terminated, bool), np.asarray(truncated, bool)
+
+    def frames(self, env_ids: np.ndarray, dream_tokens=None) -> np.ndarray:
+        return self.obs[env_ids]
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
 
 @dataclass
 class Reinjection:
     """What a WHAM env reinjects (``source``) and when (``schedule``): ``WHAMVectorEnv(..., reinjection=...)``."""
 
-    source: ReplaySource | RetrievalSource
+    source: ReplaySource | RetrievalSource | LockstepSource
     schedule: Schedule
