@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .engine import DreamEngine
+from .fidelity import real_windows
 from .metrics import psnr, ssim
 from .reinjection import RetrievalSource, Schedule
 
@@ -43,14 +44,7 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
     from tqdm import tqdm
 
     W = model.config.seq_len - 1
-    rng = np.random.default_rng(seed)
-    usable = [e for e in episodes if len(e) >= W + horizon]
-    if not usable:
-        raise ValueError(f"no episode has the {W + horizon} frames a {horizon}-step rollout needs")
-    picks = [usable[i] for i in rng.integers(len(usable), size=num)]
-    starts = [int(rng.integers(len(e) - W - horizon + 1)) for e in picks]
-    frames = np.stack([e.frames()[s:s + W + horizon] for e, s in zip(picks, starts)])
-    actions = np.stack([e.actions[s:s + W + horizon] for e, s in zip(picks, starts)])
+    frames, actions = real_windows(episodes, W, horizon, num, seed)
     rows = []
     for policy in policies:
         if policy.source == "retrieval" and bank is None:

@@ -22,6 +22,19 @@ def _chw(frames) -> torch.Tensor:
     return torch.as_tensor(frames).permute(0, 3, 1, 2)
 
 
+def real_windows(episodes, window: int, horizon: int, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``num`` random stretches of ``window + horizon`` recorded steps: frames (num, L, H, W, 3), actions (num, L, 16)."""
+    rng = np.random.default_rng(seed)
+    usable = [e for e in episodes if len(e) >= window + horizon]
+    if not usable:
+        raise ValueError(f"no episode has the {window + horizon} frames a rollout to horizon {horizon} needs")
+    picks = [usable[i] for i in rng.integers(len(usable), size=num)]
+    starts = [int(rng.integers(len(e) - window - horizon + 1)) for e in picks]
+    L = window + horizon
+    return (np.stack([e.frames()[s:s + L] for e, s in zip(picks, starts)]),
+            np.stack([e.actions[s:s + L] for e, s in zip(picks, starts)]))
+
+
 @torch.no_grad()
 def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, seed: int = 0,
                      temperature: float = 0.9) -> dict[int, dict[str, float]]:
@@ -33,14 +46,7 @@ def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, s
     H = max(horizons)
     eng = DreamEngine(model, num, temperature=temperature, seed=seed)
     W = eng.window
-    rng = np.random.default_rng(seed)
-    long_enough = [e for e in episodes if len(e) >= W + H]
-    if not long_enough:
-        raise ValueError(f"no episode has the {W + H} frames a rollout to horizon {H} needs")
-    picks = [long_enough[i] for i in rng.integers(len(long_enough), size=num)]
-    starts = [int(rng.integers(len(e) - W - H + 1)) for e in picks]
-    frames = np.stack([e.frames()[s:s + W + H] for e, s in zip(picks, starts)])
-    actions = np.stack([e.actions[s:s + W + H] for e, s in zip(picks, starts)])
+    frames, actions = real_windows(episodes, W, H, num, seed)
     eng.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
     out: dict[int, dict[str, float]] = {}
     for h in range(1, H + 1):
