@@ -115,8 +115,10 @@ class DreamEngine:
         self.tpi, self.tps = cfg.tokens_per_image, cfg.tokens_per_step
         vocab = model.vocab
         self._range_lo, self._range_hi = vocab.range_low.tolist(), vocab.range_high.tolist()
+        ids = torch.arange(vocab.size, device=self.device)
+        lo, hi = vocab.ranges(device=ids.device)
+        self._outside = (ids[None, :] < lo[:, None]) | (ids[None, :] > hi[:, None])  # (tokens_per_step, V), built once
         self._action_offset = vocab.action_offset
-        self._image_vocab = cfg.image_vocab_size
 
         dev = self.device
         # Window, right-aligned: frame W-1 is the newest; slot b holds its last n_frames[b].
@@ -356,6 +358,8 @@ class DreamEngine:
         mask = self._additive(keys[None, None, :live] <= pos[:, :, None])
         last = gpt(seqs, pos=pos, mask=mask[:, None], caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
+        # Decode mask, updated in place: each fed token opens its own position for its slot.
+        dmask = self._additive(keys[None, :live + n_new] < cur[:, None])
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
         nll = torch.zeros(N, dtype=torch.float64, device=self.device)
         ent = torch.zeros(N, dtype=torch.float64, device=self.device)
@@ -364,7 +368,7 @@ class DreamEngine:
             k = first + g
             lo, hi = self._range_lo[k], self._range_hi[k]
             last = last.float()
-            tok = draw(filter_logits(last, lo, hi, **s), u[:, g])
+            tok = draw(filter_logits(last, lo, hi, **s, outside=self._outside[k]), u[:, g])
             out[:, g] = tok
             if k < self.tpi:  # uncertainty of image tokens, from the model's own distribution over the valid range
                 logp = last[:, lo:hi + 1].double().log_softmax(-1)
@@ -373,8 +377,9 @@ class DreamEngine:
                 n_img += 1
             if g == n_new - 1:
                 break
-            mask = self._additive(keys[None, :live + g + 1] <= cur[:, None])
-            last = gpt(tok[:, None], pos=cur[:, None], mask=mask[:, None, None], caches=self.caches)[:, -1]
+            dmask.scatter_(1, cur[:, None], 0.0)
+            last = gpt(tok[:, None], pos=cur[:, None], mask=dmask[:, None, None, :live + g + 1],
+                       caches=self.caches)[:, -1]
             cur = cur + 1
         if n_img:
             nll, ent = nll / n_img, ent / n_img

@@ -50,17 +50,21 @@ def slot_seed(seed: int, slot: int) -> int:
 
 
 def filter_logits(logits: torch.Tensor, lo: int, hi: int, temperature: float, top_k: int | None = None,
-                  top_p: float | None = None, min_tokens_to_keep: int = 1, deterministic: bool = False) -> torch.Tensor:
+                  top_p: float | None = None, min_tokens_to_keep: int = 1, deterministic: bool = False,
+                  outside: torch.Tensor | None = None) -> torch.Tensor:
     """Temperature, valid range [lo, hi] (inclusive), then top-k / top-p; -inf marks removed tokens.
 
-    ``logits`` is (N, V) float; a new tensor is returned.
+    ``logits`` is (N, V) float; a new tensor is returned. ``outside`` (V,) bool, the ids
+    outside [lo, hi], may be passed precomputed (the engine builds one per position once).
     """
     if top_k is not None and top_p is not None:
         raise ValueError("top_k and top_p cannot both be set (WHAM allows one or the other)")
     V = logits.shape[-1]
     logits = logits / max(float(temperature), MIN_TEMPERATURE)
-    ids = torch.arange(V, device=logits.device)
-    logits = logits.masked_fill((ids < lo) | (ids > hi), float("-inf"))
+    if outside is None:
+        ids = torch.arange(V, device=logits.device)
+        outside = (ids < lo) | (ids > hi)
+    logits = logits.masked_fill(outside, float("-inf"))
     if deterministic:
         top_k, top_p = 1, None
     if top_k is not None:
