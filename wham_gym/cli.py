@@ -14,7 +14,7 @@ import sys
 
 COMMAND_MODULES = (
     "wham_gym.commands.model",  # convert, info
-    "wham_gym.commands.demo",  # demo
+    "wham_gym.commands.dream",  # dream, demo
     "wham_gym.commands.train",  # train {all, tokenizer, world-model, reward}
     "wham_gym.commands.bench",  # bench
     "wham_gym.commands.drift",  # drift
