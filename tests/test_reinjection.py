@@ -121,3 +121,35 @@ def test_lockstep_stays_aligned_through_resets(tiny):
         ends += int((term | trunc).sum())
     assert ends >= 2  # the games' 4-step timeouts ended the dream episodes, and the resets realigned them
     env.close()
+
+
+def test_lockstep_same_step_reinjects_final_frames_and_resets_together(tiny):
+    """SB3's autoreset: the step that ends a game shows its last frame; the dream restarts from the new game."""
+    pytest.importorskip("vizdoom")
+    from functools import partial
+
+    from gymnasium.vector import AutoresetMode
+
+    from wham_gym.games.doom import DoomEnv
+    from wham_gym.reinjection import LockstepSource
+
+    source = LockstepSource([partial(DoomEnv, scenario="defend_the_center", max_steps=3)] * 2, asynchronous=False)
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(source, Schedule(every=1)), obs_mode="both",
+                        autoreset_mode=AutoresetMode.SAME_STEP)
+    env.reset(seed=0)
+    ends = 0
+    for t in range(7):
+        obs, _, term, trunc, info = env.step(np.zeros((2, 16), np.float32))
+        done = term | trunc
+        assert list(done) == [(t + 1) % 3 == 0] * 2  # the games' 3-step timeouts end the dreams
+        # The dream's context holds the frame the game shows now: a new game's first frame after an end.
+        assert np.array_equal(env.engine.images[:, -1].numpy(), tiny.encode_frames(source.obs).numpy())
+        if done.any():
+            ends += int(done.sum())
+            for i in np.flatnonzero(done):  # the final observation is the game's last frame, reinjected
+                assert np.array_equal(info["final_obs"][i]["pixels"], source.step_obs[i])
+            assert not np.array_equal(source.step_obs, source.obs)
+        else:
+            assert np.array_equal(obs["pixels"], source.obs)
+    assert ends == 4
+    env.close()

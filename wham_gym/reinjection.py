@@ -138,9 +138,13 @@ class RetrievalSource:
 class LockstepSource:
     """A real Gymnasium env per dream env, stepped with the same actions (worker processes by default).
 
-    The real vector env autoresets the way the dream env does (NEXT_STEP or DISABLED), so a
-    dream episode and its game episode start and end together: resets prompt the dream with
-    the game's first frame, and the game's ``terminated``/``truncated`` end the dream's episode.
+    The real vector env autoresets the way the dream env does (NEXT_STEP, SAME_STEP or
+    DISABLED), so a dream episode and its game episode start and end together: resets prompt
+    the dream with the game's first frame, and the game's ``terminated``/``truncated`` end the
+    dream's episode. Under SAME_STEP the game's last frame (its ``final_obs``) is the one
+    reinjected at the step that ends it, and the new episode's first frame prompts the reset.
+    A dream episode that ends on its own (learned termination, time limit) restarts from the
+    game's current frame while the game plays on.
     """
 
     drives_actions = False
@@ -156,8 +160,6 @@ class LockstepSource:
         """Build the real vector env with the dream env's autoreset mode (called by the env)."""
         from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-        if autoreset_mode == AutoresetMode.SAME_STEP:
-            raise ValueError("LockstepSource supports NEXT_STEP and DISABLED autoreset, not SAME_STEP (yet)")
         cls = AsyncVectorEnv if self.asynchronous else SyncVectorEnv
         self.envs = cls(self.env_fns, autoreset_mode=autoreset_mode)
         self.autoreset_mode = autoreset_mode
@@ -173,22 +175,28 @@ class LockstepSource:
             seeds = [int(s) for s in rng.integers(0, 2**31, self.num_envs)]
             if mask.all():
                 self.obs, _ = self.envs.reset(seed=seeds)
-            elif self.autoreset_mode == AutoresetMode.DISABLED:
+            elif self.autoreset_mode in (AutoresetMode.DISABLED, AutoresetMode.SAME_STEP):
                 obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
                 self.obs = np.where(mask[:, None, None, None], obs, self.obs)
-            else:
-                raise ValueError("with LockstepSource, reset a subset of envs only in DISABLED autoreset mode")
+            else:  # NEXT_STEP would reset the rest of the games a step late
+                raise ValueError("with LockstepSource, reset a subset of envs only in DISABLED or SAME_STEP autoreset mode")
+            self.step_obs = self.obs
         return self.obs[env_ids][:, None], np.zeros((len(env_ids), 0, 16), np.float32)
 
     def actions(self) -> np.ndarray:
         raise NotImplementedError("LockstepSource follows the agent's actions")
 
     def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.obs, _, terminated, truncated, _ = self.envs.step(np.asarray(actions, np.float32))
+        self.obs, _, terminated, truncated, info = self.envs.step(np.asarray(actions, np.float32))
+        self.step_obs = self.obs  # the frame each game shows after this step
+        if "_final_obs" in info and info["_final_obs"].any():  # SAME_STEP: games that ended already reset
+            self.step_obs = self.obs.copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                self.step_obs[i] = info["final_obs"][i]
         return np.asarray(terminated, bool), np.asarray(truncated, bool)
 
     def frames(self, env_ids: np.ndarray, dream_tokens=None) -> np.ndarray:
-        return self.obs[env_ids]
+        return self.step_obs[env_ids]
 
     def close(self) -> None:
         if self.envs is not None:
