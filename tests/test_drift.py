@@ -30,3 +30,28 @@ def test_drift_rows_costs_and_outputs(tmp_path):
     paths = write(rows, tmp_path, "tiny")
     assert paths[0].read_text().splitlines()[0] == "policy,horizon,psnr,ssim,nll,reinjections_per_100"
     assert "| every 2 | 50 |" in summary(rows)
+
+
+def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path):
+    import pytest
+
+    pytest.importorskip("vizdoom")
+    from functools import partial
+
+    from wham_gym.cli import main
+    from wham_gym.fidelity import live_windows
+    from wham_gym.games.doom import DoomEnv
+
+    make_env = partial(DoomEnv, scenario="defend_the_center")
+    frames, actions = live_windows(make_env, 3, 5, 2, seed=7)
+    assert frames.shape == (2, 8, 180, 300, 3) and actions.shape == (2, 8, 16)
+    assert not np.array_equal(frames[0, 0], frames[0, -1])  # the game moved
+    again, _ = live_windows(make_env, 3, 5, 2, seed=7)
+    np.testing.assert_array_equal(again, frames)  # same seeds, same games: every schedule faces the same truth
+    with pytest.raises(ValueError, match="lasted"):
+        live_windows(partial(DoomEnv, scenario="defend_the_center", max_steps=4), 3, 5, 1, seed=0)
+    out = tmp_path / "drift"
+    assert main(["drift", "--model", "tiny", "--live", "--horizon", "3", "--num", "2", "--bank-frames", "50",
+                 "--out", str(out)]) == 0
+    text = (out / "drift_tiny.csv").read_text().splitlines()
+    assert len(text) == 1 + 7 * 3  # 7 schedules (off, every 5/10/20/50, retrieval, nll) x 3 horizons

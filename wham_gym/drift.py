@@ -19,6 +19,7 @@ import torch
 from .engine import DreamEngine
 from .fidelity import real_windows
 from .metrics import psnr, ssim
+from .prompts import fit_frames
 from .reinjection import RetrievalSource, Schedule
 
 
@@ -39,12 +40,18 @@ def default_policies(nll_above: float) -> list[Policy]:
 
 @torch.no_grad()
 def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: int = 8, seed: int = 0,
-            bank: RetrievalSource | None = None, progress: bool = True) -> list[dict]:
-    """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts."""
+            bank: RetrievalSource | None = None, progress: bool = True, windows=None) -> list[dict]:
+    """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts.
+
+    The truth is ``num`` random stretches of ``episodes``, or ``windows`` = (frames, actions)
+    as :func:`~wham_gym.fidelity.live_windows` plays them in a live game.
+    """
     from tqdm import tqdm
 
     W = model.config.seq_len - 1
-    frames, actions = real_windows(episodes, W, horizon, num, seed)
+    frames, actions = windows if windows is not None else real_windows(episodes, W, horizon, num, seed)
+    num = len(frames)
+    frames = fit_frames(frames, (model.config.frame_height, model.config.frame_width), where="real frames")
     rows = []
     for policy in policies:
         if policy.source == "retrieval" and bank is None:

@@ -35,6 +35,48 @@ def real_windows(episodes, window: int, horizon: int, num: int, seed: int) -> tu
             np.stack([e.actions[s:s + L] for e, s in zip(picks, starts)]))
 
 
+def live_windows(make_env, window: int, horizon: int, num: int, seed: int,
+                 max_tries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`real_windows`, but played now in a real game by the exploration policy.
+
+    Episode k is played from ``reset(seed=seed + k)`` with ``ExplorePolicy(seed + k)``
+    acting on the real frames, so every schedule measured against these windows faces the
+    same game. Episodes that end before ``window + horizon`` frames are replaced by the
+    next seed (at most ``max_tries`` episodes in all, default 4·num).
+    """
+    from . import controller
+    from .games.explore import ExplorePolicy
+
+    L = window + horizon
+    max_tries = max_tries or 4 * num
+    frames, actions = [], []
+    env = make_env()
+    try:
+        for k in range(max_tries):
+            if len(frames) == num:
+                break
+            policy = ExplorePolicy(seed=seed + k)
+            obs, info = env.reset(seed=seed + k)
+            fs, acts = [obs], []
+            while len(fs) < L:
+                a = controller.quantize(policy.act(obs, info))
+                obs, _, terminated, truncated, info = env.step(a)
+                acts.append(a)
+                if terminated or truncated:
+                    break
+                fs.append(obs)
+            if len(fs) == L:
+                acts.append(np.zeros_like(acts[-1]))  # the last frame's action is never used
+                frames.append(np.stack(fs))
+                actions.append(np.stack(acts))
+    finally:
+        env.close()
+    if len(frames) < num:
+        raise ValueError(f"only {len(frames)} of {max_tries} games lasted the {L} steps a rollout to horizon "
+                         f"{horizon} needs; lower --horizon or --num")
+    return np.stack(frames), np.stack(actions).astype(np.float32)
+
+
 @torch.no_grad()
 def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, seed: int = 0,
                      temperature: float = 0.9) -> dict[int, dict[str, float]]:

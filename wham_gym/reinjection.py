@@ -158,7 +158,7 @@ class LockstepSource:
 
     def bind(self, autoreset_mode) -> None:
         """Build the real vector env with the dream env's autoreset mode (called by the env)."""
-        from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+        from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
         cls = AsyncVectorEnv if self.asynchronous else SyncVectorEnv
         self.envs = cls(self.env_fns, autoreset_mode=autoreset_mode)

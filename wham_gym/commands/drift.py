@@ -13,7 +13,12 @@ def register(sub) -> None:
                                    "and uncertainty-triggered (NLL above the no-reinjection run's 80th "
                                    "percentile). Writes OUT/drift_<model>.csv and .png and prints a table.")
     p.add_argument("--model", default="default")
-    p.add_argument("--data", required=True, help="recorded episodes; the held-out split (as in training) is used")
+    p.add_argument("--data", help="recorded episodes; the held-out split (as in training) is used")
+    p.add_argument("--live", action="store_true",
+                   help="play the truth now in ViZDoom (exploration policy on the real frames) instead of "
+                        "replaying --data; the retrieval bank comes from --data if given, else from other games")
+    p.add_argument("--scenario", default=None, help="ViZDoom scenario for --live (default: the one the model "
+                                                   "card names, else defend_the_center)")
     p.add_argument("--horizon", type=int, default=200)
     p.add_argument("--num", type=int, default=8, help="rollouts per schedule")
     p.add_argument("--bank-frames", type=int, default=5000, help="training frames in the retrieval bank")
@@ -31,12 +36,30 @@ def run_drift(args: argparse.Namespace) -> int:
     from ..reinjection import RetrievalSource
     from ..train.data import frame_bank, split_sources
 
+    if not args.live and not args.data:
+        raise ValueError("give recorded episodes with --data, or --live to play the game now")
     model = load_model(args.model)
-    train, val = split_sources(args.data)
-    episodes = [load_episode(s) for s in val]
-    bank_frames = frame_bank(train, args.bank_frames, seed=args.seed).transpose(0, 2, 3, 1)
+    episodes, windows = None, None
+    if args.data:
+        train, val = split_sources(args.data)
+        episodes = [load_episode(s) for s in val]
+        bank_frames = frame_bank(train, args.bank_frames, seed=args.seed).transpose(0, 2, 3, 1)
+    if args.live:
+        from functools import partial
+
+        from ..fidelity import live_windows
+        from ..games.doom import DoomEnv
+
+        scenario = args.scenario or model.card.get("scenario") or "defend_the_center"
+        make_env = partial(DoomEnv, scenario=scenario)
+        W = model.config.seq_len - 1
+        windows = live_windows(make_env, W, args.horizon, args.num, args.seed)
+        if not args.data:  # other games (seeds far from the measured ones), 100 frames each
+            games = -(-args.bank_frames // 100)
+            bank_frames = live_windows(make_env, 1, 99, games, args.seed + 100_000)[0].reshape(-1, 180, 300, 3)
+            bank_frames = bank_frames[: args.bank_frames]
     bank = RetrievalSource(model, np.ascontiguousarray(bank_frames))
-    kw = dict(horizon=args.horizon, num=args.num, seed=args.seed, bank=bank)
+    kw = dict(horizon=args.horizon, num=args.num, seed=args.seed, bank=bank, windows=windows)
     off = measure(model, episodes, [Policy("off", default_policies(0)[0].schedule)], **kw)
     threshold = float(np.percentile([r["nll"] for r in off], 80))
     rows = off + measure(model, episodes, default_policies(threshold)[1:], **kw)
@@ -45,3 +68,4 @@ def run_drift(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(summary(rows))
     return 0
+

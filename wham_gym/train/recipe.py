@@ -100,6 +100,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
         model.reward_model = rm.eval()
         steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
     model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
+                  "scenario": _recorded_scenario(data),
                   "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
                   "metrics": metrics, "torch": torch.__version__, "parameters": model.num_parameters()}
     out = save_model(model.eval(), out_dir, overwrite=overwrite)
@@ -135,3 +136,11 @@ def ship_prompts(model_dir, data, episodes: int, frames: int) -> None:
 def info_values(stem: Path) -> list[float]:
     """The reward values a reward-model checkpoint saw in training."""
     return json.loads(stem.with_suffix(".json").read_text())["meta"].get("reward_values", [])
+
+
+def _recorded_scenario(data) -> str | None:
+    """The ViZDoom scenario of a recording (its manifest), so tools can play the game the model learned."""
+    manifest = Path(data) / "manifest.json" if data else None
+    if manifest is None or not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("scenario")
