@@ -54,4 +54,4 @@ def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path):
     assert main(["drift", "--model", "tiny", "--live", "--horizon", "3", "--num", "2", "--bank-frames", "50",
                  "--out", str(out)]) == 0
     text = (out / "drift_tiny.csv").read_text().splitlines()
-    assert len(text) == 1 + 7 * 3  # 7 schedules (off, every 5/10/20/50, retrieval, nll) x 3 horizons
+    assert len(text) == 1 + 8 * 3  # 8 schedules (off, every 5/10/20/50, retrieval, nll, both) x 3 horizons

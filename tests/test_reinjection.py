@@ -67,8 +67,24 @@ def test_retrieval_returns_the_exact_frame_when_in_the_bank(tiny):
     source = RetrievalSource(tiny, bank, chunk=7)  # several chunks
     query = tiny.encode_frames(bank[[3, 17, 39]])
     found = source.nearest(query)
-    assert torch.equal(source.tokens[found], query)  # exact token match (a duplicate code pattern may sit earlier)
+    assert torch.equal(source.tokens[found].long(), query)  # exact token match (a duplicate code pattern may sit earlier)
     assert found.tolist() == [int((source.tokens == q).all(1).nonzero()[0]) for q in query]
+    assert source.tokens.dtype == torch.int16  # 2 bytes per token: a million frames of 135 tokens in ~270 MB
+    np.testing.assert_array_equal(source.frames_for(query), bank[found.numpy()])  # raw frames kept
+
+
+def test_tokens_only_retrieval_bank(tiny):
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (12, 180, 300, 3), dtype=np.uint8)
+    tokens = tiny.encode_frames(frames)
+    source = RetrievalSource.from_tokens(tiny, tokens, chunk=5)
+    assert source.frames_bank is None and len(source) == 12
+    found = source.nearest(tokens[[2, 9]])
+    assert torch.equal(source.tokens[found].long(), tokens[[2, 9]])
+    # No raw frames: the reinjected frame is the bank tokens' decoding.
+    np.testing.assert_array_equal(source.frames_for(tokens[[2, 9]]), tiny.decode_tokens(tokens[found]).numpy())
+    with pytest.raises(ValueError, match="bank tokens must be"):
+        RetrievalSource.from_tokens(tiny, tokens[:, :5])
 
 
 def test_retrieval_with_uncertainty_schedule_fires_when_crossed(tiny):

@@ -35,7 +35,8 @@ class Policy:
 def default_policies(nll_above: float) -> list[Policy]:
     return [Policy("off", Schedule()), *[Policy(f"every {k}", Schedule(every=k)) for k in (5, 10, 20, 50)],
             Policy("retrieval every 10", Schedule(every=10), "retrieval"),
-            Policy(f"nll > {nll_above:.3g}", Schedule(nll_above=nll_above))]
+            Policy(f"nll > {nll_above:.3g}", Schedule(nll_above=nll_above)),
+            Policy(f"every 20 or nll > {nll_above:.3g}", Schedule(every=20, nll_above=nll_above))]
 
 
 @torch.no_grad()
