@@ -169,3 +169,17 @@ def test_lockstep_same_step_reinjects_final_frames_and_resets_together(tiny):
             assert np.array_equal(obs["pixels"], source.obs)
     assert ends == 4
     env.close()
+
+
+def test_default_schedule_comes_from_the_model_card(tiny):
+    from wham_gym.reinjection import FALLBACK_SCHEDULE, default_schedule
+
+    bank = np.random.default_rng(5).integers(0, 256, (3, 180, 300, 3), dtype=np.uint8)
+    env = WHAMVectorEnv(1, tiny, reinjection=Reinjection(RetrievalSource(tiny, bank)))
+    assert env.reinjection.schedule == FALLBACK_SCHEDULE == Schedule(every=10)
+    card = dict(tiny.card)
+    try:
+        tiny.card = {**card, "reinjection": {"every": 20, "nll_above": 1.5}}
+        assert default_schedule(tiny) == Schedule(every=20, nll_above=1.5)
+    finally:
+        tiny.card = card

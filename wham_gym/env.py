@@ -181,6 +181,10 @@ class WHAMVectorEnv(VectorEnv):
         self._obs: dict[str, torch.Tensor | None] | None = None
         self._warned_clip = False
         self._window = None  # pygame surface for render_mode="human"
+        if reinjection is not None and reinjection.schedule is None:
+            from .reinjection import default_schedule
+
+            reinjection = replace(reinjection, schedule=default_schedule(self.model))
         self.reinjection = reinjection
         if reinjection is not None and hasattr(reinjection.source, "bind"):
             reinjection.source.bind(self.autoreset_mode)  # a live game resets when the dream does

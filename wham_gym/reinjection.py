@@ -235,7 +235,25 @@ class LockstepSource:
 
 @dataclass
 class Reinjection:
-    """What a WHAM env reinjects (``source``) and when (``schedule``): ``WHAMVectorEnv(..., reinjection=...)``."""
+    """What a WHAM env reinjects (``source``) and when (``schedule``): ``WHAMVectorEnv(..., reinjection=...)``.
+
+    ``schedule=None`` takes the model's default (:func:`default_schedule`).
+    """
 
     source: ReplaySource | RetrievalSource | LockstepSource
-    schedule: Schedule
+    schedule: Schedule | None = None
+
+
+FALLBACK_SCHEDULE = Schedule(every=10)
+
+
+def default_schedule(model) -> Schedule:
+    """The schedule a model's card recommends (``card["reinjection"]``: ``every`` and ``nll_above``), else every 10.
+
+    An NLL threshold means something only for the model it was measured on, so it lives in
+    the card: ``wham-gym drift`` reports the free-running NLL percentiles it is chosen from.
+    """
+    rec = (getattr(model, "card", None) or {}).get("reinjection")
+    if not rec:
+        return FALLBACK_SCHEDULE
+    return Schedule(every=int(rec.get("every", 0)), nll_above=rec.get("nll_above"))
