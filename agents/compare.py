@@ -1,0 +1,324 @@
+"""Side by side on one scenario and one step budget: baselines, PPO in the real game and in the dream.
+
+Rows (``--rows``; ``sac-dream`` only with ``--sac``):
+
+    random               uniform random controller vectors
+    behaviour            WHAM's behaviour policy: the model's own predicted actions, fed the frames it sees
+    ppo-real             PPO trained in the real game
+    ppo-dream            PPO trained in the dream (the model's learned reward and termination)
+    ppo-dream-retrieval  PPO trained in the dream with retrieval reinjection (nearest real frame every K steps)
+    sac-dream            SAC trained in the dream
+
+Every row is evaluated in the real game and in the dream on the same episodes (one
+evaluation seed). A row whose result is already in ``<results-dir>/<name>.json`` is skipped
+(``--redo`` to run it again); a training row resumes its run directory. Then the learning
+curves are drawn to ``<results-dir>/<name>.png`` and the tables in ``--results-md`` regenerated.
+
+    python -m agents.compare --steps 100000 --sac
+    python -m agents.compare --steps 20000 --rows random,behaviour,ppo-dream --name quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a file: make the agents package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.evaluate import EVAL_SEED, BehaviourAgent, Evaluator, RandomAgent  # noqa: E402
+from agents.runs import RunDir, read_json, write_json  # noqa: E402
+from agents.train_sb3 import device_name, resolve_device, train  # noqa: E402
+from agents.wrappers import DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluated here)
+    "random": ("Random policy", None),
+    "behaviour": ("WHAM behaviour policy", None),
+    "ppo-real": ("PPO, trained in the real game", ["--algo", "ppo", "--world", "real"]),
+    "ppo-dream": ("PPO, trained in the dream", ["--algo", "ppo", "--world", "dream"]),
+    "ppo-dream-retrieval": ("PPO, dream + retrieval reinjection",
+                            ["--algo", "ppo", "--world", "dream", "--reinjection", "retrieval"]),
+    "sac-dream": ("SAC, trained in the dream", ["--algo", "sac", "--world", "dream"]),
+}
+BEGIN, END = "<!-- agents.compare: begin -->", "<!-- agents.compare: end -->"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m agents.compare", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--steps", type=int, required=True, help="env-step budget of every training row")
+    ap.add_argument("--name", default=None, help="comparison name (default: <scenario>-<steps>)")
+    ap.add_argument("--rows", default=None, help=f"comma-separated subset of {', '.join(ROWS)} (default: all; "
+                                                 "sac-dream only with --sac)")
+    ap.add_argument("--sac", action="store_true", help="add the SAC row")
+    ap.add_argument("--redo", action="store_true", help="run rows again even if their result exists")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    ap.add_argument("--num-envs", type=int, default=8)
+    ap.add_argument("--max-episode-steps", type=int, default=DEFAULT_MAX_STEPS)
+    ap.add_argument("--episodes", type=int, default=20, help="real-game episodes in each row's final evaluation")
+    ap.add_argument("--dream-episodes", type=int, default=None,
+                    help="dream episodes in each row's final evaluation (default: --episodes)")
+    ap.add_argument("--eval-every", type=int, default=None, help="training rows: env steps between evaluations "
+                                                                  "(default: steps / 10)")
+    ap.add_argument("--eval-episodes", type=int, default=10, help="real-game episodes per periodic evaluation")
+    ap.add_argument("--dream-eval-episodes", type=int, default=None,
+                    help="dream episodes per periodic evaluation (default: --eval-episodes)")
+    ap.add_argument("--eval-envs", type=int, default=10)
+    ap.add_argument("--eval-seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--obs-size", default="72x120")
+    ap.add_argument("--frame-stack", type=int, default=4)
+    ap.add_argument("--retrieval-bank", nargs="+", default=None, help="recorded episodes for the retrieval row")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--train-args", default="", help="more train_sb3 arguments for every training row, quoted")
+    ap.add_argument("--inline", action="store_true", help="train in this process instead of one subprocess per row")
+    ap.add_argument("--runs-dir", default=str(REPO / "runs" / "agents"))
+    ap.add_argument("--results-dir", default=str(REPO / "agents" / "results"))
+    ap.add_argument("--results-md", default=str(REPO / "agents" / "RESULTS.md"))
+    return ap
+
+
+def versions() -> dict:
+    import gymnasium
+    import stable_baselines3
+    import vizdoom
+
+    import wham_gym
+
+    return {"torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "gymnasium": gymnasium.__version__, "vizdoom": vizdoom.__version__, "wham_gym": wham_gym.__version__}
+
+
+def train_argv(args, row: str, out: str) -> list[str]:
+    """train_sb3's arguments for a row; paths made absolute (its subprocess runs in the repository)."""
+    model = os.path.abspath(args.model) if os.path.exists(args.model) else args.model  # a path, or a preset name
+    argv = list(ROWS[row][1]) + [
+        "--steps", str(args.steps), "--model", model, "--scenario", args.scenario,
+        "--num-envs", str(args.num_envs), "--max-episode-steps", str(args.max_episode_steps),
+        "--final-episodes", str(args.episodes), "--final-dream-episodes", str(args.dream_episodes),
+        "--eval-every", str(args.eval_every),
+        "--eval-episodes", str(args.eval_episodes), "--eval-envs", str(args.eval_envs),
+        "--dream-eval-episodes", str(args.dream_eval_episodes),
+        "--eval-seed", str(args.eval_seed), "--obs-size", args.obs_size, "--frame-stack", str(args.frame_stack),
+        "--seed", str(args.seed), "--device", args.device, "--out", out]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if row == "ppo-dream-retrieval" and args.retrieval_bank:
+        argv += ["--retrieval-bank", *(os.path.abspath(p) for p in args.retrieval_bank)]
+    return argv + shlex.split(args.train_args)
+
+
+def stored_path(path: str) -> str:
+    """Paths in results files: relative to the repository when inside it, so the files travel with it."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, REPO) if Path(path).is_relative_to(REPO) else path
+
+
+def repo_path(path: str) -> str:
+    return path if os.path.isabs(path) else str(REPO / path)
+
+
+def run_training(args, row: str) -> dict:
+    out = os.path.abspath(os.path.join(args.runs_dir, args.name, row))
+    argv = train_argv(args, row, out)
+    if args.inline:
+        result = train(argv + ["--no-progress"])
+    else:  # a process per row: a crash or Ctrl-C loses nothing but that row's last checkpoint interval
+        subprocess.run([sys.executable, "-m", "agents.train_sb3", *argv], check=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                                                      os.environ.get("PYTHONPATH")]))})
+        result = RunDir(out).read_result()
+    return {"label": ROWS[row][0], "real": result.get("real"), "dream": result.get("dream"),
+            "env_steps": result["timesteps"], "train_wall_s": result["train_wall_s"],
+            "eval_wall_s": result["eval_wall_s"], "steps_per_s": result["train_steps_per_s"],
+            "device": result["device"], "run_dir": stored_path(out)}
+
+
+def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:
+    out = {}
+    for world, episodes in (("real", args.episodes), ("dream", args.dream_episodes)):
+        n = min(args.eval_envs, episodes)  # the envs the evaluator uses; the behaviour policy needs a slot each
+        policy = RandomAgent(seed=args.seed) if row == "random" else BehaviourAgent(model, n, seed=args.seed)
+        out[world] = evaluator.run(policy, world, episodes, RAW)
+    return {"label": ROWS[row][0], **out, "env_steps": 0, "train_wall_s": 0.0,
+            "eval_wall_s": round(sum(r["seconds"] for r in out.values()), 3), "steps_per_s": None,
+            "device": device_name(resolve_device(args.device)), "run_dir": None}
+
+
+def plot_curves(results: dict, path: str) -> None:
+    """Real-game and dream evaluation return vs env steps, and the training-world episode return."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    panels = [("real", "return in the real game"), ("dream", "return in the dream")]
+    colors = dict(zip(ROWS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for row, res in results["rows"].items():
+        c = colors.get(row)
+        if res.get("run_dir"):
+            run = RunDir(repo_path(res["run_dir"]))
+            entries = run.eval_entries()
+            for ax, (world, _) in zip(axes, panels):
+                pts = [(e["timesteps"], e[world]["mean"], e[world]["std"]) for e in entries if world in e]
+                if pts:
+                    x, y, s = (list(v) for v in zip(*pts))
+                    ax.plot(x, y, "o-", color=c, label=res["label"], ms=3)
+                    lo, hi = [a - b for a, b in zip(y, s)], [a + b for a, b in zip(y, s)]
+                    ax.fill_between(x, lo, hi, color=c, alpha=0.15)
+            rows = [r for r in run.progress_rows() if r.get("rollout/ep_rew_mean") not in (None, "")]
+            if rows:
+                axes[2].plot([float(r["time/total_timesteps"]) for r in rows],
+                             [float(r["rollout/ep_rew_mean"]) for r in rows], color=c, label=res["label"])
+        else:
+            for ax, (world, _) in zip(axes, panels):
+                if res.get(world):
+                    ax.axhline(res[world]["mean"], color=c, ls="--", label=res["label"])
+    for ax, (_, title) in zip(axes, panels):
+        ax.set_title(title)
+    axes[2].set_title("training episode return (in its own world)")
+    for ax in axes:
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("episode return (mean ± std)")
+    handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.suptitle(f"{results['name']}: {results['scenario']}, {results['steps']} env steps, model {results['model']}")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _ret(r: dict | None) -> str:
+    return "–" if not r else f"{r['mean']:.2f} ± {r['std']:.2f} ({r['episodes']})"
+
+
+def _secs(s: float | None) -> str:
+    if not s:
+        return "–"
+    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
+def results_table(results: dict, results_dir: str, md_dir: str) -> str:
+    s = results["settings"]
+    v = ", ".join(f"{k} {val}" for k, val in results["versions"].items())
+    lines = [f"### {results['name']}: `{results['scenario']}`, {results['steps']} env steps", "",
+             f"Model `{results['model']}`; device: {results['device']}; {v}; {results['date']}.",
+             f"Episodes capped at {s['max_episode_steps']} steps in both worlds; {s['num_envs']} training envs; "
+             f"observations {s['obs_size']} x {s['frame_stack']} frames; every row evaluated on the same "
+             f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action.", "",
+             "| row | real-game return | dream return | train env steps | train wall-clock | train steps/s "
+             "| eval wall-clock |",
+             "|---|---|---|---|---|---|---|"]
+    for row in ROWS:
+        r = results["rows"].get(row)
+        if r:
+            sps = f"{r['steps_per_s']:.1f}" if r.get("steps_per_s") else "–"
+            lines.append(f"| {r['label']} | {_ret(r.get('real'))} | {_ret(r.get('dream'))} | {r['env_steps']} | "
+                         f"{_secs(r['train_wall_s'])} | {sps} | {_secs(r['eval_wall_s'])} |")
+    if results.get("curves"):
+        png = os.path.relpath(os.path.join(results_dir, results["curves"]), md_dir)
+        lines += ["", f"![learning curves: {results['name']}]({png})"]
+    return "\n".join(lines)
+
+
+def write_results_md(results_dir: str, md_path: str) -> None:
+    """Regenerate the block between the markers of ``md_path`` from every results JSON; keep the rest."""
+    md_dir = os.path.dirname(os.path.abspath(md_path))
+    files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
+    tables = [results_table(read_json(p), results_dir, md_dir) for p in files]
+    block = "\n".join([BEGIN, "", "\n\n".join(tables) or "(no results yet)", "", END])
+    if os.path.exists(md_path):
+        text = Path(md_path).read_text()
+        if BEGIN in text and END in text:
+            text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = ("# Agents: trained in the dream, evaluated in the real game\n\n"
+                "Generated by `python -m agents.compare`; the tables below are regenerated on every run.\n\n"
+                + block + "\n")
+    Path(md_path).write_text(text)
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    rows = [r for r in (args.rows.split(",") if args.rows else [r for r in ROWS if r != "sac-dream" or args.sac]) if r]
+    if args.sac and "sac-dream" not in rows:
+        rows.append("sac-dream")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown or not rows:
+        ap.error(f"--rows: unknown {unknown}; expected a comma-separated subset of {', '.join(ROWS)}")
+    args.name = args.name or f"{args.scenario}-{args.steps}"
+    args.eval_every = args.steps // 10 if args.eval_every is None else args.eval_every
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    os.makedirs(args.results_dir, exist_ok=True)
+    path = os.path.join(args.results_dir, f"{args.name}.json")
+    args.dream_eval_episodes = args.dream_eval_episodes or args.eval_episodes
+    args.dream_episodes = args.dream_episodes or args.episodes
+    settings = {k: getattr(args, k) for k in ("num_envs", "max_episode_steps", "episodes", "dream_episodes",
+                                              "eval_every",
+                                              "eval_episodes", "dream_eval_episodes", "eval_seed", "obs_size",
+                                              "frame_stack", "seed")}
+    header = {"name": args.name, "scenario": args.scenario, "model": args.model, "steps": args.steps}
+    results = read_json(path) if os.path.exists(path) else {**header, "rows": {}}
+    clash = [f"{k}: {results.get(k)!r} there, {v!r} now" for k, v in header.items() if results.get(k) != v]
+    if clash:
+        ap.error(f"{path} holds another comparison ({'; '.join(clash)}); pass another --name")
+    device = resolve_device(args.device)
+    results.update(settings=settings, device=device_name(device), versions=versions(),
+                   date=datetime.date.today().isoformat())
+
+    model = evaluator = None
+    try:
+        for row in rows:
+            if row in results["rows"] and not args.redo:
+                print(f"{row}: done ({path}); --redo to run it again")
+                continue
+            start = time.perf_counter()
+            print(f"{row}: {ROWS[row][0]} ...", flush=True)
+            if ROWS[row][1] is None:
+                if evaluator is None:
+                    from wham_gym import load_model
+
+                    model = load_model(args.model, device=device)
+                    evaluator = Evaluator(model, args.scenario, args.max_episode_steps,
+                                          num_envs=args.eval_envs, seed=args.eval_seed)
+                results["rows"][row] = run_baseline(args, row, model, evaluator)
+            else:
+                results["rows"][row] = run_training(args, row)
+            write_json(path, results)  # after every row: an interrupted comparison keeps what it has
+            r = results["rows"][row]
+            print(f"{row}: real {_ret(r['real'])}, dream {_ret(r['dream'])} ({time.perf_counter() - start:.0f} s)")
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+
+    results["curves"] = f"{args.name}.png"  # beside the results file
+    plot_curves(results, os.path.join(args.results_dir, results["curves"]))
+    write_json(path, results)
+    write_results_md(args.results_dir, args.results_md)
+    print(f"wrote {path}, {os.path.join(args.results_dir, results['curves'])} and {args.results_md}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Returns of a policy in the real game and in the dream.
+
+A policy is anything with SB3's ``predict(obs, state, episode_start, deterministic) -> (actions, state)``:
+an SB3 model, :class:`RandomAgent`, or :class:`BehaviourAgent` (WHAM's own predicted actions).
+It acts through a :class:`~agents.wrappers.Wrapping` (an SB3 model through its run's; the two
+agents here through :data:`~agents.wrappers.RAW`: full frames, controller actions).
+
+Evaluation envs are seeded with one fixed seed per call, so every policy and every
+evaluation of a run meets the same starts (Doom's episode seeds, the dream's prompts).
+
+    python -m agents.evaluate --policy runs/agents/ppo-dream --worlds real,dream --episodes 20
+    python -m agents.evaluate --policy behaviour --model default --episodes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a file: make the agents package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
+
+from wham_gym import controller  # noqa: E402
+from wham_gym.engine import DreamEngine  # noqa: E402
+from wham_gym.prompts import fit_frames  # noqa: E402
+
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, Wrapping, make_dream_venv,  # noqa: E402
+                             make_real_venv)
+
+WORLDS = ("real", "dream")
+EVAL_SEED = 12345  # the same starts for every policy compared
+
+
+class RandomAgent:
+    """Uniform random controller vectors."""
+
+    wrapping = RAW
+
+    def __init__(self, seed: int | None = None):
+        self.space = controller.action_space(seed=seed)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        return np.stack([self.space.sample() for _ in range(len(obs))]), None
+
+
+class BehaviourAgent:
+    """WHAM's behaviour policy as an agent: the action the model predicts after the frames it was shown.
+
+    Each of N slots keeps the last ``window`` frames it saw (tokenized once) and the actions
+    it took between them. Every call re-prompts the engine with exactly that history
+    (``reset(tokens=..., actions=...)``) and asks for the next action (``predict_actions``):
+    one 16-token policy pass, no frame dreamt, so the model's context is what the agent saw
+    (the real game's frames in the real game). The engine re-prefills the whole window each
+    step anyway (``refresh_every=1``), so re-prompting costs nothing extra. The actions are
+    sampled at the engine's temperature whatever ``deterministic`` says: the behaviour policy
+    is a distribution over human play, and its argmax is not a policy anyone played.
+    """
+
+    wrapping = RAW
+
+    def __init__(self, model, num_envs: int = 1, temperature: float = 0.9, seed: int = 0):
+        self.engine = DreamEngine(model, num_envs, temperature=temperature, seed=seed)
+        self.model = self.engine.model
+        W = self.engine.window
+        self.frames = [deque(maxlen=W) for _ in range(num_envs)]
+        self.actions = [deque(maxlen=W - 1) for _ in range(num_envs)]
+        self.last: np.ndarray | None = None
+
+    @torch.no_grad()
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        obs = np.asarray(obs)
+        N = self.engine.num_envs
+        if obs.shape[0] != N:
+            raise ValueError(f"BehaviourAgent has {N} slots but got {obs.shape[0]} observations")
+        size = (self.model.config.frame_height, self.model.config.frame_width)
+        frames = torch.from_numpy(fit_frames(obs, size, True, "observation")).to(self.engine.device)
+        tokens = self.model.encode_frames(frames)
+        starts = np.ones(N, bool) if episode_start is None or self.last is None else np.asarray(episode_start, bool)
+        for i in range(N):
+            if starts[i]:
+                self.frames[i].clear()
+                self.actions[i].clear()
+            else:
+                self.actions[i].append(self.last[i])
+            self.frames[i].append(tokens[i])
+        lengths = np.array([len(f) for f in self.frames])
+        for P in np.unique(lengths):  # one engine reset per history length
+            ids = np.flatnonzero(lengths == P)
+            frames = torch.stack([torch.stack(list(self.frames[i])) for i in ids])
+            actions = np.stack([np.stack(self.actions[i]) for i in ids]) if P > 1 else None
+            self.engine.reset(ids, tokens=frames, actions=actions)
+        self.last = self.engine.predict_actions().cpu().numpy().astype(np.float32)
+        return self.last.copy(), None
+
+
+def summarize(returns, lengths, seconds: float) -> dict:
+    returns, lengths = np.asarray(returns, float), np.asarray(lengths, int)
+    return {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": int(len(returns)),
+            "returns": returns.tolist(), "lengths": lengths.tolist(), "mean_length": float(lengths.mean()),
+            "steps": int(lengths.sum()), "seconds": round(seconds, 3)}
+
+
+def run_episodes(policy, venv, episodes: int, *, seed: int | None = EVAL_SEED, deterministic: bool = True) -> dict:
+    """Play ``episodes`` episodes (spread evenly over the envs, so short ones are not favoured); mean/std etc."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed is not None:
+        venv.seed(seed)
+    start = time.perf_counter()
+    returns, lengths = evaluate_policy(policy, venv, n_eval_episodes=episodes, deterministic=deterministic,
+                                       return_episode_rewards=True, warn=False)
+    return summarize(returns, lengths, time.perf_counter() - start)
+
+
+class Evaluator:
+    """Evaluation envs built once per (world, wrapping, size) and reused: Doom games and engines are slow to start.
+
+    Args:
+        model: the world model (loaded) for the dream; needed only for ``world="dream"``.
+        scenario, max_steps: the real game's scenario and the episode cap in both worlds.
+        num_envs: envs per evaluation (at most the episodes asked for).
+        seed: the evaluation seed (see the module docstring).
+        subprocess: real games in worker processes.
+    """
+
+    def __init__(self, model=None, scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
+                 num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False):
+        self.model, self.scenario, self.max_steps = model, scenario, max_steps
+        self.num_envs, self.seed, self.subprocess = num_envs, seed, subprocess
+        self._venvs: dict = {}
+
+    def venv(self, world: str, wrapping: Wrapping, n: int):
+        key = (world, wrapping, n)
+        if key not in self._venvs:
+            if world == "real":
+                self._venvs[key] = make_real_venv(self.scenario, n, wrapping, max_steps=self.max_steps,
+                                                  subprocess=self.subprocess)
+            elif world == "dream":
+                if self.model is None:
+                    raise ValueError("evaluating in the dream needs a world model (Evaluator(model=...))")
+                self._venvs[key] = make_dream_venv(self.model, n, wrapping, max_episode_steps=self.max_steps)
+            else:
+                raise ValueError(f"world: expected one of {WORLDS}, got {world!r}")
+        return self._venvs[key]
+
+    def run(self, policy, world: str, episodes: int, wrapping: Wrapping | None = None,
+            deterministic: bool = True) -> dict:
+        wrapping = wrapping or policy.wrapping
+        n = min(self.num_envs, episodes)
+        if isinstance(policy, BehaviourAgent) and policy.engine.num_envs != n:
+            raise ValueError(f"BehaviourAgent needs one slot per eval env: {n} here, {policy.engine.num_envs} given")
+        venv = self.venv(world, wrapping, n)
+        return run_episodes(policy, venv, episodes, seed=self.seed, deterministic=deterministic)
+
+    def close(self) -> None:
+        for venv in self._venvs.values():
+            venv.close()
+        self._venvs.clear()
+
+
+def load_policy(path: str, device: str = "auto"):
+    """An SB3 model from a run directory (final.zip, else its latest checkpoint) or a .zip beside a run's config.
+
+    Returns (model, wrapping, config).
+    """
+    from stable_baselines3 import PPO, SAC
+
+    from agents.runs import RunDir, wrapping_from_config
+
+    p = Path(path)
+    run = RunDir(p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent))
+    cfg = run.read_config()
+    if cfg is None:
+        raise ValueError(f"{path}: no config.json in {run.path}; give a run directory written by agents.train_sb3")
+    if p.is_dir():
+        latest = run.latest_checkpoint()
+        zip_path = run.file("final.zip") if Path(run.file("final.zip")).exists() else latest and latest[1]
+        if not zip_path:
+            raise ValueError(f"{path}: the run has neither final.zip nor a checkpoint yet")
+    else:
+        zip_path = str(p)
+    cls = {"ppo": PPO, "sac": SAC}[cfg["algo"]]
+    return cls.load(zip_path, device=device), wrapping_from_config(cfg), cfg
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--policy", required=True,
+                    help="random, behaviour, or a run directory / model .zip of agents.train_sb3")
+    ap.add_argument("--worlds", default="real,dream", help="comma-separated: real, dream")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--model", default="default", help="world model for the dream and the behaviour policy")
+    ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    ap.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="episode cap in both worlds")
+    ap.add_argument("--num-envs", type=int, default=10, help="envs per evaluation (dreams batch: more is faster)")
+    ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--stochastic", action="store_true", help="sample SB3 actions instead of the mean")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", help="write the results as JSON here (else stdout)")
+    args = ap.parse_args(argv)
+    worlds = [w for w in args.worlds.split(",") if w]
+    if not worlds or set(worlds) - set(WORLDS):
+        ap.error(f"--worlds: expected a comma-separated subset of {WORLDS}, got {args.worlds!r}")
+
+    from wham_gym import load_model
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    needs_model = "dream" in worlds or args.policy == "behaviour"
+    model = load_model(args.model, device=device) if needs_model else None
+    n = min(args.num_envs, args.episodes)
+    if args.policy == "random":
+        policy, wrapping = RandomAgent(seed=args.seed), RAW
+    elif args.policy == "behaviour":
+        policy, wrapping = BehaviourAgent(model, n, seed=args.seed), RAW
+    else:
+        policy, wrapping, _ = load_policy(args.policy, device=args.device)
+    ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed)
+    try:
+        out = {w: ev.run(policy, w, args.episodes, wrapping, deterministic=not args.stochastic) for w in worlds}
+    finally:
+        ev.close()
+    text = json.dumps(out, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Train PPO or SAC (CnnPolicy) in the dream or in the real game; evaluate in both as it learns.
+
+The dream is ``wham_gym/WHAM-v0``'s vector env (N dreams, one batched engine) with the
+model's learned reward and termination; the real game is ``wham_gym/Doom-v0`` on the same
+scenario. Both sit behind the same wrappers (:mod:`agents.wrappers`), so a policy trained
+in one runs unchanged in the other. Episodes are capped at ``--max-episode-steps`` in both.
+
+    python -m agents.train_sb3 --algo ppo --world dream --steps 100000 --num-envs 8
+    python -m agents.train_sb3 --algo ppo --world dream --reinjection retrieval --retrieval-bank data/dtc
+    python -m agents.train_sb3 --algo ppo --world real --out runs/agents/ppo-real
+
+Outputs (see :mod:`agents.runs`): SB3's CSV log (+ TensorBoard when installed), eval.jsonl,
+checkpoints, final.zip and result.json in ``--out``. Run the same command again to resume
+from the latest checkpoint (or to extend a finished run with a larger ``--steps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a file: make the agents package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stable_baselines3 import PPO, SAC  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
+from stable_baselines3.common.logger import configure  # noqa: E402
+
+from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
+from agents.runs import RunDir, load_replay, wrapping_from_config  # noqa: E402
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, make_dream_venv, make_real_venv,  # noqa: E402
+                             parse_obs_size, retrieval_reinjection)
+
+ALGOS = {"ppo": PPO, "sac": SAC}
+# Per-algorithm defaults for a small CPU budget: PPO updates every n_steps x num_envs steps
+# (1024 with 8 envs); SAC updates every vector step once learning_starts transitions are in.
+DEFAULTS = {"ppo": dict(learning_rate=2.5e-4, batch_size=256), "sac": dict(learning_rate=3e-4, batch_size=64)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m agents.train_sb3", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
+    ap.add_argument("--world", choices=WORLDS, default="dream", help="where the agent trains")
+    ap.add_argument("--model", default="default", help="world model: a preset, a model directory or a checkpoint")
+    ap.add_argument("--scenario", default=DEFAULT_SCENARIO, help="Doom scenario of the real game (the model's)")
+    ap.add_argument("--steps", type=int, default=100_000, help="total env steps (transitions) to train for")
+    ap.add_argument("--num-envs", type=int, default=8, help="parallel envs (dreams share one batched engine)")
+    ap.add_argument("--max-episode-steps", type=int, default=DEFAULT_MAX_STEPS, help="episode cap in both worlds")
+    g = ap.add_argument_group("observations and actions")
+    g.add_argument("--obs-size", default="72x120", help="HxW to downscale frames to, or 'full' (180x300)")
+    g.add_argument("--frame-stack", type=int, default=4, help="frames stacked per observation (1: none)")
+    g = ap.add_argument_group("reinjection (dream training only)")
+    g.add_argument("--reinjection", choices=("none", "retrieval"), default="none",
+                   help="retrieval: swap the dream's frame for the nearest real frame of a bank (lockstep needs "
+                        "NEXT_STEP autoreset, which SB3's VecEnv cannot use)")
+    g.add_argument("--reinject-every", type=int, default=5, help="reinject every K steps of an episode")
+    g.add_argument("--reinject-nll", type=float, default=None, help="also reinject when the frame's NLL exceeds this")
+    g.add_argument("--retrieval-bank", nargs="+", default=None,
+                   help="recorded episodes (.npz files or folders) for the bank (default: the model's prompts)")
+    g.add_argument("--retrieval-frames", type=int, default=2048, help="frames in the bank at most")
+    g = ap.add_argument_group("evaluation")
+    g.add_argument("--eval-every", type=int, default=10_000, help="evaluate every N env steps (0: only at the end)")
+    g.add_argument("--eval-episodes", type=int, default=10, help="real-game episodes at each periodic evaluation")
+    g.add_argument("--dream-eval-episodes", type=int, default=None,
+                   help="dream episodes at each periodic evaluation (default: --eval-episodes); dreams are ~100x "
+                        "slower than the game on CPU")
+    g.add_argument("--final-episodes", type=int, default=20, help="real-game episodes in the final evaluation")
+    g.add_argument("--final-dream-episodes", type=int, default=None,
+                   help="dream episodes in the final evaluation (default: --final-episodes)")
+    g.add_argument("--eval-worlds", default="real,dream", help="comma-separated worlds to evaluate in")
+    g.add_argument("--eval-envs", type=int, default=10, help="envs per evaluation (dreams batch: more is faster)")
+    g.add_argument("--eval-seed", type=int, default=EVAL_SEED, help="seed of the evaluation episodes")
+    g.add_argument("--stochastic-eval", action="store_true", help="sample actions in evaluation (default: the mean)")
+    g = ap.add_argument_group("algorithm")
+    g.add_argument("--learning-rate", type=float, default=None, help="default: PPO 2.5e-4, SAC 3e-4")
+    g.add_argument("--batch-size", type=int, default=None, help="default: PPO 256 (at most one rollout), SAC 64")
+    g.add_argument("--gamma", type=float, default=0.99)
+    g.add_argument("--features-dim", type=int, default=256, help="NatureCNN output features")
+    g.add_argument("--n-steps", type=int, default=128, help="PPO: steps per env per rollout")
+    g.add_argument("--n-epochs", type=int, default=4, help="PPO: epochs per rollout")
+    g.add_argument("--ent-coef", type=float, default=0.01, help="PPO: entropy bonus")
+    g.add_argument("--clip-range", type=float, default=0.1, help="PPO")
+    g.add_argument("--buffer-size", type=int, default=None, help="SAC: transitions (default: what fits 2 GiB)")
+    g.add_argument("--learning-starts", type=int, default=1000, help="SAC: transitions before updates start")
+    g = ap.add_argument_group("run")
+    g.add_argument("--out", default=None, help="run directory (default: runs/agents/<algo>-<world>[-retrieval])")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="env steps between checkpoints "
+                   "(default: --eval-every, else 10000)")
+    g.add_argument("--keep-checkpoints", type=int, default=3)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (policy and world model)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--subproc", action="store_true", help="real games in worker processes")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--log-stdout", action="store_true", help="also print SB3's log tables")
+    return ap
+
+
+def make_config(args: argparse.Namespace) -> dict:
+    """Validated, JSON-able settings of the run (what config.json stores)."""
+    def positive(name, value, zero_ok=False):
+        if value is None or value < (0 if zero_ok else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be {'>= 0' if zero_ok else '>= 1'}, got {value}")
+
+    for name in ("steps", "num_envs", "max_episode_steps", "frame_stack", "eval_episodes", "final_episodes",
+                 "eval_envs", "features_dim", "n_steps", "n_epochs", "keep_checkpoints"):
+        positive(name, getattr(args, name))
+    positive("eval_every", args.eval_every, zero_ok=True)
+    if args.dream_eval_episodes is None:
+        args.dream_eval_episodes = args.eval_episodes
+    if args.final_dream_episodes is None:
+        args.final_dream_episodes = args.final_episodes
+    positive("dream_eval_episodes", args.dream_eval_episodes)
+    positive("final_dream_episodes", args.final_dream_episodes)
+    obs_size = parse_obs_size(args.obs_size)
+    if args.reinjection != "none" and args.world != "dream":
+        raise ValueError(f"--reinjection {args.reinjection} applies to dream training; got --world {args.world}")
+    worlds = [w for w in args.eval_worlds.split(",") if w]
+    if set(worlds) - set(WORLDS):
+        raise ValueError(f"--eval-worlds: expected a comma-separated subset of {WORLDS}, got {args.eval_worlds!r}")
+    cfg = {k: v for k, v in vars(args).items()}
+    cfg.update(obs_size="full" if obs_size is None else f"{obs_size[0]}x{obs_size[1]}", eval_worlds=worlds,
+               model=str(args.model))
+    for k, v in DEFAULTS[args.algo].items():
+        if cfg[k] is None:
+            cfg[k] = v
+    if args.algo == "ppo":
+        cfg["batch_size"] = min(cfg["batch_size"], args.n_steps * args.num_envs)
+    cfg["checkpoint_every"] = args.checkpoint_every or args.eval_every or 10_000
+    suffix = "-" + args.reinjection if args.reinjection != "none" else ""
+    cfg["out"] = args.out or os.path.join("runs", "agents", f"{args.algo}-{args.world}{suffix}")
+    for k in ("no_progress", "log_stdout", "threads", "subproc"):  # how to run, not what
+        cfg.pop(k)
+    return cfg
+
+
+def resolve_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def device_name(device: str) -> str:
+    """The accelerator in words (for result files)."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return torch.cuda.get_device_name(d)
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def make_algo(cfg: dict, venv, device: str):
+    """A fresh PPO / SAC with the run's hyper-parameters."""
+    common = dict(learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], gamma=cfg["gamma"],
+                  seed=cfg["seed"], device=device, verbose=0,
+                  policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=cfg["features_dim"])))
+    if cfg["algo"] == "ppo":
+        return PPO("CnnPolicy", venv, n_steps=cfg["n_steps"], n_epochs=cfg["n_epochs"], ent_coef=cfg["ent_coef"],
+                   clip_range=cfg["clip_range"], gae_lambda=0.95, **common)
+    from wham_gym.sb3 import make_sac
+
+    return make_sac(venv, buffer_size=cfg["buffer_size"], learning_starts=cfg["learning_starts"], **common)
+
+
+def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
+    wrapping = wrapping_from_config(cfg)
+    if cfg["world"] == "real":
+        return make_real_venv(cfg["scenario"], cfg["num_envs"], wrapping, max_steps=cfg["max_episode_steps"],
+                              seed=cfg["seed"], subprocess=subprocess)
+    reinjection = None
+    if cfg["reinjection"] == "retrieval":
+        reinjection = retrieval_reinjection(world_model, cfg["retrieval_bank"], cfg["retrieval_frames"],
+                                            cfg["reinject_every"], cfg["reinject_nll"], seed=cfg["seed"])
+    return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
+                           reinjection=reinjection, seed=cfg["seed"])
+
+
+class Periodic(BaseCallback):
+    """Evaluates, checkpoints and draws the progress bar as env steps pass; keeps the run's wall-clock."""
+
+    def __init__(self, run: RunDir, cfg: dict, evaluator: Evaluator, state: dict, progress: bool):
+        super().__init__()
+        self.run, self.cfg, self.evaluator, self.state = run, cfg, evaluator, state
+        self.wrapping = wrapping_from_config(cfg)
+        self.clock = time.perf_counter()
+        self.bar = None
+        self.progress = progress
+        self.saved_at = state["timesteps"]
+
+    @staticmethod
+    def _next(n: int, every: int) -> int:
+        return (n // every + 1) * every if every else float("inf")
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.state["wall_s"] += now - self.clock
+        self.clock = now
+        self.state["timesteps"] = int(self.model.num_timesteps)
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        n = int(self.model.num_timesteps)
+        self.bar = tqdm(total=self.cfg["steps"], initial=n, unit="step", disable=not self.progress,
+                        desc=f"{self.cfg['algo']} in {self.cfg['world']}", dynamic_ncols=True)
+        self.next_eval = self._next(n, self.cfg["eval_every"])
+        self.next_ckpt = self._next(n, self.cfg["checkpoint_every"])
+        if self.cfg["eval_every"] and n == 0 and not self.run.eval_entries():
+            self.evaluate()  # the untrained policy: where the learning curves start
+
+    def _on_step(self) -> bool:
+        n = int(self.model.num_timesteps)
+        self.bar.update(n - self.bar.n)
+        if n >= self.next_eval:
+            self.evaluate()
+            self.next_eval = self._next(n, self.cfg["eval_every"])
+        if n >= self.next_ckpt:
+            self.checkpoint()
+            self.next_ckpt = self._next(n, self.cfg["checkpoint_every"])
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def evaluate(self, final: bool = False) -> dict:
+        """A periodic evaluation (a point of the learning curves), or the final one."""
+        self.tick()
+        cfg, start = self.cfg, time.perf_counter()
+        episodes = ({"real": cfg["final_episodes"], "dream": cfg["final_dream_episodes"]} if final
+                    else {"real": cfg["eval_episodes"], "dream": cfg["dream_eval_episodes"]})
+        out = {w: self.evaluator.run(self.model, w, episodes[w], self.wrapping,
+                                     deterministic=not cfg["stochastic_eval"]) for w in cfg["eval_worlds"]}
+        for w, r in out.items():
+            self.logger.record(f"eval/{w}_return", r["mean"])
+            self.logger.record(f"eval/{w}_return_std", r["std"])
+        self.tick()
+        self.state["eval_s"] += time.perf_counter() - start
+        if not final:
+            self.run.append_eval({"timesteps": self.state["timesteps"], "wall_s": round(self.state["wall_s"], 3),
+                                  **out})
+        return out
+
+    def checkpoint(self, force: bool = False) -> None:
+        self.tick()
+        if not force and self.saved_at == self.state["timesteps"] and self.run.latest_checkpoint():
+            return
+        state = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.state.items()}
+        self.run.save_checkpoint(self.model, state, keep=self.cfg["keep_checkpoints"], replay=self.cfg["algo"] == "sac")
+        self.saved_at = self.state["timesteps"]
+
+
+def train(argv=None) -> dict:
+    """Run (or resume, or extend) one training run; returns its result (also in ``<out>/result.json``)."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        cfg = make_config(args)
+        run = RunDir(cfg["out"])
+        run.check_config(cfg)
+    except ValueError as exc:
+        ap.error(str(exc))
+    done = run.read_result()
+    if done and done["timesteps"] >= cfg["steps"] and os.path.exists(run.file("final.zip")):
+        print(f"{run.path}: already trained for {done['timesteps']} steps (result.json); nothing to do")
+        return done
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+
+    from wham_gym import load_model
+
+    needs_model = cfg["world"] == "dream" or "dream" in cfg["eval_worlds"]
+    world_model = load_model(cfg["model"], device=device) if needs_model else None
+    venv = make_train_venv(cfg, world_model, args.subproc)
+    cls = ALGOS[cfg["algo"]]
+    latest = run.latest_checkpoint()
+    if latest:
+        steps, zip_path, state = latest
+        algo = cls.load(zip_path, env=venv, device=device)
+        replay = zip_path[:-4] + ".replay.npz"
+        if cfg["algo"] == "sac" and os.path.exists(replay):
+            load_replay(algo.replay_buffer, replay)
+        algo.set_random_seed(cfg["seed"] + steps)  # fresh env starts, not a replay of the first segment's
+        print(f"{run.path}: resuming from {zip_path} ({steps} steps)")
+    else:
+        algo, state = make_algo(cfg, venv, device), {"timesteps": 0, "wall_s": 0.0, "eval_s": 0.0}
+    state = {"timesteps": int(state["timesteps"]), "wall_s": float(state["wall_s"]), "eval_s": float(state["eval_s"])}
+    run.start_segment(state["timesteps"])
+    run.write_config(cfg)
+    formats = ["csv"] + (["stdout"] if args.log_stdout else [])
+    if importlib.util.find_spec("tensorboard") is not None:
+        formats.append("tensorboard")
+    algo.set_logger(configure(run.path, formats))
+
+    evaluator = Evaluator(world_model, cfg["scenario"], cfg["max_episode_steps"], num_envs=cfg["eval_envs"],
+                          seed=cfg["eval_seed"], subprocess=args.subproc)
+    cb = Periodic(run, cfg, evaluator, state, progress=not args.no_progress)
+    try:
+        remaining = cfg["steps"] - state["timesteps"]
+        if remaining > 0:
+            try:
+                algo.learn(remaining, callback=cb, reset_num_timesteps=False)
+            except KeyboardInterrupt:
+                cb.checkpoint()  # long jobs resume from here
+                raise
+        else:
+            cb.init_callback(algo)
+        # Forced: a step's callback runs before SAC stores that step's transitions; now the buffer is complete.
+        cb.checkpoint(force=True)
+        run.save_final(algo)
+        final = cb.evaluate(final=True)
+        algo.logger.record("time/total_timesteps", cb.state["timesteps"])
+        algo.logger.dump(cb.state["timesteps"])  # the final evaluation's row in the CSV log
+    finally:
+        evaluator.close()
+        venv.close()
+    s = cb.state
+    result = {"algo": cfg["algo"], "world": cfg["world"], "reinjection": cfg["reinjection"],
+              "timesteps": s["timesteps"], "wall_s": round(s["wall_s"], 3), "eval_wall_s": round(s["eval_s"], 3),
+              "train_wall_s": round(s["wall_s"] - s["eval_s"], 3),
+              "train_steps_per_s": round(s["timesteps"] / max(s["wall_s"] - s["eval_s"], 1e-9), 2),
+              "device": device_name(device), **{w: final[w] for w in cfg["eval_worlds"]}, "config": cfg}
+    run.write_result(result)
+    summary = ", ".join(f"{w} {final[w]['mean']:.2f} ± {final[w]['std']:.2f}" for w in cfg["eval_worlds"])
+    print(f"{run.path}: {s['timesteps']} steps in {s['wall_s']:.0f} s; final return {summary}")
+    return result
+
+
+def main(argv=None) -> None:
+    train(argv)
+
+
+if __name__ == "__main__":
+    main()

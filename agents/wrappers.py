@@ -1,0 +1,200 @@
+"""The two worlds an agent meets, behind identical wrappers so one policy runs in both.
+
+    base VecEnv     N dreams in one WHAMVecEnv (one batched engine), or N Doom games (Dummy/SubprocVecEnv)
+    VecMonitor      episode returns and lengths in the world's own reward, before any wrapper touches them
+    VecRescaleAction  the agent acts in [-1, 1]^16; mapped onto the controller Box (buttons [0, 1], sticks [-1, 1])
+    VecResize       180x300 frames downscaled (bilinear, antialiased) to ``obs_size``
+    VecFrameStack   the last K frames stacked on the channel axis (SB3's)
+
+SB3 adds ``VecTransposeImage`` (channel-first for its CNN) by itself, at training and at ``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecFrameStack,
+                                              VecMonitor)
+
+from wham_gym import controller
+from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
+from wham_gym.reinjection import Reinjection, RetrievalSource, Schedule
+from wham_gym.sb3 import WHAMVecEnv
+
+DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
+DEFAULT_MAX_STEPS = 300  # the default model's recordings were capped at 300 steps per episode
+
+
+def parse_obs_size(text: str | None) -> tuple[int, int] | None:
+    """``"72x120"`` -> (72, 120) (height x width); ``None``, ``""``, ``"full"`` -> None (keep 180x300)."""
+    if text is None or str(text).lower() in ("", "full", "none"):
+        return None
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"obs size: expected HEIGHTxWIDTH such as 72x120 (or 'full'), got {text!r}") from None
+    if not (1 <= h <= WHAM_SIZE[0] and 1 <= w <= WHAM_SIZE[1]):
+        raise ValueError(f"obs size: {h}x{w} must lie within the frames' 180x300 (downscaling only)")
+    return h, w
+
+
+@dataclass(frozen=True)
+class Wrapping:
+    """What the agent sees and how it acts: downscale to ``obs_size`` (None: 180x300), stack ``frame_stack`` frames,
+    ``rescale`` actions from [-1, 1]. :data:`RAW` is the bare world (full frames, controller actions)."""
+
+    obs_size: tuple[int, int] | None = (72, 120)
+    frame_stack: int = 4
+    rescale: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+
+
+RAW = Wrapping(obs_size=None, frame_stack=1, rescale=False)
+
+
+class VecRescaleAction(VecEnvWrapper):
+    """Agent actions in [-1, 1]^16 -> the controller Box, affinely per dimension (a button is pressed at >= 0).
+
+    One symmetric Box suits PPO's Gaussian and SAC's tanh squashing alike; the controller's
+    buttons live in [0, 1] and its sticks in [-1, 1] (unchanged by the map).
+    """
+
+    def __init__(self, venv: VecEnv):
+        box = venv.action_space
+        if not isinstance(box, spaces.Box) or box.shape != (controller.ACTION_DIM,):
+            raise ValueError(f"VecRescaleAction wraps the 16-dim controller Box, got {box}")
+        self.low, self.high = box.low.astype(np.float32), box.high.astype(np.float32)
+        super().__init__(venv, action_space=spaces.Box(-1.0, 1.0, box.shape, np.float32))
+
+    def to_controller(self, actions: np.ndarray) -> np.ndarray:
+        a = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self.venv.step_async(self.to_controller(actions))
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., H, W, 3) uint8 -> (..., h, w, 3): bilinear with antialiasing (an area-like average when shrinking)."""
+    lead = frames.shape[:-3]
+    # uint8 in, uint8 out: torch's channels-last uint8 kernel is ~35x faster than going through float.
+    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return np.ascontiguousarray(x.permute(0, 2, 3, 1).reshape(*lead, *size, 3).numpy())
+
+
+class VecResize(VecEnvWrapper):
+    """Downscale observations (and ``terminal_observation``) to ``size`` = (height, width)."""
+
+    def __init__(self, venv: VecEnv, size: tuple[int, int]):
+        self.size = tuple(size)
+        super().__init__(venv, observation_space=spaces.Box(0, 255, (*self.size, 3), np.uint8))
+
+    def reset(self):
+        return resize_frames(self.venv.reset(), self.size)
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if info.get("terminal_observation") is not None:
+                info["terminal_observation"] = resize_frames(info["terminal_observation"], self.size)
+        return resize_frames(obs, self.size), rew, dones, infos
+
+
+def wrap(venv: VecEnv, wrapping: Wrapping) -> VecEnv:
+    """The wrapper stack of the module docstring, identical for both worlds."""
+    venv = VecMonitor(venv)
+    if wrapping.rescale:
+        venv = VecRescaleAction(venv)
+    if wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE:
+        venv = VecResize(venv, wrapping.obs_size)
+    if wrapping.frame_stack > 1:
+        venv = VecFrameStack(venv, wrapping.frame_stack, channels_order="last")
+    return venv
+
+
+def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
+                    max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
+                    seed: int | None = None, **env_kwargs) -> VecEnv:
+    """N dreams of ``model`` (a loaded model, shared between envs, or a spec) with its learned reward/termination."""
+    venv = WHAMVecEnv(num_envs, model, max_episode_steps=max_episode_steps, reinjection=reinjection, **env_kwargs)
+    venv = wrap(venv, wrapping)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
+
+
+def make_doom(scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS) -> gym.Env:
+    """One real game; a module-level function so SubprocVecEnv workers can build it."""
+    # "module:id": gymnasium imports wham_gym first, which registers the id in a fresh worker too.
+    return gym.make("wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps)
+
+
+def make_real_venv(scenario: str, num_envs: int, wrapping: Wrapping = Wrapping(), *,
+                   max_steps: int = DEFAULT_MAX_STEPS, seed: int | None = None, subprocess: bool = False) -> VecEnv:
+    """N real Doom games (``wham_gym/Doom-v0``) as an SB3 VecEnv with the same wrappers as the dream."""
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    fns = [partial(make_doom, scenario, max_steps) for _ in range(num_envs)]
+    # Doom steps at ~1000/s in-process; worker processes pay off only when the policy is cheap.
+    venv = SubprocVecEnv(fns, start_method="spawn") if subprocess else DummyVecEnv(fns)
+    venv = wrap(venv, wrapping)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
+
+
+def retrieval_bank(model, sources=None, max_frames: int = 2048, seed: int = 0) -> np.ndarray:
+    """Real frames (M, H, W, 3) at the model's size for :class:`RetrievalSource`.
+
+    ``sources``: recorded episodes / prompt ``.npz`` files or folders (default: the prompts the model
+    ships). Frames are spread evenly over (a random subset of) the episodes, at most ``max_frames``.
+    """
+    from wham_gym.data.reader import find_sources, load_episode
+
+    if max_frames < 1:
+        raise ValueError(f"retrieval frames must be >= 1, got {max_frames}")
+    if sources:
+        episodes = find_sources(sources)
+        if not episodes:
+            raise ValueError(f"retrieval bank: no episodes found in {sources}")
+    else:
+        episodes = default_prompt_bank(model).episodes  # paths, or in-memory prompts (a gray frame)
+    rng = np.random.default_rng(seed)
+    n_eps = min(len(episodes), max(1, max_frames // 16))  # >= 16 frames per episode read: decoding dominates
+    chosen = sorted(rng.choice(len(episodes), n_eps, replace=False))
+    per = math.ceil(max_frames / n_eps)
+    parts = []
+    for i in chosen:
+        ep = episodes[i]
+        frames = load_episode(ep).frames() if isinstance(ep, str) else ep.frames
+        idx = np.unique(np.linspace(0, len(frames) - 1, min(per, len(frames))).round().astype(int))
+        parts.append(frames[idx])
+    frames = np.concatenate(parts)[:max_frames]
+    size = (model.config.frame_height, model.config.frame_width)
+    return np.ascontiguousarray(fit_frames(frames, size, True, "retrieval bank"))
+
+
+def retrieval_reinjection(model, sources=None, max_frames: int = 2048, every: int = 5,
+                          nll_above: float | None = None, seed: int = 0) -> Reinjection:
+    """Swap the dream's frame for the nearest real one every ``every`` steps (and/or above an NLL)."""
+    if every < 1 and nll_above is None:
+        raise ValueError("retrieval reinjection needs every >= 1 or an nll threshold, else it never reinjects")
+    source = RetrievalSource(model, retrieval_bank(model, sources, max_frames, seed))
+    return Reinjection(source, Schedule(every=max(0, every), nll_above=nll_above))

@@ -1,0 +1,255 @@
+"""agents/: wrappers, evaluation, PPO/SAC training with resume, and the comparison, end to end on the tiny model
+and the real Doom game (a few hundred steps, short episodes)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+pytest.importorskip("vizdoom")
+pytest.importorskip("stable_baselines3")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # plain `pytest` puts tests/ on sys.path, not the repository
+    sys.path.insert(0, str(REPO))
+
+from stable_baselines3 import PPO, SAC  # noqa: E402
+
+from agents import compare, evaluate, runs, train_sb3, wrappers  # noqa: E402
+from agents.evaluate import BehaviourAgent, Evaluator, RandomAgent  # noqa: E402
+from agents.wrappers import Wrapping  # noqa: E402
+from wham_gym import controller  # noqa: E402
+from wham_gym.games.doom import DoomEnv  # noqa: E402
+
+pytestmark = pytest.mark.doom
+SMALL = Wrapping(obs_size=(36, 60), frame_stack=2)
+TINY_RUN = ["--model", "tiny", "--num-envs", "2", "--max-episode-steps", "12", "--obs-size", "36x60",
+            "--frame-stack", "2", "--eval-episodes", "1", "--final-episodes", "2", "--eval-envs", "2",
+            "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    pass
+
+
+def test_obs_size_parsing():
+    assert wrappers.parse_obs_size("72x120") == (72, 120)
+    assert wrappers.parse_obs_size("full") is None and wrappers.parse_obs_size(None) is None
+    for bad in ("72", "axb", "200x120", "0x10"):
+        with pytest.raises(ValueError, match="obs size"):
+            wrappers.parse_obs_size(bad)
+    with pytest.raises(ValueError, match="frame_stack"):
+        Wrapping(frame_stack=0)
+
+
+def test_both_worlds_share_spaces_and_wrappers(tiny):
+    real = wrappers.make_real_venv("defend_the_center", 2, SMALL, max_steps=3, seed=0)
+    dream = wrappers.make_dream_venv(tiny, 2, SMALL, max_episode_steps=3, seed=0)
+    try:
+        assert real.observation_space == dream.observation_space == spaces.Box(0, 255, (36, 60, 6), np.uint8)
+        assert real.action_space == dream.action_space and real.action_space.low.min() == -1
+        for venv in (real, dream):
+            assert venv.reset().shape == (2, 36, 60, 6)
+            a = np.random.default_rng(0).uniform(-1, 1, (2, 16)).astype(np.float32)
+            for t in range(3):
+                obs, rew, dones, infos = venv.step(a)
+            assert dones.all() and obs.shape == (2, 36, 60, 6) and rew.dtype == np.float32
+            assert infos[0]["terminal_observation"].shape == (36, 60, 6)  # resized and stacked too
+            assert infos[0]["episode"]["l"] == 3  # VecMonitor sits under the wrappers
+    finally:
+        real.close()
+        dream.close()
+    rescale = dream.venv.venv  # under VecFrameStack and VecResize
+    assert isinstance(rescale, wrappers.VecRescaleAction)
+    lo, hi = controller.action_space().low, controller.action_space().high
+    assert np.allclose(rescale.to_controller(-np.ones(16)), lo) and np.allclose(rescale.to_controller(np.ones(16)), hi)
+    mid = rescale.to_controller(np.zeros(16))
+    assert np.allclose(mid[:12], 0.5) and np.allclose(mid[12:], 0.0)  # a button is pressed from agent action 0 up
+    assert np.allclose(rescale.to_controller(np.full(16, 7.0)), hi)  # clipped
+
+
+def test_resize_frames():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 180, 300, 3), dtype=np.uint8)
+    out = wrappers.resize_frames(frames, (72, 120))
+    assert out.shape == (2, 72, 120, 3) and out.dtype == np.uint8
+    flat = np.full((180, 300, 3), 77, np.uint8)
+    assert (wrappers.resize_frames(flat, (36, 60)) == 77).all()
+
+
+def test_behaviour_agent_sees_the_real_frames(tiny):
+    # The model's context must hold the real frames the agent was shown and the actions it took.
+    env = DoomEnv("defend_the_center", max_steps=30)
+    agent = BehaviourAgent(tiny, 1, seed=0)
+    W = agent.engine.window
+    obs, _ = env.reset(seed=0)
+    frames, actions, start = [obs], [], True
+    try:
+        for t in range(W + 3):
+            a, _ = agent.predict(obs[None], episode_start=np.array([start]))
+            images, acts = agent.engine.context_tokens(0)
+            keep = frames[-W:]
+            assert torch.equal(images, tiny.encode_frames(torch.from_numpy(np.stack(keep))))
+            want = actions[-(len(keep) - 1):] if len(keep) > 1 else []
+            assert acts.shape[0] == len(want)
+            if want:
+                assert torch.equal(acts, tiny.action_ids(torch.as_tensor(np.stack(want))))
+            assert a.shape == (1, 16) and controller.action_space().contains(a[0])
+            obs, *_ = env.step(a[0])
+            frames.append(obs)
+            actions.append(a[0])
+            start = False
+        agent.predict(obs[None], episode_start=np.array([True]))  # a new episode forgets the old one
+        assert agent.engine.context_tokens(0)[0].shape[0] == 1
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="slots"):
+        agent.predict(np.stack([obs, obs]))
+
+
+def test_evaluator_real_and_dream(tiny):
+    ev = Evaluator(tiny, max_steps=6, num_envs=2)
+    try:
+        r = ev.run(RandomAgent(seed=0), "real", 3)
+        assert r["episodes"] == 3 and r["lengths"] == [6, 6, 6] and r["steps"] == 18 and len(r["returns"]) == 3
+        assert r["mean"] == pytest.approx(np.mean(r["returns"])) and r["std"] >= 0 and r["seconds"] > 0
+        d = ev.run(BehaviourAgent(tiny, 2, seed=0), "dream", 2)
+        assert d["episodes"] == 2 and d["mean_length"] == 6
+        assert ev.run(RandomAgent(seed=0), "real", 3) == {**r, "seconds": pytest.approx(r["seconds"], abs=10)}
+        with pytest.raises(ValueError, match="one slot per eval env"):
+            ev.run(BehaviourAgent(tiny, 1), "real", 2)
+        with pytest.raises(ValueError, match="world"):
+            ev.run(RandomAgent(), "moon", 1)
+    finally:
+        ev.close()
+    with pytest.raises(ValueError, match="world model"):
+        Evaluator(None).run(RandomAgent(), "dream", 1)
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_ppo_in_the_dream_checkpoints_and_resumes(tmp_path):
+    out = tmp_path / "ppo"
+    argv = ["--algo", "ppo", "--world", "dream", "--n-steps", "32", "--eval-every", "64", "--out", str(out), *TINY_RUN]
+    res = train_sb3.train(argv + ["--steps", "128"])
+    assert res["timesteps"] == 128 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
+    assert res["train_wall_s"] > 0 and res["eval_wall_s"] > 0 and res["config"]["obs_size"] == "36x60"
+    rows = _csv(out / "progress.csv")
+    for col in ("time/total_timesteps", "rollout/ep_rew_mean", "rollout/ep_len_mean", "train/loss",
+                "eval/real_return", "eval/dream_return"):
+        assert col in rows[0], col
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["timesteps"] for e in evals] == [0, 64, 128]
+    for e in evals:
+        for world in ("real", "dream"):
+            assert {"mean", "std", "episodes", "returns", "lengths", "steps", "seconds"} <= set(e[world])
+    ckpts = runs.RunDir(out).checkpoints()
+    assert [c[0] for c in ckpts] == [64, 128] and ckpts[-1][2]["timesteps"] == 128
+    model = PPO.load(ckpts[-1][1], device="cpu")
+    assert model.num_timesteps == 128
+    act, _ = model.predict(np.zeros((36, 60, 6), np.uint8))
+    assert act.shape == (16,) and np.abs(act).max() <= 1
+    assert PPO.load(out / "final.zip", device="cpu").num_timesteps == 128
+
+    # Run again with a larger budget: resumes from the latest checkpoint, logs continue.
+    res = train_sb3.train(argv + ["--steps", "192"])
+    assert res["timesteps"] == 192 and res["wall_s"] > 0
+    assert (out / "progress.0.csv").exists()
+    steps = [float(r["time/total_timesteps"]) for r in runs.RunDir(out).progress_rows()]
+    assert steps == sorted(steps) and steps[-1] == 192
+    assert [e["timesteps"] for e in runs.RunDir(out).eval_entries()] == [0, 64, 128, 192]
+    assert [c[0] for c in runs.RunDir(out).checkpoints()] == [64, 128, 192]
+    assert train_sb3.train(argv + ["--steps", "192"]) == res  # finished: nothing to do
+    with pytest.raises(SystemExit):  # another setting that shapes the policy: refused
+        train_sb3.train([*argv, "--steps", "192", "--frame-stack", "3"])
+
+
+def test_train_sac_in_the_real_game_keeps_its_replay_buffer(tmp_path):
+    out = tmp_path / "sac"
+    argv = ["--algo", "sac", "--world", "real", "--steps", "64", "--learning-starts", "16", "--batch-size", "8",
+            "--buffer-size", "200", "--eval-every", "32", "--eval-worlds", "real", "--out", str(out), *TINY_RUN]
+    res = train_sb3.train(argv)
+    assert res["timesteps"] == 64 and "dream" not in res and res["real"]["episodes"] == 2
+    ckpt = runs.RunDir(out).latest_checkpoint()
+    replays = sorted(p.name for p in (out / "checkpoints").glob("*.replay.npz"))
+    assert replays == ["step_000000064.replay.npz"]  # only the newest is kept
+    model = SAC.load(ckpt[1], device="cpu")
+    venv = wrappers.make_real_venv("defend_the_center", 2, SMALL)
+    try:
+        model.set_env(venv)
+        fresh = SAC("CnnPolicy", venv, buffer_size=200, device="cpu")
+        runs.load_replay(fresh.replay_buffer, str(out / "checkpoints" / replays[0]))
+        assert fresh.replay_buffer.pos == 32 and fresh.replay_buffer.observations[:32].any()
+        assert fresh.replay_buffer.observations.shape[2:] == (6, 36, 60)
+    finally:
+        venv.close()
+
+
+def test_train_rejects_bad_arguments(tmp_path, capsys):
+    for bad in (["--world", "real", "--reinjection", "retrieval"], ["--obs-size", "500x10"], ["--steps", "0"],
+                ["--eval-worlds", "real,moon"]):
+        with pytest.raises(SystemExit):
+            train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
+    err = capsys.readouterr().err
+    assert "applies to dream training" in err and "obs size" in err and "--steps must be >= 1" in err
+
+
+def test_compare_all_rows_and_results_md(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Agents\n\nNotes kept by hand.\n\n" + compare.BEGIN + "\nold\n" + compare.END + "\n\nTail.\n")
+    argv = ["--steps", "64", "--sac", "--name", "t", "--model", "tiny", "--num-envs", "2",
+            "--max-episode-steps", "8", "--episodes", "2", "--dream-episodes", "1", "--eval-every", "32",
+            "--eval-episodes", "1",
+            "--eval-envs", "2", "--obs-size", "36x60", "--frame-stack", "2", "--threads", "1", "--inline",
+            "--retrieval-bank", str(REPO / "wham_gym/assets/default/prompts"),
+            "--train-args", "--n-steps 32 --learning-starts 16 --batch-size 16 --buffer-size 200 "
+                            "--retrieval-frames 24",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--results-md", str(md)]
+    res = compare.main(argv)
+    assert list(res["rows"]) == list(compare.ROWS)
+    saved = json.loads((tmp_path / "results" / "t.json").read_text())
+    assert saved["rows"].keys() == res["rows"].keys() and saved["versions"]["torch"] == torch.__version__
+    for name, row in saved["rows"].items():
+        assert row["real"]["episodes"] == 2 and row["dream"]["episodes"] == 1
+        assert row["env_steps"] == (0 if name in ("random", "behaviour") else 64)
+    assert runs.read_json(tmp_path / "runs" / "t" / "ppo-dream-retrieval" / "config.json")["reinjection"] == "retrieval"
+    png = tmp_path / "results" / "t.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert text.startswith("# Agents\n\nNotes kept by hand.") and text.rstrip().endswith("Tail.")
+    assert "\nold\n" not in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(compare.ROWS)
+    assert all(label in text for label, _ in compare.ROWS.values()) and "](results/t.png)" in text
+
+    # Finished rows are skipped; a different budget under the same name is refused.
+    again = compare.main(argv)
+    assert again["rows"] == res["rows"]
+    with pytest.raises(SystemExit):
+        compare.main([*argv[:1], "65", *argv[2:]])
+
+
+def test_evaluate_cli_and_scripts_run_as_files(tmp_path):
+    out = tmp_path / "ppo"
+    train_sb3.train(["--steps", "32", "--n-steps", "16", "--eval-every", "0", "--eval-worlds", "real",
+                     "--out", str(out), *TINY_RUN])
+    res = evaluate.main(["--policy", str(out), "--worlds", "real,dream", "--episodes", "2", "--max-steps", "5",
+                         "--model", "tiny", "--num-envs", "2", "--out", str(tmp_path / "e.json")])
+    assert json.loads((tmp_path / "e.json").read_text()) == res and res["real"]["lengths"] == [5, 5]
+    res = evaluate.main(["--policy", "behaviour", "--worlds", "real", "--episodes", "1", "--max-steps", "4",
+                         "--model", "tiny"])
+    assert res["real"]["steps"] == 4
+    # Scripts run as files too (compare imports the others): python agents/compare.py --help
+    r = subprocess.run([sys.executable, str(REPO / "agents" / "compare.py"), "--help"], capture_output=True, text=True,
+                       cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0 and "--rows" in r.stdout, r.stderr
