@@ -183,3 +183,29 @@ def test_default_schedule_comes_from_the_model_card(tiny):
         assert default_schedule(tiny) == Schedule(every=20, nll_above=1.5)
     finally:
         tiny.card = card
+
+
+def test_lockstep_whole_window_reinjection(tiny):
+    """window=True: the dream's whole context becomes the game's recent frames, not just the newest."""
+    pytest.importorskip("vizdoom")
+    from functools import partial
+
+    from wham_gym.games.doom import DoomEnv
+    from wham_gym.reinjection import LockstepSource
+
+    source = LockstepSource([partial(DoomEnv, scenario="defend_the_center")] * 2, asynchronous=False)
+    env = WHAMVectorEnv(2, tiny, reinjection=Reinjection(source, Schedule(every=3), window=True))
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    for t in range(1, 7):
+        a = rng.uniform(-1, 1, (2, 16)).astype(np.float32)
+        a[:, :12] = 0
+        env.step(a)
+        if t % 3 == 0:  # every context frame is the game's, encoded
+            k = int(env.engine.n_frames.min())
+            real = np.stack([np.stack(list(h)[-k:]) for h in source.history])
+            want = tiny.encode_frames(real.reshape(-1, 180, 300, 3)).reshape(2, k, -1)
+            assert k == t + 1 and torch.equal(env.engine.images[:, -k:], want)
+    with pytest.raises(ValueError, match="window=True needs"):
+        Reinjection(RetrievalSource(tiny, real[0]), window=True)
+    env.close()

@@ -220,19 +220,30 @@ class DreamEngine:
             raise ValueError(f"a prompt holds 1 to {self.context_steps} frames (context_steps), got {P}")
 
     def replace_frames(self, env_ids, frames=None, tokens=None) -> None:
-        """Swap the newest frame of some slots for real frames (reinjection); re-encoded to tokens."""
+        """Swap the newest frame of some slots for real frames (reinjection); re-encoded to tokens.
+
+        frames (n, H, W, 3) or tokens (n, tokens_per_image) replace the newest frame;
+        (n, k, H, W, 3) or (n, k, tokens_per_image) replace the newest k (whole-window reinjection).
+        """
         ids = self._ids(env_ids)
         self._check_ready(ids)
         if (frames is None) == (tokens is None):
             raise ValueError("replace_frames: pass exactly one of frames (n, H, W, 3) or tokens (n, tokens_per_image)")
         if frames is not None:
-            tokens = self.model.encode_frames(_as_tensor(frames, self.device))
+            frames = _as_tensor(frames, self.device)
+            k = frames.shape[1] if frames.ndim == 5 else None
+            tokens = self.model.encode_frames(frames.reshape(-1, *frames.shape[-3:]))
         else:
             tokens = _as_tensor(tokens, self.device, torch.long)
-            self.model.vocab.check_image_tokens(tokens, "tokens")
+            k = tokens.shape[1] if tokens.ndim == 3 else None
+            self.model.vocab.check_image_tokens(tokens.reshape(-1, tokens.shape[-1]), "tokens")
+        tokens = tokens.reshape(-1, k, self.tpi) if k else tokens.unsqueeze(1)  # (n, k, tokens_per_image)
         if tokens.shape[0] != ids.numel():
             raise ValueError(f"replace_frames: {ids.numel()} env_ids but {tokens.shape[0]} frames")
-        self.images[ids, -1] = tokens
+        k = tokens.shape[1]
+        if k > 1 and k > int(self.n_frames[ids].min()):  # (a sync, but only for whole-window reinjection)
+            raise ValueError(f"replace_frames: {k} frames, but a slot holds only {int(self.n_frames[ids].min())}")
+        self.images[ids, -k:] = tokens
         self.has_pending[ids] = False
         self.since_refresh[ids] = 0
 

@@ -394,9 +394,18 @@ class WHAMVectorEnv(VectorEnv):
         if not bool(due.any()):
             return res, frames, term, trunc
         ids = due.nonzero().squeeze(1)
-        real = fit_frames(source.frames(ids.cpu().numpy(), res.tokens[ids]), self.model_size, True, "reinjected frames")
-        tokens = self.model.encode_frames(real)
-        self.engine.replace_frames(ids, tokens=tokens)
+        if self.reinjection.window:  # the game's recent frames replace the whole window
+            k = int(self.engine.n_frames[ids].min())
+            window = fit_frames(source.window_frames(ids.cpu().numpy(), k), self.model_size, True, "reinjected frames")
+            real = window[:, -1]
+            window_tokens = self.model.encode_frames(window.reshape(-1, *window.shape[-3:]))
+            window_tokens = window_tokens.reshape(len(window), window.shape[1], -1)
+            tokens = window_tokens[:, -1]
+            self.engine.replace_frames(ids, tokens=window_tokens)
+        else:
+            real = fit_frames(source.frames(ids.cpu().numpy(), res.tokens[ids]), self.model_size, True, "reinjected frames")
+            tokens = self.model.encode_frames(real)
+            self.engine.replace_frames(ids, tokens=tokens)
         new_tokens = res.tokens.clone()
         new_tokens[ids] = tokens
         if frames is not None:

@@ -180,11 +180,20 @@ class LockstepSource:
     drives_actions = False
     starts_episodes = True
 
-    def __init__(self, env_fns, asynchronous: bool = True):
+    def __init__(self, env_fns, asynchronous: bool = True, history: int = 9):
+        from collections import deque
+
         self.env_fns, self.asynchronous = list(env_fns), asynchronous
         self.num_envs = len(self.env_fns)
         self.envs = None
         self.obs: np.ndarray | None = None
+        # The game's frames since its dream episode began, for whole-window reinjection.
+        self.history = [deque(maxlen=history) for _ in range(self.num_envs)]
+
+    def window_frames(self, env_ids: np.ndarray, k: int) -> np.ndarray:
+        """(n, k', H, W, 3): the newest k' = min(k, frames every env has) real frames of ``env_ids``."""
+        k = min(k, *(len(self.history[i]) for i in env_ids))
+        return np.stack([np.stack(list(self.history[i])[-k:]) for i in env_ids])
 
     def bind(self, autoreset_mode) -> None:
         """Build the real vector env with the dream env's autoreset mode (called by the env)."""
@@ -211,6 +220,9 @@ class LockstepSource:
             else:  # NEXT_STEP would reset the rest of the games a step late
                 raise ValueError("with LockstepSource, reset a subset of envs only in DISABLED or SAME_STEP autoreset mode")
             self.step_obs = self.obs
+        for i in env_ids:
+            self.history[i].clear()
+            self.history[i].append(self.obs[i])
         return self.obs[env_ids][:, None], np.zeros((len(env_ids), 0, 16), np.float32)
 
     def actions(self) -> np.ndarray:
@@ -223,6 +235,8 @@ class LockstepSource:
             self.step_obs = self.obs.copy()
             for i in np.flatnonzero(info["_final_obs"]):
                 self.step_obs[i] = info["final_obs"][i]
+        for h, f in zip(self.history, self.step_obs):
+            h.append(f)
         return np.asarray(terminated, bool), np.asarray(truncated, bool)
 
     def frames(self, env_ids: np.ndarray, dream_tokens=None) -> np.ndarray:
@@ -237,11 +251,19 @@ class LockstepSource:
 class Reinjection:
     """What a WHAM env reinjects (``source``) and when (``schedule``): ``WHAMVectorEnv(..., reinjection=...)``.
 
-    ``schedule=None`` takes the model's default (:func:`default_schedule`).
+    ``schedule=None`` takes the model's default (:func:`default_schedule`). ``window=True``
+    replaces the whole context window with the game's recent frames, not just the newest
+    (sources with ``window_frames``: lockstep).
     """
 
     source: ReplaySource | RetrievalSource | LockstepSource
     schedule: Schedule | None = None
+    window: bool = False
+
+    def __post_init__(self):
+        if self.window and not hasattr(self.source, "window_frames"):
+            raise ValueError(f"window=True needs a source that keeps real history (LockstepSource), "
+                             f"got {type(self.source).__name__}")
 
 
 FALLBACK_SCHEDULE = Schedule(every=10)
