@@ -29,11 +29,12 @@ def test_demo_writes_frames(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "wham_gym.cli", "demo", "--model", "tiny", "--out", str(out), "--steps", "3", "--num", "2"]
     subprocess.run(cmd, check=True, capture_output=True)
-    frames = sorted((out / "env1").glob("frame_*.png"))
+    frames = sorted((out / "dream_1" / "frames").glob("*.png"))
     assert len(frames) == 4
     assert np.asarray(Image.open(frames[-1])).shape == (180, 300, 3)
     lines = (out / "actions.csv").read_text().splitlines()
     assert lines[0].startswith("env,step,button_0") and len(lines) == 1 + 2 * 3
+    assert (out / "dream_0" / "dream.mp4").is_file() and (out / "dream_0" / "summary.png").is_file()
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr
 
