@@ -107,7 +107,7 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
         if given and len(frames) < context:
             raise ValueError(f"the prompt is shorter than needed: {len(frames)} images for --context {context}")
         frames = fit_frames(frames[-context:], size, resize, where="prompt images")
-        neutral = controller.from_wham(controller.to_wham(np.zeros((len(frames) - 1, controller.ACTION_DIM), np.float32)))
+        neutral = np.zeros((len(frames) - 1, controller.ACTION_DIM), np.float32)  # no buttons, sticks centred
         return PromptEpisode(Prompt(frames, neutral, source=", ".join(paths)))
     if len(paths) != 1:
         raise ValueError("give one prompt episode (.npz or Demonstrator folder), or a list of PNGs")
