@@ -55,3 +55,41 @@ def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path):
                  "--out", str(out)]) == 0
     text = (out / "drift_tiny.csv").read_text().splitlines()
     assert len(text) == 1 + 8 * 3  # 8 schedules (off, every 5/10/20/50, retrieval, nll, both) x 3 horizons
+
+
+def test_drift_resumes_after_the_last_finished_policy(tmp_path, monkeypatch):
+    import wham_gym.drift as drift
+
+    model = load_model("tiny")
+    rng = np.random.default_rng(1)
+    T = 16
+    eps = [Episode(images=rng.integers(0, 256, (T, 3, 180, 300), dtype=np.uint8),
+                   wham_actions=np.tile(np.array([0] * 12 + [5] * 4, np.float32), (T, 1))) for _ in range(2)]
+    bank = RetrievalSource(model, eps[0].frames())
+    kw = dict(horizon=3, num=2, bank=bank, progress=False)
+    parts = tmp_path / "parts"
+    real_measure, calls = drift.measure, []
+
+    def interrupted(model, episodes, policies, **kw):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(policies[0].name)
+        return real_measure(model, episodes, policies, **kw)
+
+    monkeypatch.setattr(drift, "measure", interrupted)
+    try:
+        drift.measure_all(model, eps, parts, {"horizon": 3}, **kw)
+    except KeyboardInterrupt:
+        pass
+    assert len(list(parts.glob("policy_*.json"))) == 3
+    calls.clear()
+    monkeypatch.setattr(drift, "measure", lambda *a, **k: (calls.append(a[2][0].name), real_measure(*a, **k))[1])
+    rows = drift.measure_all(model, eps, parts, {"horizon": 3}, **kw)
+    assert len(calls) == 8 - 3 and calls[0] == "every 20"  # off, every 5 and every 10 were kept
+    monkeypatch.setattr(drift, "measure", real_measure)
+    fresh = drift.measure_all(model, eps, None, None, **kw)
+    assert rows == fresh  # the resumed run equals an uninterrupted one
+    calls.clear()
+    monkeypatch.setattr(drift, "measure", lambda *a, **k: (calls.append(a[2][0].name), real_measure(*a, **k))[1])
+    drift.measure_all(model, eps, parts, {"horizon": 4}, **{**kw, "horizon": 4})
+    assert len(calls) == 8  # other settings: nothing kept

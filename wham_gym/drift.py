@@ -10,6 +10,7 @@ reinjections per 100 steps. All schedules see the same starts and seeds.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from .engine import DreamEngine
+from .atomic import atomic_write
 from .fidelity import real_windows
 from .metrics import psnr, ssim
 from .prompts import fit_frames
@@ -75,6 +77,41 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
         cost = 100.0 * reinjected / (num * horizon)
         for r in rows[-horizon:]:
             r["reinjections_per_100"] = cost
+    return rows
+
+
+def measure_all(model, episodes, parts: Path | None = None, settings: dict | None = None, **kw) -> list[dict]:
+    """Every default policy: "off" first, whose 80th-percentile NLL is the uncertainty threshold.
+
+    Each policy's rows are kept in ``parts`` as it finishes, so a run interrupted
+    after hours resumes at the next policy; ``settings`` (whatever defines the
+    measurement) must match the kept ones, or the kept rows are discarded.
+    """
+    kept: dict[str, list[dict]] = {}
+    if parts is not None:
+        parts.mkdir(parents=True, exist_ok=True)
+        key = json.dumps(settings or {}, sort_keys=True)
+        stamp = parts / "settings.json"
+        if stamp.exists() and stamp.read_text() == key:
+            kept = {f.stem: json.loads(f.read_text()) for f in parts.glob("policy_*.json")}
+        else:
+            for f in parts.glob("policy_*.json"):
+                f.unlink()
+            atomic_write(stamp, lambda f: f.write(key), binary=False)
+
+    def run(i: int, policy: Policy) -> list[dict]:
+        if f"policy_{i}" in kept:
+            print(f"{policy.name}: kept from an earlier run ({parts})")
+            return kept[f"policy_{i}"]
+        rows = measure(model, episodes, [policy], **kw)
+        if parts is not None:
+            atomic_write(parts / f"policy_{i}.json", lambda f: json.dump(rows, f), binary=False)
+        return rows
+
+    rows = run(0, default_policies(0)[0])
+    threshold = float(np.percentile([r["nll"] for r in rows], 80))
+    for i, policy in enumerate(default_policies(threshold)[1:], start=1):
+        rows += run(i, policy)
     return rows
 
 

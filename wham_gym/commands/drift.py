@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Rollouts from real windows of recorded episodes, driven by the recorded "
                                    "actions: reinjection off, every K in {5, 10, 20, 50}, retrieval every 10, "
                                    "and uncertainty-triggered (NLL above the no-reinjection run's 80th "
-                                   "percentile). Writes OUT/drift_<model>.csv and .png and prints a table.")
+                                   "percentile). Writes OUT/drift_<model>.csv and .png and prints a table. "
+                                   "Each finished schedule is kept, so an interrupted run resumes.")
     p.add_argument("--model", default="default")
     p.add_argument("--data", help="recorded episodes; the held-out split (as in training) is used")
     p.add_argument("--live", action="store_true",
@@ -31,7 +32,7 @@ def run_drift(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.reader import load_episode
-    from ..drift import Policy, default_policies, measure, summary, write
+    from ..drift import measure_all, summary, write
     from ..model import load_model
     from ..reinjection import RetrievalSource
     from ..train.data import frame_bank, split_sources
@@ -59,11 +60,11 @@ def run_drift(args: argparse.Namespace) -> int:
             bank_frames = live_windows(make_env, 1, 99, games, args.seed + 100_000)[0].reshape(-1, 180, 300, 3)
             bank_frames = bank_frames[: args.bank_frames]
     bank = RetrievalSource(model, np.ascontiguousarray(bank_frames))
-    kw = dict(horizon=args.horizon, num=args.num, seed=args.seed, bank=bank, windows=windows)
-    off = measure(model, episodes, [Policy("off", default_policies(0)[0].schedule)], **kw)
-    threshold = float(np.percentile([r["nll"] for r in off], 80))
-    rows = off + measure(model, episodes, default_policies(threshold)[1:], **kw)
     name = model.card.get("name", Path(args.model).name)
+    settings = {k: getattr(args, k) for k in ("model", "data", "live", "scenario", "horizon", "num",
+                                              "bank_frames", "seed")}
+    rows = measure_all(model, episodes, Path(args.out) / f".drift_{name}.parts", settings,
+                       horizon=args.horizon, num=args.num, seed=args.seed, bank=bank, windows=windows)
     for path in write(rows, Path(args.out), name):
         print(f"wrote {path}")
     print(summary(rows))
