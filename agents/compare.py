@@ -254,6 +254,12 @@ def write_results_md(results_dir: str, md_path: str) -> None:
     Path(md_path).write_text(text)
 
 
+def merge_rows(path: str, results: dict) -> None:
+    """Take in rows another process wrote meanwhile, so comparisons split across processes (--rows) add up."""
+    if os.path.exists(path):
+        results["rows"] = {**read_json(path)["rows"], **results["rows"]}
+
+
 def main(argv=None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -305,6 +311,7 @@ def main(argv=None) -> dict:
                 results["rows"][row] = run_baseline(args, row, model, evaluator)
             else:
                 results["rows"][row] = run_training(args, row)
+            merge_rows(path, results)
             write_json(path, results)  # after every row: an interrupted comparison keeps what it has
             r = results["rows"][row]
             print(f"{row}: real {_ret(r['real'])}, dream {_ret(r['dream'])} ({time.perf_counter() - start:.0f} s)")
@@ -313,6 +320,7 @@ def main(argv=None) -> dict:
             evaluator.close()
 
     results["curves"] = f"{args.name}.png"  # beside the results file
+    merge_rows(path, results)
     plot_curves(results, os.path.join(args.results_dir, results["curves"]))
     write_json(path, results)
     write_results_md(args.results_dir, args.results_md)
