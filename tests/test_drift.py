@@ -32,7 +32,7 @@ def test_drift_rows_costs_and_outputs(tmp_path):
     assert "| every 2 | 50 |" in summary(rows)
 
 
-def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path):
+def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path, capsys):
     import pytest
 
     pytest.importorskip("vizdoom")
@@ -51,10 +51,20 @@ def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path):
     with pytest.raises(ValueError, match="lasted"):
         live_windows(partial(DoomEnv, scenario="defend_the_center", max_steps=4), 3, 5, 1, seed=0)
     out = tmp_path / "drift"
-    assert main(["drift", "--model", "tiny", "--live", "--horizon", "3", "--num", "2", "--bank-frames", "50",
-                 "--out", str(out)]) == 0
+    from wham_gym import load_model
+    from wham_gym.model.checkpoint import save_model
+    from wham_gym.reinjection import Schedule, default_schedule
+
+    model_dir = save_model(load_model("tiny"), tmp_path / "model")
+    assert main(["drift", "--model", str(model_dir), "--live", "--set-default", "every often"]) == 1
+    assert "every K or nll" in capsys.readouterr().err  # refused before any game is played
+    assert main(["drift", "--model", str(model_dir), "--live", "--horizon", "3", "--num", "2", "--bank-frames",
+                 "50", "--out", str(out), "--set-default", "every 2 or nll"]) == 0
     text = (out / "drift_tiny.csv").read_text().splitlines()
     assert len(text) == 1 + 8 * 3  # 8 schedules (off, every 5/10/20/50, retrieval, nll, both) x 3 horizons
+    off_nll = [float(line.split(",")[4]) for line in text[1:] if line.startswith("off,")]
+    schedule = default_schedule(load_model(str(model_dir)))  # envs now reinject as the card says
+    assert schedule == Schedule(every=2, nll_above=round(float(np.percentile(off_nll, 80)), 4))
 
 
 def test_drift_resumes_after_the_last_finished_policy(tmp_path, monkeypatch):

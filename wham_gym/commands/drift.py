@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from ..atomic import atomic_write
 
 
 def register(sub) -> None:
@@ -25,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--bank-frames", type=int, default=5000, help="training frames in the retrieval bank")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--set-default", metavar="SCHEDULE", default=None,
+                   help="write the schedule envs use by default into the model directory's card.json: "
+                        "'every K', 'nll' (above this run's 80th-percentile NLL), or 'every K or nll'")
     p.set_defaults(func=run_drift)
 
 
@@ -40,6 +46,9 @@ def run_drift(args: argparse.Namespace) -> int:
     if not args.live and not args.data:
         raise ValueError("give recorded episodes with --data, or --live to play the game now")
     model = load_model(args.model)
+    if args.set_default is not None:
+        recommendation(args.set_default, 0.0)  # a malformed spec fails now, not after the run
+        card_file(model)
     episodes, windows = None, None
     if args.data:
         train, val = split_sources(args.data)
@@ -68,5 +77,35 @@ def run_drift(args: argparse.Namespace) -> int:
     for path in write(rows, Path(args.out), name):
         print(f"wrote {path}")
     print(summary(rows))
+    threshold = float(np.percentile([r["nll"] for r in rows if r["policy"] == "off"], 80))
+    if args.set_default is not None:
+        rec = recommendation(args.set_default, threshold)
+        path = card_file(model)
+        card = json.loads(path.read_text())
+        card["reinjection"] = {**rec, "measured": f"wham-gym drift, horizon {args.horizon}, {args.num} rollouts"}
+        atomic_write(path, lambda f: json.dump(card, f, indent=2), binary=False)
+        print(f"wrote the default schedule {rec} to {path}")
     return 0
+
+
+def recommendation(spec: str, threshold: float) -> dict:
+    """``card["reinjection"]`` for ``'every K'``, ``'nll'`` or ``'every K or nll'`` (``nll`` = ``threshold``)."""
+    rec: dict = {}
+    for part in (p.strip() for p in spec.split(" or ")):
+        words = part.split()
+        if words == ["nll"] and "nll_above" not in rec:
+            rec["nll_above"] = round(threshold, 4)
+        elif len(words) == 2 and words[0] == "every" and words[1].isdigit() and int(words[1]) > 0 and "every" not in rec:
+            rec["every"] = int(words[1])
+        else:
+            raise ValueError(f"--set-default: expected 'every K', 'nll' or 'every K or nll', got {spec!r}")
+    return rec
+
+
+def card_file(model) -> Path:
+    model_dir = getattr(model, "model_dir", None)
+    if model_dir is None:
+        raise ValueError("--set-default writes the model directory's card.json; this model has no directory "
+                         "(convert an official checkpoint with `wham-gym convert` first)")
+    return Path(model_dir) / "card.json"
 
