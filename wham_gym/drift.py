@@ -80,6 +80,11 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
     return rows
 
 
+def uncertainty_threshold(rows: list[dict]) -> float:
+    """The 80th percentile of the free-running ("off") per-step NLL: the model's own "unsure" line."""
+    return float(np.percentile([r["nll"] for r in rows if r["policy"] == "off"], 80))
+
+
 def measure_all(model, episodes, parts: Path | None = None, settings: dict | None = None, **kw) -> list[dict]:
     """Every default policy: "off" first, whose 80th-percentile NLL is the uncertainty threshold.
 
@@ -109,8 +114,7 @@ def measure_all(model, episodes, parts: Path | None = None, settings: dict | Non
         return rows
 
     rows = run(0, default_policies(0)[0])
-    threshold = float(np.percentile([r["nll"] for r in rows], 80))
-    for i, policy in enumerate(default_policies(threshold)[1:], start=1):
+    for i, policy in enumerate(default_policies(uncertainty_threshold(rows))[1:], start=1):
         rows += run(i, policy)
     return rows
 

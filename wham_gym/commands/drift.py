@@ -38,7 +38,7 @@ def run_drift(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.reader import load_episode
-    from ..drift import measure_all, summary, write
+    from ..drift import measure_all, summary, uncertainty_threshold, write
     from ..model import load_model
     from ..reinjection import RetrievalSource
     from ..train.data import frame_bank, split_sources
@@ -77,9 +77,8 @@ def run_drift(args: argparse.Namespace) -> int:
     for path in write(rows, Path(args.out), name):
         print(f"wrote {path}")
     print(summary(rows))
-    threshold = float(np.percentile([r["nll"] for r in rows if r["policy"] == "off"], 80))
     if args.set_default is not None:
-        rec = recommendation(args.set_default, threshold)
+        rec = recommendation(args.set_default, uncertainty_threshold(rows))
         path = card_file(model)
         card = json.loads(path.read_text())
         card["reinjection"] = {**rec, "measured": f"wham-gym drift, horizon {args.horizon}, {args.num} rollouts"}
