@@ -146,6 +146,23 @@ def run_training(args, row: str) -> dict:
             "device": result["device"], "run_dir": stored_path(out)}
 
 
+def sampled_real(args, row: dict) -> dict:
+    """A trained row's policy in the real game acting with sampled actions, as it did in training.
+
+    The mean action of a Gaussian policy is not a policy the agent ever ran: buttons are pressed
+    at >= 0.5, so a fire button whose mean sits just under it never fires, however often
+    the sampled policy does.
+    """
+    from agents.evaluate import load_policy
+
+    policy, wrapping, _ = load_policy(repo_path(row["run_dir"]), device=args.device)
+    ev = Evaluator(None, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed)
+    try:
+        return ev.run(policy, "real", args.episodes, wrapping, deterministic=False)
+    finally:
+        ev.close()
+
+
 def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:
     out = {}
     for world, episodes in (("real", args.episodes), ("dream", args.dream_episodes)):
@@ -219,15 +236,18 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              f"Model `{results['model']}`; device: {results['device']}; {v}; {results['date']}.",
              f"Episodes capped at {s['max_episode_steps']} steps in both worlds; {s['num_envs']} training envs; "
              f"observations {s['obs_size']} x {s['frame_stack']} frames; every row evaluated on the same "
-             f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action.", "",
-             "| row | real-game return | dream return | train env steps | train wall-clock | train steps/s "
-             "| eval wall-clock |",
-             "|---|---|---|---|---|---|---|"]
+             f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action, and in the sampled "
+             f"column with sampled actions, as in training (the baselines sample in both).", "",
+             "| row | real-game return | real, sampled actions | dream return | train env steps | train wall-clock "
+             "| train steps/s | eval wall-clock |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         r = results["rows"].get(row)
         if r:
             sps = f"{r['steps_per_s']:.1f}" if r.get("steps_per_s") else "–"
-            lines.append(f"| {r['label']} | {_ret(r.get('real'))} | {_ret(r.get('dream'))} | {r['env_steps']} | "
+            sampled = r.get("real_sampled") or (r.get("real") if not r.get("run_dir") else None)
+            lines.append(f"| {r['label']} | {_ret(r.get('real'))} | {_ret(sampled)} | {_ret(r.get('dream'))} | "
+                         f"{r['env_steps']} | "
                          f"{_secs(r['train_wall_s'])} | {sps} | {_secs(r['eval_wall_s'])} |")
     if results.get("curves"):
         png = os.path.relpath(os.path.join(results_dir, results["curves"]), md_dir)
@@ -257,7 +277,8 @@ def write_results_md(results_dir: str, md_path: str) -> None:
 def merge_rows(path: str, results: dict) -> None:
     """Take in rows another process wrote meanwhile, so comparisons split across processes (--rows) add up."""
     if os.path.exists(path):
-        results["rows"] = {**read_json(path)["rows"], **results["rows"]}
+        rows = {**read_json(path)["rows"], **results["rows"]}
+        results["rows"] = {r: rows[r] for r in ROWS if r in rows}
 
 
 def main(argv=None) -> dict:
@@ -298,6 +319,10 @@ def main(argv=None) -> dict:
         for row in rows:
             if row in results["rows"] and not args.redo:
                 print(f"{row}: done ({path}); --redo to run it again")
+                if results["rows"][row].get("run_dir") and "real_sampled" not in results["rows"][row]:
+                    results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
+                    merge_rows(path, results)
+                    write_json(path, results)
                 continue
             start = time.perf_counter()
             print(f"{row}: {ROWS[row][0]} ...", flush=True)
@@ -311,6 +336,7 @@ def main(argv=None) -> dict:
                 results["rows"][row] = run_baseline(args, row, model, evaluator)
             else:
                 results["rows"][row] = run_training(args, row)
+                results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
             merge_rows(path, results)
             write_json(path, results)  # after every row: an interrupted comparison keeps what it has
             r = results["rows"][row]

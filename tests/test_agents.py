@@ -222,6 +222,8 @@ def test_compare_all_rows_and_results_md(tmp_path):
     for name, row in saved["rows"].items():
         assert row["real"]["episodes"] == 2 and row["dream"]["episodes"] == 1
         assert row["env_steps"] == (0 if name in ("random", "behaviour") else 64)
+        trained = name not in ("random", "behaviour")
+        assert ("real_sampled" in row) == trained and (not trained or row["real_sampled"]["episodes"] == 2)
     assert runs.read_json(tmp_path / "runs" / "t" / "ppo-dream-retrieval" / "config.json")["reinjection"] == "retrieval"
     png = tmp_path / "results" / "t.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -235,6 +237,11 @@ def test_compare_all_rows_and_results_md(tmp_path):
     # Finished rows are skipped; a different budget under the same name is refused.
     again = compare.main(argv)
     assert again["rows"] == res["rows"]
+    # A result from before the sampled-action evaluation gets just that added, not a new training run.
+    saved["rows"]["ppo-real"].pop("real_sampled")
+    (tmp_path / "results" / "t.json").write_text(json.dumps(saved))
+    upgraded = compare.main([*argv, "--rows", "ppo-real"])["rows"]["ppo-real"]
+    assert upgraded["real_sampled"]["episodes"] == 2 and upgraded["real"] == res["rows"]["ppo-real"]["real"]
     with pytest.raises(SystemExit):
         compare.main([*argv[:1], "65", *argv[2:]])
 
