@@ -274,10 +274,15 @@ def write_results_md(results_dir: str, md_path: str) -> None:
     Path(md_path).write_text(text)
 
 
-def merge_rows(path: str, results: dict) -> None:
-    """Take in rows another process wrote meanwhile, so comparisons split across processes (--rows) add up."""
+def merge_rows(path: str, results: dict, ours: set) -> None:
+    """Take in what other processes wrote meanwhile, so a comparison split across processes (--rows) adds up.
+
+    The file wins for every row but ``ours`` (those this process ran or updated): our copies of
+    the others are as old as our start.
+    """
     if os.path.exists(path):
-        rows = {**read_json(path)["rows"], **results["rows"]}
+        rows = read_json(path)["rows"]
+        rows.update({r: results["rows"][r] for r in ours})
         results["rows"] = {r: rows[r] for r in ROWS if r in rows}
 
 
@@ -315,13 +320,15 @@ def main(argv=None) -> dict:
                    date=datetime.date.today().isoformat())
 
     model = evaluator = None
+    ours: set = set()
     try:
         for row in rows:
             if row in results["rows"] and not args.redo:
                 print(f"{row}: done ({path}); --redo to run it again")
                 if results["rows"][row].get("run_dir") and "real_sampled" not in results["rows"][row]:
                     results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
-                    merge_rows(path, results)
+                    ours.add(row)
+                    merge_rows(path, results, ours)
                     write_json(path, results)
                 continue
             start = time.perf_counter()
@@ -337,7 +344,8 @@ def main(argv=None) -> dict:
             else:
                 results["rows"][row] = run_training(args, row)
                 results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
-            merge_rows(path, results)
+            ours.add(row)
+            merge_rows(path, results, ours)
             write_json(path, results)  # after every row: an interrupted comparison keeps what it has
             r = results["rows"][row]
             print(f"{row}: real {_ret(r['real'])}, dream {_ret(r['dream'])} ({time.perf_counter() - start:.0f} s)")
@@ -346,7 +354,7 @@ def main(argv=None) -> dict:
             evaluator.close()
 
     results["curves"] = f"{args.name}.png"  # beside the results file
-    merge_rows(path, results)
+    merge_rows(path, results, ours)
     plot_curves(results, os.path.join(args.results_dir, results["curves"]))
     write_json(path, results)
     write_results_md(args.results_dir, args.results_md)

@@ -260,3 +260,13 @@ def test_evaluate_cli_and_scripts_run_as_files(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "agents" / "compare.py"), "--help"], capture_output=True, text=True,
                        cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert r.returncode == 0 and "--rows" in r.stdout, r.stderr
+
+
+def test_compare_rows_from_other_processes_are_kept(tmp_path):
+    path = tmp_path / "c.json"
+    runs.write_json(path, {"rows": {"ppo-dream": {"v": "theirs, newer"}, "random": {"v": "theirs"}}})
+    results = {"rows": {"ppo-dream": {"v": "our stale copy"}, "ppo-real": {"v": "ours"}}}
+    compare.merge_rows(str(path), results, {"ppo-real"})
+    assert results["rows"] == {"random": {"v": "theirs"}, "ppo-real": {"v": "ours"},
+                               "ppo-dream": {"v": "theirs, newer"}}
+    assert list(results["rows"]) == ["random", "ppo-real", "ppo-dream"]  # the table's order
