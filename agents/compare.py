@@ -7,6 +7,7 @@ Rows (``--rows``; ``sac-dream`` only with ``--sac``):
     ppo-real             PPO trained in the real game
     ppo-dream            PPO trained in the dream (the model's learned reward and termination)
     ppo-dream-retrieval  PPO trained in the dream with retrieval reinjection (nearest real frame every K steps)
+    ppo-dream-lockstep   PPO trained in the dream with lockstep reinjection (a real game beside each dream)
     sac-dream            SAC trained in the dream
 
 Every row is evaluated in the real game and in the dream on the same episodes (one
@@ -48,6 +49,8 @@ ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluate
     "ppo-dream": ("PPO, trained in the dream", ["--algo", "ppo", "--world", "dream"]),
     "ppo-dream-retrieval": ("PPO, dream + retrieval reinjection",
                             ["--algo", "ppo", "--world", "dream", "--reinjection", "retrieval"]),
+    "ppo-dream-lockstep": ("PPO, dream + lockstep reinjection",
+                           ["--algo", "ppo", "--world", "dream", "--reinjection", "lockstep"]),
     "sac-dream": ("SAC, trained in the dream", ["--algo", "sac", "--world", "dream"]),
 }
 BEGIN, END = "<!-- agents.compare: begin -->", "<!-- agents.compare: end -->"

@@ -36,7 +36,7 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from agents.runs import RunDir, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, make_dream_venv, make_real_venv,  # noqa: E402
-                             parse_obs_size, retrieval_reinjection)
+                             lockstep_reinjection, parse_obs_size, retrieval_reinjection)
 
 ALGOS = {"ppo": PPO, "sac": SAC}
 # Per-algorithm defaults for a small CPU budget: PPO updates every n_steps x num_envs steps
@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--obs-size", default="72x120", help="HxW to downscale frames to, or 'full' (180x300)")
     g.add_argument("--frame-stack", type=int, default=4, help="frames stacked per observation (1: none)")
     g = ap.add_argument_group("reinjection (dream training only)")
-    g.add_argument("--reinjection", choices=("none", "retrieval"), default="none",
-                   help="retrieval: swap the dream's frame for the nearest real frame of a bank (lockstep needs "
-                        "NEXT_STEP autoreset, which SB3's VecEnv cannot use)")
+    g.add_argument("--reinjection", choices=("none", "retrieval", "lockstep"), default="none",
+                   help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "
+                        "real game per dream env, stepped with the same actions, whose frame is swapped in "
+                        "and whose episode ends end the dream's")
     g.add_argument("--reinject-every", type=int, default=5, help="reinject every K steps of an episode")
     g.add_argument("--reinject-nll", type=float, default=None, help="also reinject when the frame's NLL exceeds this")
     g.add_argument("--retrieval-bank", nargs="+", default=None,
@@ -176,6 +177,9 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
     if cfg["reinjection"] == "retrieval":
         reinjection = retrieval_reinjection(world_model, cfg["retrieval_bank"], cfg["retrieval_frames"],
                                             cfg["reinject_every"], cfg["reinject_nll"], seed=cfg["seed"])
+    elif cfg["reinjection"] == "lockstep":
+        reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
+                                           cfg["reinject_every"], cfg["reinject_nll"])
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
                            reinjection=reinjection, seed=cfg["seed"])
 

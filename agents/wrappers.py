@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv
 
 from wham_gym import controller
 from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
-from wham_gym.reinjection import Reinjection, RetrievalSource, Schedule
+from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
 from wham_gym.sb3 import WHAMVecEnv
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
@@ -197,4 +197,14 @@ def retrieval_reinjection(model, sources=None, max_frames: int = 2048, every: in
     if every < 1 and nll_above is None:
         raise ValueError("retrieval reinjection needs every >= 1 or an nll threshold, else it never reinjects")
     source = RetrievalSource(model, retrieval_bank(model, sources, max_frames, seed))
+    return Reinjection(source, Schedule(every=max(0, every), nll_above=nll_above))
+
+
+def lockstep_reinjection(scenario: str, num_envs: int, max_steps: int = DEFAULT_MAX_STEPS, every: int = 10,
+                         nll_above: float | None = None, asynchronous: bool = True) -> Reinjection:
+    """A real game per dream env, stepped with the agent's actions in worker processes; its frame replaces
+    the dream's every ``every`` steps (and/or above an NLL), and its episode ends end the dream's."""
+    if every < 1 and nll_above is None:
+        raise ValueError("lockstep reinjection needs every >= 1 or an nll threshold, else it never reinjects")
+    source = LockstepSource([partial(make_doom, scenario, max_steps) for _ in range(num_envs)], asynchronous)
     return Reinjection(source, Schedule(every=max(0, every), nll_above=nll_above))

@@ -174,6 +174,25 @@ def test_train_ppo_in_the_dream_checkpoints_and_resumes(tmp_path):
         train_sb3.train([*argv, "--steps", "192", "--frame-stack", "3"])
 
 
+def test_lockstep_reinjection_through_the_sb3_wrappers(tiny, tmp_path):
+    from agents.wrappers import lockstep_reinjection
+
+    reinjection = lockstep_reinjection("defend_the_center", 2, max_steps=12, every=3, asynchronous=False)
+    venv = wrappers.make_dream_venv(tiny, 2, wrappers.RAW, max_episode_steps=12, reinjection=reinjection, seed=0)
+    try:
+        venv.reset()
+        marks = []
+        for _ in range(6):
+            _, _, _, infos = venv.step(np.zeros((2, 16), np.float32))
+            marks.append([bool(i.get("reinjected")) for i in infos])
+        assert marks == [[False, False], [False, False], [True, True]] * 2
+    finally:
+        venv.close()
+    res = train_sb3.train(["--reinjection", "lockstep", "--reinject-every", "4", "--steps", "32", "--n-steps", "16",
+                           "--eval-every", "0", "--eval-worlds", "real", "--out", str(tmp_path / "lock"), *TINY_RUN])
+    assert res["reinjection"] == "lockstep" and res["timesteps"] == 32
+
+
 def test_train_sac_in_the_real_game_keeps_its_replay_buffer(tmp_path):
     out = tmp_path / "sac"
     argv = ["--algo", "sac", "--world", "real", "--steps", "64", "--learning-starts", "16", "--batch-size", "8",
