@@ -8,12 +8,17 @@ from wham_gym.drift import Policy, measure, summary, write
 from wham_gym.reinjection import RetrievalSource, Schedule
 
 
+def noise_episodes(seed: int, length: int, num: int = 2) -> list[Episode]:
+    """Random frames driven by the neutral controller: truth the tiny model cannot predict."""
+    rng = np.random.default_rng(seed)
+    return [Episode(images=rng.integers(0, 256, (length, 3, 180, 300), dtype=np.uint8),
+                    wham_actions=np.tile(np.array([0] * 12 + [5] * 4, np.float32), (length, 1)))
+            for _ in range(num)]
+
+
 def test_drift_rows_costs_and_outputs(tmp_path):
     model = load_model("tiny")
-    rng = np.random.default_rng(0)
-    T = 20
-    eps = [Episode(images=rng.integers(0, 256, (T, 3, 180, 300), dtype=np.uint8),
-                   wham_actions=np.tile(np.array([0] * 12 + [5] * 4, np.float32), (T, 1))) for _ in range(2)]
+    eps = noise_episodes(seed=0, length=20)
     bank = RetrievalSource(model, eps[0].frames())
     policies = [Policy("off", Schedule()), Policy("every 2", Schedule(every=2)),
                 Policy("retrieval", Schedule(every=3), "retrieval")]
@@ -71,10 +76,7 @@ def test_drift_resumes_after_the_last_finished_policy(tmp_path, monkeypatch):
     import wham_gym.drift as drift
 
     model = load_model("tiny")
-    rng = np.random.default_rng(1)
-    T = 16
-    eps = [Episode(images=rng.integers(0, 256, (T, 3, 180, 300), dtype=np.uint8),
-                   wham_actions=np.tile(np.array([0] * 12 + [5] * 4, np.float32), (T, 1))) for _ in range(2)]
+    eps = noise_episodes(seed=1, length=16)
     bank = RetrievalSource(model, eps[0].frames())
     kw = dict(horizon=3, num=2, bank=bank, progress=False)
     parts = tmp_path / "parts"
