@@ -394,18 +394,15 @@ class WHAMVectorEnv(VectorEnv):
         if not bool(due.any()):
             return res, frames, term, trunc
         ids = due.nonzero().squeeze(1)
-        if self.reinjection.window:  # the game's recent frames replace the whole window
-            k = int(self.engine.n_frames[ids].min())
-            window = fit_frames(source.window_frames(ids.cpu().numpy(), k), self.model_size, True, "reinjected frames")
-            real = window[:, -1]
-            window_tokens = self.model.encode_frames(window.reshape(-1, *window.shape[-3:]))
-            window_tokens = window_tokens.reshape(len(window), window.shape[1], -1)
-            tokens = window_tokens[:, -1]
-            self.engine.replace_frames(ids, tokens=window_tokens)
-        else:
-            real = fit_frames(source.frames(ids.cpu().numpy(), res.tokens[ids]), self.model_size, True, "reinjected frames")
-            tokens = self.model.encode_frames(real)
-            self.engine.replace_frames(ids, tokens=tokens)
+        if self.reinjection.window:  # the game's recent frames replace the whole window: (n, k, H, W, 3)
+            window = source.window_frames(ids.cpu().numpy(), int(self.engine.n_frames[ids].min()))
+        else:  # the newest frame only: (n, 1, H, W, 3)
+            window = source.frames(ids.cpu().numpy(), res.tokens[ids])[:, None]
+        window = fit_frames(window, self.model_size, True, "reinjected frames")
+        window_tokens = self.model.encode_frames(window.reshape(-1, *window.shape[-3:]))
+        window_tokens = window_tokens.reshape(len(window), window.shape[1], -1)
+        self.engine.replace_frames(ids, tokens=window_tokens)
+        real, tokens = window[:, -1], window_tokens[:, -1]
         new_tokens = res.tokens.clone()
         new_tokens[ids] = tokens
         if frames is not None:

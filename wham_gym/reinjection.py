@@ -14,8 +14,8 @@ both). A source supplies real frames for the envs due:
   its episode end ends the dream's.
 
 Every source answers the same questions, so the env has one code path:
-``starts_episodes`` (resets draw prompts from it), ``drives_actions`` (its actions
-replace the agent's), ``start``, ``actions``, ``advance`` and ``frames``.
+``starts_episodes`` (resets draw prompts from it: ``start``), ``drives_actions`` (its
+``actions`` replace the agent's), ``advance`` and ``frames``.
 """
 
 from __future__ import annotations
@@ -224,9 +224,6 @@ class LockstepSource:
             self.history[i].clear()
             self.history[i].append(self.obs[i])
         return self.obs[env_ids][:, None], np.zeros((len(env_ids), 0, 16), np.float32)
-
-    def actions(self) -> np.ndarray:
-        raise NotImplementedError("LockstepSource follows the agent's actions")
 
     def advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.obs, _, terminated, truncated, info = self.envs.step(np.asarray(actions, np.float32))
