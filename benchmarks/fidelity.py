@@ -1,6 +1,7 @@
 """Fidelity report of a trained model against the real game (issue 6).
 
     python benchmarks/fidelity.py --model wham_gym/assets/default --data data/dtc [--num 16]
+    python benchmarks/fidelity.py --model MODEL --data data/mwh --scenario my_way_home
 
 Uses the held-out episodes (the same hash split as training), prints a table and
 writes benchmarks/results/fidelity_<model>.json.
@@ -13,7 +14,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -29,7 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="the episodes the model was trained on (held-out split is used)")
     p.add_argument("--num", type=int, default=16, help="rollouts per horizon")
-    p.add_argument("--scenario", default="defend_the_center")
+    p.add_argument("--scenario", default=None,
+                   help="game for the action-following probes (default: the one the model was trained on)")
+    p.add_argument("--starts", type=int, default=4, help="game starts for the action-following probes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
@@ -41,7 +43,9 @@ def main(argv=None) -> int:
     report["tokenizer"] = evaluate_tokenizer(model.tokenizer, frame_bank(val, 512, seed=args.seed))
     episodes = [load_episode(s) for s in val]
     report["rollout"] = rollout_fidelity(model, episodes, num=args.num, seed=args.seed)
-    report["action_following"] = action_following(model, scenario=args.scenario, seed=args.seed)
+    scenario = args.scenario or model.card.get("scenario") or "my_way_home"
+    report["action_following"] = action_following(model, scenario=scenario,
+                                                  seeds=range(args.seed, args.seed + args.starts))
     if model.reward_model is not None:
         with tempfile.TemporaryDirectory() as cache:  # tokens are a by-product, not a result
             tr = transitions(tokenize_episodes(model, val, cache, progress=False))
@@ -56,7 +60,12 @@ def main(argv=None) -> int:
     for h, m in report["rollout"].items():
         print(f"| {h} | {m['psnr']:.2f} | {m['ssim']:.3f} |")
     a = report["action_following"]
-    print(f"turning (right stick x = +1): game {a['game_px_per_step']:.1f} px/step, dream {a['dream_px_per_step']:.1f} px/step")
+    print(f"action following in {a['scenario']} ({a['starts']} starts x {a['steps']} steps): "
+          f"discrimination {a['discrimination']:.0%} (chance {1 / len(a['probes']):.0%})")
+    print("| probe | game per step | dream per step |\n|---|---:|---:|")
+    for name, m in a["per_step"].items():
+        unit = "px shift" if name.startswith("turn") else "x zoom"
+        print(f"| {name} | {m['game']:.3g} {unit} | {m['dream']:.3g} {unit} |")
     if "reward_model" in report:
         r = report["reward_model"]
         print(f"reward model: precision {r['reward_precision']:.2f}, recall {r['reward_recall']:.2f}; "

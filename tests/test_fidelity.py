@@ -5,7 +5,7 @@ import pytest
 
 from wham_gym import load_model
 from wham_gym.data.episodes import Episode
-from wham_gym.fidelity import horizontal_shift, rollout_fidelity
+from wham_gym.fidelity import action_following, horizontal_shift, rollout_fidelity, zoom_factor
 
 
 def test_horizontal_shift_finds_a_known_shift():
@@ -27,3 +27,33 @@ def test_rollout_fidelity_reports_each_horizon():
     assert set(out) == {1, 5} and all(np.isfinite(v["psnr"]) and -1 <= v["ssim"] <= 1 for v in out.values())
     with pytest.raises(ValueError, match="horizon"):
         rollout_fidelity(model, [ep], horizons=(30,), num=1)
+
+
+def _magnified(a: np.ndarray, z: float) -> np.ndarray:
+    """``a`` seen from closer: its centre 1/z of the view filling the frame."""
+    from PIL import Image
+
+    h, w = a.shape[:2]
+    box = (w / 2 - w / (2 * z), h / 2 - h / (2 * z), w / 2 + w / (2 * z), h / 2 + h / (2 * z))
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.BILINEAR, box=box))
+
+
+def test_zoom_factor_finds_a_known_magnification():
+    from PIL import Image
+
+    small = np.random.default_rng(0).integers(0, 256, (45, 75, 3), dtype=np.uint8)
+    a = np.asarray(Image.fromarray(small).resize((300, 180), Image.BILINEAR))
+    assert zoom_factor(a, a) == pytest.approx(1.0)
+    assert zoom_factor(a, _magnified(a, 1.2)) == pytest.approx(1.2, abs=0.011)
+    assert zoom_factor(_magnified(a, 1.2), a) == pytest.approx(1 / 1.2, abs=0.011)
+
+
+def test_action_following_measures_the_game_and_the_dream():
+    pytest.importorskip("vizdoom")
+    out = action_following(load_model("tiny"), scenario="my_way_home", steps=3, seeds=(0,))
+    game = {name: m["game"] for name, m in out["per_step"].items()}
+    # The game itself: the probes do what the controller mapping says.
+    assert game["turn right"] > 5 and game["turn left"] < -5
+    assert game["forward"] > 1.02 and game["backward"] < 1.0 and game["still"] == pytest.approx(1.0)
+    k = len(out["probes"])
+    assert np.array(out["psnr_dream_vs_game"]).shape == (k, k) and 0 <= out["discrimination"] <= 1

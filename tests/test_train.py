@@ -122,3 +122,39 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     assert loaded.card["steps"] == {"tokenizer": 2, "world_model": 2} and loaded.reward_model is None
     ids = torch.randint(0, 32, (1, 40))
     assert torch.equal(loaded.logits(ids), model.logits(ids))
+
+
+def test_silent_codes_are_restarted_within_a_few_checks():
+    from wham_gym.model.vit_vqgan import ViTVQGAN
+    from wham_gym.train.tokenizer import CodeUsage
+
+    torch.manual_seed(0)
+    tok = ViTVQGAN(TOK)
+    latents = torch.nn.functional.normalize(torch.randn(4, 60, TOK.embedding_dim), dim=-1)
+    live = torch.arange(16).repeat(8)  # codes 16..31 are never chosen
+    fresh, slow = CodeUsage(TOK.vocab_size), CodeUsage(TOK.vocab_size, decay=0.99, threshold=1e-3)
+    before = tok.vq_vae._embedding.weight.clone()
+    restarted = {"fresh": 0, "slow": 0}
+    for step in range(1, 151):
+        for name, usage in (("fresh", fresh), ("slow", slow)):
+            usage.update(live)
+            if step % 50 == 0:
+                restarted[name] += usage.restart(tok, latents, np.random.default_rng(step))
+    assert restarted["fresh"] >= 16 and restarted["slow"] == 0  # the first default's setting never fired
+    moved = (tok.vq_vae._embedding.weight - before).abs().sum(dim=1) > 0
+    assert moved[16:].all() and not moved[:16].any()
+
+
+def test_a_card_records_the_recipe_that_reproduces_it():
+    import json
+    from dataclasses import asdict
+    from importlib import resources
+
+    card = json.loads((resources.files("wham_gym") / "assets" / "default" / "card.json").read_text())
+    recipe = Recipe.from_card(card)
+    assert (recipe.code_decay, recipe.code_threshold) == (0.99, 0.001)
+    assert json.loads(json.dumps(asdict(recipe))) == card["recipe"]
+    with pytest.raises(ValueError, match="does not know"):
+        Recipe.from_card({"recipe": {**card["recipe"], "flux_capacitor": 1}})
+    with pytest.raises(ValueError, match="no recipe"):
+        Recipe.from_card({"name": "official"})

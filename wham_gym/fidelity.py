@@ -4,7 +4,9 @@
 - rollouts: prompted with real frames, driven by the recorded actions, compared with
   the recorded continuation (the game replayed with the same actions from the same
   start) at chosen horizons; horizon 1 is next-frame prediction;
-- action following: the horizontal image shift per step while turning, in game and dream;
+- action following: from the same start, game and dream take probe actions (walk, turn);
+  the image shift (turning) and magnification (walking) per step, and whether each dreamt
+  continuation is closest to the game's under the same action;
 - the reward model's precision/recall on held-out transitions.
 """
 
@@ -123,29 +125,90 @@ def horizontal_shift(a: np.ndarray, b: np.ndarray, max_shift: int = 150, min_ove
     return float(best)
 
 
-@torch.no_grad()
-def action_following(model, scenario: str = "defend_the_center", steps: int = 10, seed: int = 0,
-                     turn: float = 1.0) -> dict[str, float]:
-    """Mean horizontal shift per step with right stick x = ``turn``, in the game and in the dream from the same start."""
+def zoom_factor(a: np.ndarray, b: np.ndarray, scales: np.ndarray | None = None) -> float:
+    """How much frame b's content is magnified about the image centre relative to a (>1: moved forward).
+
+    The scale minimising the mean squared difference, in grayscale, over the central
+    region every candidate scale can see, above the weapon (which does not scale).
+    """
+    scales = np.linspace(0.7, 1.6, 91) if scales is None else np.asarray(scales, np.float64)
+    ga = torch.from_numpy(a.astype(np.float32).mean(axis=2))[None, None]
+    gb = torch.from_numpy(b.astype(np.float32).mean(axis=2))
+    h, w = gb.shape
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    inner = float(scales.min())
+    # Pixels of b whose source in a lies inside a for every scale; rows below 70 % hold the weapon.
+    keep = (yy.abs() <= inner) & (xx.abs() <= inner) & (yy <= 0.4)
+    s = torch.from_numpy(scales).float()[:, None, None]
+    grid = torch.stack([xx / s, yy / s], dim=-1)  # b's pixel at r came from a's pixel at r / scale
+    warped = torch.nn.functional.grid_sample(ga.expand(len(scales), 1, h, w), grid, align_corners=True)[:, 0]
+    err = ((warped - gb)[:, keep] - (warped - gb)[:, keep].mean(dim=1, keepdim=True)).pow(2).mean(dim=1)
+    return float(scales[int(err.argmin())])
+
+
+# The probe actions of the action-following test: (name, controller index, stick value).
+PROBES = (("still", None, 0.0), ("forward", 13, -1.0), ("backward", 13, 1.0),
+          ("turn left", 14, -0.5), ("turn right", 14, 0.5))
+
+
+def _probe_action(index, value) -> np.ndarray:
+    a = np.zeros(16, np.float32)
+    if index is not None:
+        a[index] = value
+    return a
+
+
+def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The prompt (standing still) and each probe's continuation, all from the same start of the game."""
     import gymnasium as gym
 
     env = gym.make("wham_gym/Doom-v0", scenario=scenario)
-    obs, _ = env.reset(seed=seed)
-    still = np.zeros(16, np.float32)
-    frames, acts = [obs], []
-    for _ in range(model.config.seq_len - 2):  # a real prompt window, standing still
-        obs, *_ = env.step(still)
-        frames.append(obs)
-        acts.append(still)
-    a = still.copy()
-    a[14] = turn
-    real = [frames[-1]]
-    for _ in range(steps):
-        obs, *_ = env.step(a)
-        real.append(obs)
-    env.close()
-    eng = DreamEngine(model, 1, seed=seed)
-    eng.reset(None, frames=np.stack(frames)[None], actions=np.stack(acts)[None])
-    dream = [frames[-1]] + [eng.step(a[None]).frames[0].cpu().numpy() for _ in range(steps)]
-    shift = lambda seq: float(np.mean([horizontal_shift(x, y) for x, y in zip(seq[:-1], seq[1:])]))  # noqa: E731
-    return {"game_px_per_step": shift(real), "dream_px_per_step": shift(dream)}
+    still, runs = _probe_action(None, 0.0), []
+    try:
+        for _, index, value in PROBES:
+            obs, _ = env.reset(seed=seed)  # the game is deterministic: every probe starts from the same state
+            prompt = [obs] + [env.step(still)[0] for _ in range(prompt_steps - 1)]
+            a = _probe_action(index, value)
+            runs.append(np.stack([prompt[-1]] + [env.step(a)[0] for _ in range(steps)]))
+    finally:
+        env.close()
+    return np.stack(prompt), runs
+
+
+@torch.no_grad()
+def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3)) -> dict:
+    """Does the dream answer the controller like the game does?
+
+    From each start (a game seed, then a real prompt window of standing still), the game
+    and the dream each take every probe action (still, forward, backward, turn left,
+    turn right) for ``steps`` steps. Reported, averaged over the starts:
+
+    - the horizontal image shift per step while turning and the magnification per step
+      while walking, in game and dream;
+    - discrimination: for each probe, which of the game's continuations the dream's is
+      closest to (mean PSNR over the steps); accuracy 1/len(PROBES) is chance, and a
+      dream that ignores actions scores about that.
+    """
+    k = len(PROBES)
+    confusion = np.zeros((k, k))
+    moves = {name: {"game": [], "dream": []} for name, *_ in PROBES}
+    actions = np.stack([_probe_action(i, v) for _, i, v in PROBES])
+    for seed in seeds:
+        prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps)
+        eng = DreamEngine(model, k, seed=seed)
+        eng.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
+        frames = [np.repeat(prompt[-1:], k, 0)]
+        for _ in range(steps):
+            frames.append(eng.step(actions).frames.cpu().numpy())
+        dream = np.stack(frames, 1)  # (k, steps + 1, H, W, 3)
+        for i, (name, index, _) in enumerate(PROBES):
+            for j in range(k):
+                confusion[i, j] += psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item() / len(seeds)
+            measure = horizontal_shift if index == 14 else zoom_factor
+            for src, seq in (("game", game[i]), ("dream", dream[i])):
+                moves[name][src].append(np.mean([measure(x, y) for x, y in zip(seq[:-1], seq[1:])]))
+    per_step = {name: {src: float(np.mean(v)) for src, v in m.items()} for name, m in moves.items()}
+    return {"scenario": scenario, "steps": steps, "starts": len(seeds), "probes": [p[0] for p in PROBES],
+            "per_step": per_step, "psnr_dream_vs_game": confusion.round(3).tolist(),
+            "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k)))}

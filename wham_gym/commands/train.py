@@ -22,6 +22,11 @@ def register(sub) -> None:
             s.add_argument("--overwrite", action="store_true")
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (quick trials)")
+        s.add_argument("--name", default=None, help="model name written in its config and card "
+                       "(default: the recipe's, wham-doom-small)")
+        s.add_argument("--recipe", default=None, metavar="CARD",
+                       help="train with the recipe a model card.json records (or a model directory holding one), "
+                            "e.g. wham_gym/assets/default to reproduce the default")
         s.add_argument("--no-progress", action="store_true")
         s.set_defaults(func=run_train)
 
@@ -43,7 +48,10 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train.tokenizer import train_tokenizer
     from ..train.world_model import train_world_model
 
-    recipe = Recipe().scaled(args.scale) if args.scale != 1.0 else Recipe()
+    recipe = _recipe(args.recipe) if args.recipe else Recipe()
+    if args.name:
+        recipe = replace(recipe, name=args.name)
+    recipe = recipe.scaled(args.scale) if args.scale != 1.0 else recipe
     progress = not args.no_progress
     run = Path(args.run_dir)
     if args.stage == "all":
@@ -52,6 +60,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     tok, _ = train_tokenizer(args.data, run / "tokenizer", recipe.tokenizer,
                              replace(recipe.tokenizer_train, device=args.device), max_frames=recipe.max_frames,
+                             code_usage=(recipe.code_decay, recipe.code_threshold),
                              progress=progress)
     if args.stage == "tokenizer":
         return 0
@@ -65,3 +74,18 @@ def run_train(args: argparse.Namespace) -> int:
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
                            progress=progress)
     return 0
+
+
+def _recipe(path: str):
+    import json
+    from pathlib import Path
+
+    from ..train.recipe import Recipe
+
+    card = Path(path) / "card.json" if Path(path).is_dir() else Path(path)
+    if not card.is_file():
+        raise SystemExit(f"--recipe {path}: expected a model card.json or a model directory holding one")
+    try:
+        return Recipe.from_card(json.loads(card.read_text()))
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"--recipe {card}: {e}") from None

@@ -8,7 +8,7 @@ where it stopped, losing at most one checkpoint interval.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from ..model import build_model
 from ..model.checkpoint import save_model
 from ..model.config import ViTTokenizerConfig, make_config
 from .reward import train_reward_model
-from .tokenizer import train_tokenizer
+from .tokenizer import CODE_DECAY, CODE_THRESHOLD, train_tokenizer
 from .trainer import TrainConfig, latest_checkpoint, load_checkpoint
 from .world_model import train_world_model
 
@@ -41,6 +41,26 @@ class Recipe:
     reward_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, batch_size=256, lr=1e-3, warmup_steps=50, checkpoint_every=100, validate_every=300))
     max_frames: int = 20000
+    # Dead-code restarts of the tokenizer (see CodeUsage). The first default was trained with
+    # 0.99 / 1e-3 (its card says so), which restarts too late and left 94 % of the codebook unused.
+    code_decay: float = CODE_DECAY
+    code_threshold: float = CODE_THRESHOLD
+
+    @classmethod
+    def from_card(cls, card: dict) -> "Recipe":
+        """The recipe a model card records, so ``train all --recipe CARD`` reproduces that model."""
+        r = dict(card.get("recipe") or {})
+        if not r:
+            raise ValueError("this card records no recipe (not a model trained by wham-gym train)")
+        unknown = set(r) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"the card's recipe has fields this version does not know: {sorted(unknown)}")
+        for key in ("tokenizer_train", "world_model_train", "reward_train"):
+            if key in r:
+                r[key] = TrainConfig(**{**r[key], "betas": tuple(r[key].get("betas", (0.9, 0.95)))})
+        if "tokenizer" in r:
+            r["tokenizer"] = ViTTokenizerConfig(**r["tokenizer"])
+        return cls(**r)
 
     def scaled(self, factor: float) -> "Recipe":
         """The same recipe with every stage's steps multiplied by ``factor`` (quick trials, tests)."""
@@ -58,7 +78,8 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
     run_dir = Path(run_dir)
     on = {"device": device}
     tok, _ = train_tokenizer(data, run_dir / "tokenizer", recipe.tokenizer, replace(recipe.tokenizer_train, **on),
-                             max_frames=recipe.max_frames, progress=progress)
+                             max_frames=recipe.max_frames, code_usage=(recipe.code_decay, recipe.code_threshold),
+                             progress=progress)
     config = make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd,
                          seq_len=recipe.seq_len, name=recipe.name)
     model = build_model(config, device=device)
