@@ -14,6 +14,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -44,8 +45,9 @@ def main(argv=None) -> int:
     episodes = [load_episode(s) for s in val]
     report["rollout"] = rollout_fidelity(model, episodes, num=args.num, seed=args.seed)
     scenario = args.scenario or model.card.get("scenario") or "my_way_home"
-    report["action_following"] = action_following(model, scenario=scenario,
-                                                  seeds=range(args.seed, args.seed + args.starts))
+    following = action_following(model, scenario=scenario, seeds=range(args.seed, args.seed + args.starts),
+                                 keep_frames=True)
+    report["action_following"] = {k: v for k, v in following.items() if k not in ("game", "dream")}
     if model.reward_model is not None:
         with tempfile.TemporaryDirectory() as cache:  # tokens are a by-product, not a result
             tr = transitions(tokenize_episodes(model, val, cache, progress=False))
@@ -54,6 +56,8 @@ def main(argv=None) -> int:
     out = Path(args.out) / f"fidelity_{Path(args.model).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    probes_png = out.with_name(f"action_following_{Path(args.model).name}.png")
+    probe_picture(following, probes_png)
     t = report["tokenizer"]
     print(f"tokenizer reconstruction: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.3f}, codes used {t['codes_used']:.1%}")
     print("| horizon | PSNR (dB) | SSIM |\n|---:|---:|---:|")
@@ -70,8 +74,25 @@ def main(argv=None) -> int:
         r = report["reward_model"]
         print(f"reward model: precision {r['reward_precision']:.2f}, recall {r['reward_recall']:.2f}; "
               f"termination precision {r['term_precision']:.2f}, recall {r['term_recall']:.2f}")
-    print(f"wrote {out}")
+    print(f"wrote {out} and {probes_png}")
     return 0
+
+
+def probe_picture(following: dict, path: Path, every: int = 2) -> None:
+    """One row per probe: the game's frames, then the dream's, every ``every`` steps from the start."""
+    from PIL import Image, ImageDraw
+
+    game, dream = following["game"], following["dream"]
+    cols = range(0, game.shape[1], every)
+    rows = [np.concatenate([np.concatenate([seq[i, t] for t in cols], 1) for seq in (game, dream)], 1)
+            for i in range(len(game))]
+    img = Image.fromarray(np.concatenate(rows, 0))
+    draw = ImageDraw.Draw(img)
+    h, w = game.shape[2:4]
+    for i, name in enumerate(following["probes"]):
+        draw.text((4, i * h + 4), f"game: {name}", fill=(255, 255, 0))
+        draw.text((len(cols) * w + 4, i * h + 4), f"dream: {name}", fill=(255, 255, 0))
+    img.resize((img.width // 2, img.height // 2), Image.BILINEAR).save(path)
 
 
 if __name__ == "__main__":

@@ -48,12 +48,25 @@ def test_zoom_factor_finds_a_known_magnification():
     assert zoom_factor(_magnified(a, 1.2), a) == pytest.approx(1 / 1.2, abs=0.011)
 
 
-def test_action_following_measures_the_game_and_the_dream():
+def test_action_following_measures_the_game_and_the_dream(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
     pytest.importorskip("vizdoom")
-    out = action_following(load_model("tiny"), scenario="my_way_home", steps=3, seeds=(0,))
+    out = action_following(load_model("tiny"), scenario="my_way_home", steps=3, seeds=(0,), keep_frames=True)
     game = {name: m["game"] for name, m in out["per_step"].items()}
     # The game itself: the probes do what the controller mapping says.
     assert game["turn right"] > 5 and game["turn left"] < -5
     assert game["forward"] > 1.02 and game["backward"] < 1.0 and game["still"] == pytest.approx(1.0)
     k = len(out["probes"])
     assert np.array(out["psnr_dream_vs_game"]).shape == (k, k) and 0 <= out["discrimination"] <= 1
+    assert out["game"].shape == out["dream"].shape == (k, 4, 180, 300, 3)
+    assert (out["game"][:, 0] == out["dream"][:, 0]).all()  # both start from the same real frame
+
+    spec = importlib.util.spec_from_file_location("fid", Path(__file__).parents[1] / "benchmarks" / "fidelity.py")
+    fid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fid)
+    fid.probe_picture(out, tmp_path / "probes.png")
+    assert Image.open(tmp_path / "probes.png").size == (2 * 2 * 300 // 2, k * 180 // 2)  # steps 0, 2 of each

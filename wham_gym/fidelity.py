@@ -177,7 +177,8 @@ def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int) -> t
 
 
 @torch.no_grad()
-def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3)) -> dict:
+def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3),
+                     keep_frames: bool = False) -> dict:
     """Does the dream answer the controller like the game does?
 
     From each start (a game seed, then a real prompt window of standing still), the game
@@ -189,10 +190,14 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     - discrimination: for each probe, which of the game's continuations the dream's is
       closest to (mean PSNR over the steps); accuracy 1/len(PROBES) is chance, and a
       dream that ignores actions scores about that.
+
+    ``keep_frames`` adds the first start's frames, ``game`` and ``dream`` (probe, step, H, W, 3),
+    for a picture.
     """
     k = len(PROBES)
     confusion = np.zeros((k, k))
     moves = {name: {"game": [], "dream": []} for name, *_ in PROBES}
+    kept = {}
     actions = np.stack([_probe_action(i, v) for _, i, v in PROBES])
     for seed in seeds:
         prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps)
@@ -202,6 +207,8 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
         for _ in range(steps):
             frames.append(eng.step(actions).frames.cpu().numpy())
         dream = np.stack(frames, 1)  # (k, steps + 1, H, W, 3)
+        if keep_frames and not kept:
+            kept = {"game": np.stack(game), "dream": dream}
         for i, (name, index, _) in enumerate(PROBES):
             for j in range(k):
                 confusion[i, j] += psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item() / len(seeds)
@@ -211,4 +218,4 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     per_step = {name: {src: float(np.mean(v)) for src, v in m.items()} for name, m in moves.items()}
     return {"scenario": scenario, "steps": steps, "starts": len(seeds), "probes": [p[0] for p in PROBES],
             "per_step": per_step, "psnr_dream_vs_game": confusion.round(3).tolist(),
-            "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k)))}
+            "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k))), **kept}
