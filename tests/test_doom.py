@@ -264,3 +264,43 @@ def test_reset_after_play_renders_like_a_fresh_game():
     finally:
         used.close()
         fresh.close()
+
+
+def _game_pids(workdir: str) -> list[int]:
+    """vizdoom processes whose command line names this env's config folder."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if workdir.encode() in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_closes_the_game():
+    """A Python killed by SIGTERM (pkill, schedulers) takes its vizdoom process with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import time, gymnasium as gym, wham_gym\n"
+            "env = gym.make('wham_gym/Doom-v0', scenario='basic').unwrapped\n"
+            "env.reset(seed=0)\n"
+            "print(env._workdir, flush=True)\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        workdir = proc.stdout.readline().strip()
+        assert workdir and _game_pids(workdir), "the game process was not found"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.time() + 10
+        while _game_pids(workdir) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _game_pids(workdir) and not os.path.exists(workdir)
+    finally:
+        proc.kill()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import weakref
@@ -232,6 +233,7 @@ class DoomEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8)
         self.action_space = controller.action_space()
 
+        _exit_on_sigterm()
         self._workdir = tempfile.mkdtemp(prefix="wham-gym-doom-")
         self._game = game = vzd.DoomGame()
         # Close the game before deleting its folder, even if close() is never called.
@@ -381,6 +383,21 @@ class DoomEnv(gym.Env):
         self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
         pygame.event.pump()
         pygame.display.flip()
+
+
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM a normal exit, so the finalizers close the games.
+
+    vizdoom's game processes outlive a Python killed by SIGTERM (``kill``, ``pkill``, job
+    schedulers) and ignore SIGTERM themselves. Only where the program has not chosen its
+    own handler, and only from the main thread (the only one that may set it).
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_exit)
+
+
+def _sigterm_to_exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _shutdown(game, workdir: str) -> None:
