@@ -41,8 +41,7 @@ class Recipe:
     reward_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, batch_size=256, lr=1e-3, warmup_steps=50, checkpoint_every=100, validate_every=300))
     max_frames: int = 20000
-    # Dead-code restarts of the tokenizer (see CodeUsage). The first default was trained with
-    # 0.99 / 1e-3 (its card says so), which restarts too late and left 94 % of the codebook unused.
+    # Dead-code restarts of the tokenizer (see CodeUsage and the A/B behind its defaults).
     code_decay: float = CODE_DECAY
     code_threshold: float = CODE_THRESHOLD
 
