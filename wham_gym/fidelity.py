@@ -143,7 +143,8 @@ def zoom_factor(a: np.ndarray, b: np.ndarray, scales: np.ndarray | None = None) 
     s = torch.from_numpy(scales).float()[:, None, None]
     grid = torch.stack([xx / s, yy / s], dim=-1)  # b's pixel at r came from a's pixel at r / scale
     warped = torch.nn.functional.grid_sample(ga.expand(len(scales), 1, h, w), grid, align_corners=True)[:, 0]
-    err = ((warped - gb)[:, keep] - (warped - gb)[:, keep].mean(dim=1, keepdim=True)).pow(2).mean(dim=1)
+    diff = (warped - gb)[:, keep]
+    err = (diff - diff.mean(dim=1, keepdim=True)).pow(2).mean(dim=1)  # blind to a uniform brightness change
     return float(scales[int(err.argmin())])
 
 
