@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import controller
 from .engine import DreamEngine
 from .metrics import psnr, ssim
 
@@ -149,8 +150,9 @@ def zoom_factor(a: np.ndarray, b: np.ndarray, scales: np.ndarray | None = None) 
 
 
 # The probe actions of the action-following test: (name, controller index, stick value).
-PROBES = (("still", None, 0.0), ("forward", 13, -1.0), ("backward", 13, 1.0),
-          ("turn left", 14, -0.5), ("turn right", 14, 0.5))
+WALK, TURN = controller.index_of("left_stick_y"), controller.index_of("right_stick_x")
+PROBES = (("still", None, 0.0), ("forward", WALK, -1.0), ("backward", WALK, 1.0),
+          ("turn left", TURN, -0.5), ("turn right", TURN, 0.5))
 
 
 def _probe_action(index, value) -> np.ndarray:
@@ -213,7 +215,7 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
         for i, (name, index, _) in enumerate(PROBES):
             for j in range(k):
                 confusion[i, j] += psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item() / len(seeds)
-            measure = horizontal_shift if index == 14 else zoom_factor
+            measure = horizontal_shift if index == TURN else zoom_factor
             for src, seq in (("game", game[i]), ("dream", dream[i])):
                 moves[name][src].append(np.mean([measure(x, y) for x, y in zip(seq[:-1], seq[1:])]))
     per_step = {name: {src: float(np.mean(v)) for src, v in m.items()} for name, m in moves.items()}

@@ -41,11 +41,8 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from ..model import build_model
-    from ..model.config import make_config
-    from ..train.recipe import Recipe, run_recipe
+    from ..train.recipe import Recipe, run_recipe, tokenizer_stage
     from ..train.reward import train_reward_model
-    from ..train.tokenizer import train_tokenizer
     from ..train.world_model import train_world_model
 
     recipe = _recipe(args.recipe) if args.recipe else Recipe()
@@ -58,25 +55,18 @@ def run_train(args: argparse.Namespace) -> int:
         out = run_recipe(args.data, run, args.out, recipe, device=args.device, progress=progress, overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
-    tok, _ = train_tokenizer(args.data, run / "tokenizer", recipe.tokenizer,
-                             replace(recipe.tokenizer_train, device=args.device), max_frames=recipe.max_frames,
-                             code_usage=(recipe.code_decay, recipe.code_threshold),
-                             progress=progress)
-    if args.stage == "tokenizer":
-        return 0
-    model = build_model(make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head,
-                                    n_embd=recipe.n_embd, seq_len=recipe.seq_len, name=recipe.name), device=args.device)
-    model.tokenizer.load_state_dict(tok.state_dict())
+    model = tokenizer_stage(args.data, run, recipe, args.device, progress)
     if args.stage == "world-model":
         train_world_model(model, args.data, run / "world_model", replace(recipe.world_model_train, device=args.device),
                           progress=progress)
-    else:
+    elif args.stage == "reward":
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
                            progress=progress)
     return 0
 
 
 def _recipe(path: str):
+    """The recipe a card records; errors reach the CLI's boundary as ValueError / FileNotFoundError."""
     import json
     from pathlib import Path
 
@@ -84,8 +74,8 @@ def _recipe(path: str):
 
     card = Path(path) / "card.json" if Path(path).is_dir() else Path(path)
     if not card.is_file():
-        raise SystemExit(f"--recipe {path}: expected a model card.json or a model directory holding one")
+        raise FileNotFoundError(f"--recipe {path}: expected a model card.json or a model directory holding one")
     try:
         return Recipe.from_card(json.loads(card.read_text()))
-    except (ValueError, TypeError) as e:
-        raise SystemExit(f"--recipe {card}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"--recipe {card}: {e}") from None

@@ -54,12 +54,21 @@ class Recipe:
         unknown = set(r) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"the card's recipe has fields this version does not know: {sorted(unknown)}")
-        for key in ("tokenizer_train", "world_model_train", "reward_train"):
-            if key in r:
-                r[key] = TrainConfig(**{**r[key], "betas": tuple(r[key].get("betas", (0.9, 0.95)))})
-        if "tokenizer" in r:
-            r["tokenizer"] = ViTTokenizerConfig(**r["tokenizer"])
-        return cls(**r)
+        try:
+            for key in ("tokenizer_train", "world_model_train", "reward_train"):
+                if key in r:
+                    r[key] = TrainConfig(**r[key])
+                    r[key].betas = tuple(r[key].betas)  # JSON gave a list
+            if "tokenizer" in r:
+                r["tokenizer"] = ViTTokenizerConfig(**r["tokenizer"])
+            return cls(**r)
+        except TypeError as e:  # a stage or tokenizer entry with fields this version does not know
+            raise ValueError(f"the card's recipe does not fit this version: {e}") from None
+
+    def model_config(self):
+        """The WHAM config of the model this recipe trains."""
+        return make_config(self.tokenizer, n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                           seq_len=self.seq_len, name=self.name)
 
     def scaled(self, factor: float) -> "Recipe":
         """The same recipe with every stage's steps multiplied by ``factor`` (quick trials, tests)."""
@@ -72,17 +81,22 @@ class Recipe:
                        reward_train=s(self.reward_train))
 
 
+def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True):
+    """Train (or resume) the recipe's tokenizer in ``run_dir/tokenizer``; returns the recipe's model
+    around it, its GPT untrained, for the later stages."""
+    tok, _ = train_tokenizer(data, Path(run_dir) / "tokenizer", recipe.tokenizer,
+                             replace(recipe.tokenizer_train, device=device), max_frames=recipe.max_frames,
+                             code_usage=(recipe.code_decay, recipe.code_threshold), progress=progress)
+    model = build_model(recipe.model_config(), device=device)
+    model.tokenizer.load_state_dict(tok.state_dict())
+    return model
+
+
 def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = "cpu", progress: bool = True,
                overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
     on = {"device": device}
-    tok, _ = train_tokenizer(data, run_dir / "tokenizer", recipe.tokenizer, replace(recipe.tokenizer_train, **on),
-                             max_frames=recipe.max_frames, code_usage=(recipe.code_decay, recipe.code_threshold),
-                             progress=progress)
-    config = make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd,
-                         seq_len=recipe.seq_len, name=recipe.name)
-    model = build_model(config, device=device)
-    model.tokenizer.load_state_dict(tok.state_dict())
+    model = tokenizer_stage(data, run_dir, recipe, device, progress)
     cache = run_dir / "token-cache"
     train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
                       progress=progress, cache_dir=cache)
@@ -102,8 +116,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
     from ..model.reward_model import RewardModel, RewardModelConfig
 
     run_dir = Path(run_dir)
-    config = make_config(recipe.tokenizer, n_layer=recipe.n_layer, n_head=recipe.n_head, n_embd=recipe.n_embd,
-                         seq_len=recipe.seq_len, name=recipe.name)
+    config = recipe.model_config()
     model = build_model(config)
     steps, metrics = {}, {}
     for stage, module in (("tokenizer", model.tokenizer), ("world_model", model.gpt)):

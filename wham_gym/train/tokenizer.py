@@ -73,8 +73,8 @@ class CodeUsage:
 
 
 def train_tokenizer(data, run_dir, tokenizer: ViTTokenizerConfig, cfg: TrainConfig, *, max_frames: int = 20000,
-                    restart_every: int = 50, code_usage: tuple[float, float] = (CODE_DECAY, CODE_THRESHOLD), progress: bool = True,
-                    stop_after: int | None = None) -> tuple[ViTVQGAN, dict]:
+                    restart_every: int = 50, code_usage: tuple[float, float] = (CODE_DECAY, CODE_THRESHOLD),
+                    progress: bool = True, stop_after: int | None = None) -> tuple[ViTVQGAN, dict]:
     """Train (or resume) a tokenizer in ``run_dir``; returns it with validation metrics.
 
     ``code_usage`` is CodeUsage's (decay, threshold) for dead-code restarts."""
