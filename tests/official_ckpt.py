@@ -1,8 +1,12 @@
-"""Synthetic official-format WHAM checkpoints for tests.
+"""Synthetic official-format WHAM checkpoints for tests, as realistic as the released files.
 
 The pickled hyper-parameters hold instances and class references of classes that
 live in modules named like WHAM's real ones (§1.4). Those modules exist only
-while the file is written: the loader must read it without them.
+while the file is written: the loader must read it without them. Like checkpoints
+written by WHAM's own code with Lightning 1.9.4 (WHAM_FORMAT.md, addendum): pickle
+protocol 2 (so every ``bytes`` goes through ``_codecs.encode``), numpy scalars and
+arrays and ``pathlib`` paths in ``hyper_parameters``, Adam state for every
+parameter, and ``TensorSpace`` objects when asked.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import sys
 import types
 from collections import OrderedDict
 
+import numpy as np
 import torch
+from pathlib import PosixPath
 
 MODULES = {
     "pl_creation_args": "models.wham_base.pl_creation_args",
@@ -20,6 +26,7 @@ MODULES = {
     "TamingVQModel": "models.vqgan.taming_vq_model",
     "VQGANModel": "models.vqgan.vqgan",
     "ActionTokenEncoder": "models.wham_token_model.token_action_encoder",
+    "TensorSpace": "models.wham_base.tensor_spaces",
 }
 
 
@@ -40,7 +47,7 @@ def fake_wham_modules(root: str):
     args_mod = module(f"{root}.{MODULES['pl_creation_args']}")
     cls = type("LightningModuleCreationArgs", (), {"__module__": args_mod.__name__})
     args_mod.LightningModuleCreationArgs = classes["LightningModuleCreationArgs"] = cls
-    for name in ("GPTTokenPredictor", "TamingVQModel", "VQGANModel", "ActionTokenEncoder"):
+    for name in ("GPTTokenPredictor", "TamingVQModel", "VQGANModel", "ActionTokenEncoder", "TensorSpace"):
         mod = module(f"{root}.{MODULES[name]}")
         c = type(name, (), {"__module__": mod.__name__})
         setattr(mod, name, c)
@@ -61,9 +68,30 @@ def _creation_args(classes, pl_class, pl_kwargs):
     return obj
 
 
+def _tensor_space(classes, shape, dtype, low=None, high=None):
+    space = classes["TensorSpace"]()
+    space.__dict__.update(_shape=shape, _ndim=len(shape), _dtype=dtype, _low=low, _high=high, device=None)
+    return space
+
+
+def _adam_state(state_dict):
+    """Lightning's ``optimizer_states``: one Adam entry per trainable tensor, as a real run leaves."""
+    params = [v for k, v in state_dict.items() if k.startswith("predictor.") and not k.endswith(".attn.bias")]
+    return [{
+        "state": {i: {"step": torch.tensor(1000.0), "exp_avg": torch.randn_like(v) * 1e-3,
+                      "exp_avg_sq": torch.rand_like(v) * 1e-6} for i, v in enumerate(params)},
+        "param_groups": [{"lr": np.float64(3e-4), "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.1,
+                          "amsgrad": False, "params": list(range(len(params)))}],
+    }]
+
+
 def write_official_checkpoint(model, path, *, root="humanmodelling", model_size="chinchilla-251M",
-                              spec_version=True, extras=True):
-    """Save ``model``'s weights as an official-format Lightning checkpoint at ``path``."""
+                              spec_version=True, extras=True, spaces=False):
+    """Save ``model``'s weights as an official-format Lightning checkpoint at ``path``.
+
+    ``spaces``: also pickle ``TensorSpace`` objects into the predictor's kwargs, as when
+    a predictor was itself loaded from a checkpoint during training.
+    """
     cfg = model.config
     tok = cfg.tokenizer
     state = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
@@ -88,7 +116,8 @@ def write_official_checkpoint(model, path, *, root="humanmodelling", model_size=
                             num_layers=tok.num_layers, head_size=tok.head_size, vocab_size=tok.vocab_size,
                             commitment_cost=0.25, is_perceptual=True, use_gan=extras,
                             image_size_per_x_axis=tok.width, image_size_per_y_axis=tok.height)
-            images = _creation_args(classes, classes["VQGANModel"], {"model_spec": img_spec, "ckpt_path": "None", "variant": None})
+            images = _creation_args(classes, classes["VQGANModel"], {
+                "model_spec": img_spec, "ckpt_path": PosixPath("/mnt/checkpoints/vqgan/last.ckpt"), "variant": None})
         else:
             dd = dict(double_z=False, z_channels=tok.z_channels, resolution=tok.resolution, in_channels=tok.in_channels,
                       out_ch=tok.out_ch, ch=tok.ch, ch_mult=list(tok.ch_mult), num_res_blocks=tok.num_res_blocks,
@@ -96,13 +125,32 @@ def write_official_checkpoint(model, path, *, root="humanmodelling", model_size=
             img_spec = dict(taming_n_embed=tok.n_embed, taming_embed_dim=tok.embed_dim,
                             taming_num_indices_per_axis=tok.num_indices_per_axis, taming_ddconfig=dd)
             images = _creation_args(classes, classes["TamingVQModel"], {"model_spec": img_spec, "ckpt_path": None})
+        predictor_kwargs = {"model_spec": spec}
+        if spaces:
+            n = tok.tokens_per_image
+            predictor_kwargs["context_space"] = {
+                "images": _tensor_space(classes, (n,), torch.long, torch.zeros(n, dtype=torch.long),
+                                        torch.full((n,), tok.vocab_size - 1, dtype=torch.long)),
+                "actions_output": _tensor_space(classes, (16,), torch.long),
+            }
         hp = {
-            "predictor_args": _creation_args(classes, classes["GPTTokenPredictor"], {"model_spec": spec}),
+            "predictor_args": _creation_args(classes, classes["GPTTokenPredictor"], predictor_kwargs),
             "context_encoder_args": {
                 "images": images,
                 "actions_output": _creation_args(classes, classes["ActionTokenEncoder"], {}),
             },
-            "variant": {"model_spec": {"bc_loss_only": False}, "dtype": torch.float32},
+            # A training config as real runs leave it: numpy scalars and arrays, paths, a dtype.
+            "variant": {
+                "model_spec": {"bc_loss_only": False, "dropout": np.float64(0.0), "seq_len": np.int64(cfg.seq_len)},
+                "dtype": torch.float32,
+                "data_path": PosixPath("/mnt/data/bleeding-edge/train"),
+                "lr": np.float32(3e-4),
+                "image_mean": np.array([0.485, 0.456, 0.406]),
+                "stick_bins": np.linspace(-1.0, 1.0, 11, dtype=np.float32),
+                "seed": np.int64(1337),
+                "empty": b"",
+                "device": torch.device("cpu"),
+            },
         }
         ckpt = {
             "epoch": 3,
@@ -113,9 +161,8 @@ def write_official_checkpoint(model, path, *, root="humanmodelling", model_size=
             "hparams_name": "kwargs",
             "loops": {"fit_loop": {"state_dict": {}}},
             "callbacks": {},
-            "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(8), "exp_avg_sq": torch.zeros(8)}},
-                                  "param_groups": [{"lr": 1e-4, "params": [0]}]}],
-            "lr_schedulers": [],
+            "optimizer_states": _adam_state(state),
+            "lr_schedulers": [{"last_epoch": 1000, "_step_count": 1001, "base_lrs": [np.float64(3e-4)]}],
         }
-        torch.save(ckpt, path)
+        torch.save(ckpt, path, pickle_protocol=2)  # torch's default, stated: what WHAM's files use
     return path

@@ -21,9 +21,10 @@ def sample_reference(logits, lo, hi, u, temperature=0.9, top_k=None, top_p=None,
     for i in range(V):
         if i < lo or i > hi:
             x[i] = float("-inf")
-    if deterministic:
-        top_k, top_p = 1, None
-    if top_k is not None:
+    if deterministic:  # top-k with k = 1, min_tokens_to_keep not applied (ties stay)
+        best = max(x.tolist())
+        x = torch.where(x < best, torch.tensor(float("-inf"), dtype=x.dtype), x)
+    elif top_k is not None:
         k = min(max(top_k, min_tokens_to_keep), V)
         kth = sorted(x.tolist(), reverse=True)[k - 1]
         x = torch.where(x < kth, torch.tensor(float("-inf"), dtype=x.dtype), x)

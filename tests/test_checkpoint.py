@@ -10,14 +10,19 @@ import torch
 
 from wham_gym import load_model
 from wham_gym.model import build_model, checkpoint, preset
-from wham_gym.model.config import GPT_MODEL_SIZES, make_config
+from wham_gym.model.config import GPT_MODEL_SIZES, ViTTokenizerConfig, make_config
 
 from official_ckpt import write_official_checkpoint
 
 
+# Real WHAM tokenizers are multi-layer ViTs; a 1-layer one would hide layer-counting bugs.
+VIT_3_LAYERS = ViTTokenizerConfig(width=300, height=180, patch_size=30, transf_dim=32, embedding_dim=8,
+                                  num_layers=3, head_size=16, vocab_size=64)
+
+
 def variant(kind, version, bias):
-    base = preset("tiny" if kind == "vit" else "tiny-taming")
-    return make_config(base.tokenizer, n_layer=2, n_head=2, n_embd=32, version=version, bias=bias, name=f"{kind}-v{version}")
+    tok = VIT_3_LAYERS if kind == "vit" else preset("tiny-taming").tokenizer
+    return make_config(tok, n_layer=2, n_head=2, n_embd=32, version=version, bias=bias, name=f"{kind}-v{version}")
 
 
 @pytest.fixture(autouse=True)
@@ -172,3 +177,91 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         checkpoint.save_model(model, tmp_path / "m")
     assert list(tmp_path.iterdir()) == []  # no half-written directory left behind
+
+
+def test_hyper_parameters_keep_numpy_and_paths_as_plain_data(tmp_path):
+    # Protocol 2 rebuilds numpy payloads through _codecs.encode; paths become pure paths.
+    source = build_model(variant("vit", 1, True))
+    path = write_official_checkpoint(source, tmp_path / "a.ckpt", model_size="test-tiny", spaces=True)
+    ckpt = checkpoint.read_official(path)
+    v = ckpt["hyper_parameters"]["variant"]
+    assert v["lr"] == np.float32(3e-4) and v["lr"].dtype == np.float32
+    np.testing.assert_array_equal(v["image_mean"], [0.485, 0.456, 0.406])
+    np.testing.assert_array_equal(v["stick_bins"], np.linspace(-1, 1, 11, dtype=np.float32))
+    assert v["seed"] == 1337 and v["empty"] == b"" and v["device"] == torch.device("cpu")
+    assert str(v["data_path"]) == "/mnt/data/bleeding-edge/train"
+    assert type(v["data_path"]).__name__ == "PurePosixPath"  # no filesystem access possible
+    images = ckpt["hyper_parameters"]["context_encoder_args"]["images"]
+    assert str(images.pl_kwargs["ckpt_path"]) == "/mnt/checkpoints/vqgan/last.ckpt"
+    space = ckpt["hyper_parameters"]["predictor_args"].pl_kwargs["context_space"]["images"]
+    assert space.stub_name == "TensorSpace" and space._dtype == torch.long
+    # The optimizer state is there (and large in real files); the model loads without it mattering.
+    assert len(ckpt["optimizer_states"][0]["state"]) > 10
+    model, report = checkpoint.load_official(path)
+    assert report["unexpected"] == [] and model.config.tokenizer.num_layers == 3
+
+
+def test_200m_shape_loads_and_converts(tmp_path, monkeypatch):
+    """WHAM 200M's token geometry (ViT 300x180, 10-px patches, 540 tokens, codebook 16384,
+    vocab 16452, block 5560), at reduced depth and width so it fits a test."""
+    tok = ViTTokenizerConfig(width=300, height=180, patch_size=10, transf_dim=32, embedding_dim=8,
+                             num_layers=2, head_size=16, vocab_size=16384)
+    cfg = make_config(tok, n_layer=2, n_head=2, n_embd=32, name="wham-200m-shape")
+    assert (tok.tokens_per_image, cfg.gpt.vocab_size, cfg.gpt.block_size) == (540, 16452, 5560)
+    source = build_model(cfg, seed=3)
+    path = write_official_checkpoint(source, tmp_path / "WHAM_200M.ckpt", model_size="test-tiny", spaces=True)
+    model, report = checkpoint.load_official(path)
+    assert report["unexpected"] == []
+    assert model.config.gpt == cfg.gpt and model.config.tokenizer == tok
+    frames, ids = sample_inputs(source)
+    for a, b in zip(outputs(source, frames, ids), outputs(model, frames, ids)):
+        assert torch.equal(a, b)
+    out = checkpoint.convert(path, tmp_path / "converted")  # what `wham-gym convert` runs
+    assert load_model(out).config.tokenizer.num_layers == 2
+
+
+def test_cli_convert_multilayer_vit_with_numpy_hyper_parameters(tmp_path, capsys):
+    from wham_gym.cli import main
+
+    source = build_model(variant("vit", 2, False))
+    path = write_official_checkpoint(source, tmp_path / "WHAM_1.6B_v1.ckpt", model_size="test-tiny")
+    assert main(["convert", str(path), str(tmp_path / "out")]) in (0, None)
+    converted = load_model(tmp_path / "out")
+    frames, ids = sample_inputs(source)
+    assert torch.equal(converted.logits(ids), source.logits(ids))
+    assert converted.config.tokenizer.num_layers == 3
+
+
+class _Payload:
+    """Pickles to an arbitrary call: ``(func, args)``."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_codecs_encode_is_allowed_only_as_protocol_2_bytes(tmp_path):
+    import _codecs
+    import codecs
+
+    marker = tmp_path / "pwned"
+    # The form protocol 2 writes works ...
+    blob = pickle.dumps({"b": b"\x00\xffraw"}, protocol=2)
+    assert b"_codecs" in blob
+    assert checkpoint.RestrictedUnpickler(__import__("io").BytesIO(blob)).load() == {"b": b"\x00\xffraw"}
+    # ... any other codec (a codec lookup imports modules) or argument type is refused,
+    for payload in (_Payload(_codecs.encode, ("x", "rot13")), _Payload(codecs.encode, (b"x", "zlib")),
+                    _Payload(_codecs.encode, ("x", "latin1", "ignore")), _Payload(bytes, (10**9,))):
+        path = tmp_path / "p.ckpt"
+        torch.save({"state_dict": {}, "hyper_parameters": {"x": payload}}, path, pickle_protocol=2)
+        with pytest.raises(checkpoint.CheckpointError, match="refused"):
+            checkpoint.read_official(path)
+    # ... and _codecs.encode opens no path to running code: a payload mixing it with os.system
+    # is refused at the os.system global, before anything runs.
+    evil = {"ok": b"bytes", "cmd": _Payload(os.system, (f"touch {marker}",))}
+    torch.save({"state_dict": {}, "hyper_parameters": evil}, tmp_path / "evil.ckpt", pickle_protocol=2)
+    with pytest.raises(checkpoint.CheckpointError, match=r"refused global (posix|nt)\.system"):
+        checkpoint.read_official(tmp_path / "evil.ckpt")
+    assert not marker.exists()

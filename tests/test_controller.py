@@ -14,8 +14,59 @@ from wham_gym.model.vocab import ACTION_VOCAB_SIZE, Vocab, action_tokens, action
 def test_bins_follow_np_digitize_rule(x, b):
     assert C.sticks_to_bins(np.array([x]))[0] == b
     assert C.sticks_to_bins(torch.tensor([x], dtype=torch.float64))[0] == b
-    assert C.sticks_to_bins(torch.tensor([x], dtype=torch.float32))[0] == b
     assert np.digitize(x, C.STICK_BIN_BOUNDARIES) - 1 == b  # the reference rule itself
+    # A float32 value is binned as the float64 number it is, as WHAM would bin it.
+    b32 = np.digitize(np.float64(np.float32(x)), C.STICK_BIN_BOUNDARIES) - 1
+    assert C.sticks_to_bins(torch.tensor([x], dtype=torch.float32))[0] == b32
+    assert C.sticks_to_bins(np.array([x], np.float32))[0] == b32
+
+
+def _near_boundaries():
+    """Every boundary, its float32 rounding and the neighbouring doubles and floats."""
+    values = []
+    for edge in C.STICK_BIN_BOUNDARIES[1:-1]:
+        f = np.float32(edge)
+        values += [edge, np.nextafter(edge, -2), np.nextafter(edge, 2), float(f),
+                   float(np.nextafter(f, np.float32(-2))), float(np.nextafter(f, np.float32(2)))]
+    return np.array(values, np.float64)
+
+
+def test_boundary_values_bin_like_wham_float64_digitize():
+    x = _near_boundaries()
+    ref = np.digitize(x, C.STICK_BIN_BOUNDARIES) - 1  # run_server: np.digitize on the JSON doubles
+    assert np.array_equal(C.sticks_to_bins(x), ref)
+    assert np.array_equal(C.sticks_to_bins(torch.from_numpy(x)).numpy(), ref)
+    # The two values the cross-check with WHAM's code found binned differently:
+    assert C.sticks_to_bins(np.array([-0.05000000074505806, 0.949999988079071])).tolist() == [4, 9]
+    # A whole action, sticks given as JSON doubles, converts to WHAM's ids.
+    actions = np.zeros((len(x), 16))
+    actions[:, 12:] = x[:, None]
+    wham = C.to_wham(actions, buttons="wham")
+    assert np.array_equal(wham[:, 12:], np.repeat(ref[:, None], 4, 1))
+
+
+@pytest.mark.parametrize("value, pressed", [(0.0, 0), (0.3, 0), (0.5, 0), (0.7, 0), (0.999, 0), (1.0, 1)])
+def test_wham_button_rule_truncates_like_wham(value, pressed):
+    a = np.zeros((1, 16))
+    a[0, :12] = value
+    # WHAM: (value + 2i) in float32, then .long(); the button is pressed iff that lands on 2i + 1.
+    wham_ids = (np.float32(value) + 2 * np.arange(12, dtype=np.float32)).astype(np.int64) - 2 * np.arange(12)
+    assert set(wham_ids.tolist()) == {pressed}
+    assert C.to_wham(a, buttons="wham")[0, :12].tolist() == wham_ids.tolist()
+    assert C.to_wham(torch.from_numpy(a), buttons="wham")[0, :12].tolist() == wham_ids.tolist()
+    # The env's documented rule for agents stays: pressed at >= 0.5.
+    assert C.to_wham(a)[0, 0] == float(value >= 0.5)
+    with pytest.raises(ValueError, match="buttons"):
+        C.to_wham(a, buttons="round")
+
+
+def test_wham_button_rule_matches_float32_offset_rounding():
+    # 0.99999997 rounds up to the next integer once a large offset is added in float32.
+    a = np.zeros((1, 16))
+    a[0, :12] = 0.99999997
+    expected = (np.float32(0.99999997) + 2 * np.arange(12, dtype=np.float32)).astype(np.int64) - 2 * np.arange(12)
+    assert 0 in expected and 1 in expected  # both outcomes occur across the 12 offsets
+    assert C.to_wham(a, buttons="wham")[0, :12].tolist() == expected.tolist()
 
 
 def test_bins_agree_with_digitize_everywhere():

@@ -43,10 +43,11 @@ SETTINGS = [
     dict(temperature=0.9),
     dict(temperature=1.3, top_k=5),
     dict(temperature=0.7, top_p=0.8),
+    dict(deterministic=True, min_tokens_to_keep=4),  # still WHAM's argmax (§8.3, addendum)
 ]
 
 
-@pytest.mark.parametrize("sampling", SETTINGS, ids=["argmax", "t0.9", "topk5", "topp0.8"])
+@pytest.mark.parametrize("sampling", SETTINGS, ids=["argmax", "t0.9", "topk5", "topp0.8", "argmax-keep4"])
 def test_engine_equals_reference_procedure(model64, sampling):
     rng = np.random.default_rng(0)
     N, steps = 3, 3

@@ -166,6 +166,10 @@ def read_actions_json(path: str) -> np.ndarray:
         if not all(_IMAGE_NAME.match(k) for k in data):
             raise ValueError(f'{path}: expected {{"actions": [...]}} or a Demonstrator {{"image0.png": [...]}} table')
         data = [data[k] for k in sorted(data, key=lambda k: int(_IMAGE_NAME.match(k).group(1)))]
+        try:  # WHAM's format: snap to what WHAM would feed its model (float64 stick bins, truncated buttons)
+            return controller.quantize(np.asarray(data, dtype=np.float64), buttons="wham")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: actions must be lists of {ACTION_DIM} numbers ({exc})") from None
     if isinstance(data, list) and data and all(isinstance(d, dict) and "action" in d for d in data):
         data = [d["action"] for d in data]
     try:

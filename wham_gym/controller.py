@@ -1,9 +1,17 @@
 """The 16-dim game controller in WHAM's native order.
 
-Indices 0-11 are buttons (in [0, 1], pressed when >= 0.5); 12-15 are the sticks
-(left x, left y, right x, right y) in [-1, 1]. WHAM itself never sees the
-continuous sticks: they are quantized into 11 bins (WHAM_FORMAT.md §6), so
-every conversion here is exact to the reference's ``np.digitize`` rule.
+Indices 0-11 are buttons (in [0, 1]); 12-15 are the sticks (left x, left y,
+right x, right y) in [-1, 1]. WHAM itself never sees the continuous sticks:
+they are quantized into 11 bins (WHAM_FORMAT.md §6). Binning is done in
+float64 on the values as given, exactly like the reference's ``np.digitize``
+on JSON doubles, so values at a bin boundary fall where WHAM puts them.
+
+Buttons have two rules. ``"threshold"`` (the default, for agents and the env's
+Box): pressed at >= 0.5, so a policy's continuous output means what it looks
+like. ``"wham"``: WHAM's own conversion truncates (``.long()``), so only 1.0
+is pressed and 0.5, 0.7 or 0.999 count as released; every WHAM-format input
+(Demonstrator ``actions.json``, WHAM ``.npz``, the server protocol) uses it, so
+its token ids equal WHAM's.
 
 All functions are batched over leading dimensions and accept numpy arrays or
 torch tensors, returning the same kind.
@@ -21,6 +29,7 @@ NUM_STICKS = 4
 ACTION_DIM = NUM_BUTTONS + NUM_STICKS
 NUM_STICK_BINS = 11
 BUTTON_THRESHOLD = 0.5
+BUTTON_RULES = ("threshold", "wham")
 
 BUTTON_NAMES = tuple(f"button_{i}" for i in range(NUM_BUTTONS))
 STICK_NAMES = ("left_stick_x", "left_stick_y", "right_stick_x", "right_stick_y")
@@ -84,22 +93,22 @@ def _like(ref, array: np.ndarray):
 def sticks_to_bins(sticks):
     """Continuous stick values in [-1, 1] -> WHAM bin indices 0..10 (long / int64).
 
-    Matches ``np.digitize(x, STICK_BIN_BOUNDARIES) - 1``: 0.0->5, 0.05->6, -0.05->5.
-    Values outside [-1.05, 1.05) have no bin and raise ``ValueError``.
+    Equals ``np.digitize(np.float64(x), STICK_BIN_BOUNDARIES) - 1`` for every input:
+    0.0->5, 0.05->6, -0.05->5, and float32(-0.05) = -0.05000000074505806 -> 4 as in
+    WHAM. Values outside [-1.05, 1.05) have no bin and raise ``ValueError``.
     """
     if torch.is_tensor(sticks):
-        bounds = torch.as_tensor(STICK_BIN_BOUNDARIES, dtype=sticks.dtype, device=sticks.device)
-        bins = torch.bucketize(sticks.contiguous(), bounds, right=True) - 1
-        bad = (bins < 0) | (bins >= NUM_STICK_BINS)
+        x = sticks.double().contiguous()
+        bounds = torch.as_tensor(STICK_BIN_BOUNDARIES, dtype=torch.float64, device=sticks.device)
+        bins = torch.bucketize(x, bounds, right=True) - 1
     else:
-        sticks = np.asarray(sticks)
-        bounds = STICK_BIN_BOUNDARIES.astype(sticks.dtype) if sticks.dtype.kind == "f" else STICK_BIN_BOUNDARIES
-        bins = np.digitize(sticks, bounds) - 1
-        bad = (bins < 0) | (bins >= NUM_STICK_BINS)
+        x = np.asarray(sticks, dtype=np.float64)
+        bins = np.digitize(x, STICK_BIN_BOUNDARIES) - 1
+    bad = (bins < 0) | (bins >= NUM_STICK_BINS)
     if bool(bad.any()):
         raise ValueError(
             "stick values must lie in [-1, 1] (WHAM's bins cover [-1.05, 1.05)); "
-            f"got values outside that range, e.g. {float(sticks[bad].reshape(-1)[0])}"
+            f"got values outside that range, e.g. {float(x[bad].reshape(-1)[0])}"
         )
     return bins
 
@@ -125,6 +134,29 @@ def threshold_buttons(buttons):
     )
 
 
+# Button i's token offset in WHAM's action vocabulary (model.vocab.ACTION_DIM_OFFSETS[:12]).
+_BUTTON_TOKEN_OFFSETS = 2 * np.arange(NUM_BUTTONS)
+
+
+def truncate_buttons(buttons):
+    """Button values in [0, 1] -> 0/1 float32 exactly as WHAM's token encoder does.
+
+    WHAM adds the token offset in float32 and truncates with ``.long()``: 0.5, 0.7 and
+    0.999 are released, 1.0 is pressed (and so is a float32 value that rounds up to
+    1.0 once its offset is added, which this reproduces).
+    """
+    if torch.is_tensor(buttons):
+        offsets = torch.as_tensor(_BUTTON_TOKEN_OFFSETS, dtype=torch.float32, device=buttons.device)
+        return (torch.trunc(buttons.float() + offsets) - offsets).float()
+    offsets = _BUTTON_TOKEN_OFFSETS.astype(np.float32)
+    return np.trunc(np.asarray(buttons, np.float32) + offsets) - offsets
+
+
+def _check_rule(buttons: str) -> None:
+    if buttons not in BUTTON_RULES:
+        raise ValueError(f"buttons: expected one of {BUTTON_RULES}, got {buttons!r}")
+
+
 def clip_actions(actions):
     """Clip controller vectors into the Box bounds."""
     if torch.is_tensor(actions):
@@ -134,21 +166,24 @@ def clip_actions(actions):
     return np.clip(actions, ACTION_LOW, ACTION_HIGH)
 
 
-def to_wham(actions):
+def to_wham(actions, buttons: str = "threshold"):
     """Controller vectors (sticks in [-1, 1]) -> WHAM's world-space actions.
 
     WHAM's world space (its dataset ``.npz`` files) stores buttons as 0/1 and
-    sticks as bin indices 0..10, float32.
+    sticks as bin indices 0..10, float32. ``buttons`` is the button rule (module
+    docstring); sticks are binned in float64 from the values as given, so pass
+    JSON numbers as float64, not rounded to float32 first.
     """
+    _check_rule(buttons)
     validate_actions(actions)
+    press = threshold_buttons if buttons == "threshold" else truncate_buttons
     if torch.is_tensor(actions):
-        actions = actions.float()
         return torch.cat(
-            [threshold_buttons(actions[..., :NUM_BUTTONS]), sticks_to_bins(actions[..., STICK_SLICE]).float()], -1
+            [press(actions[..., :NUM_BUTTONS].float()), sticks_to_bins(actions[..., STICK_SLICE]).float()], -1
         )
-    actions = np.asarray(actions, dtype=np.float32)
-    out = np.empty_like(actions)
-    out[..., :NUM_BUTTONS] = threshold_buttons(actions[..., :NUM_BUTTONS])
+    actions = np.asarray(actions)
+    out = np.empty(actions.shape, np.float32)
+    out[..., :NUM_BUTTONS] = press(actions[..., :NUM_BUTTONS].astype(np.float32))
     out[..., STICK_SLICE] = sticks_to_bins(actions[..., STICK_SLICE])
     return out
 
@@ -165,6 +200,6 @@ def from_wham(wham_actions):
     return out
 
 
-def quantize(actions):
+def quantize(actions, buttons: str = "threshold"):
     """Snap controller vectors to exactly what WHAM can see (0/1 buttons, bin-middle sticks)."""
-    return from_wham(to_wham(actions))
+    return from_wham(to_wham(actions, buttons))

@@ -11,8 +11,9 @@ Frame sizes. A model sees frames at its tokenizer's size. Prompts at that size
 pass untouched; prompts at WHAM's 300x180 are always resized to it (the frame-size
 adapter for models with smaller tokenizers, e.g. ``tiny-taming``'s 16x16); any
 other size is resized only when asked (``resize=True``), else it is a
-``ValueError``. Resizing uses Pillow's ``BILINEAR`` filter, which Pillow
-antialiases when shrinking.
+``ValueError``. Resizing is OpenCV's ``cv2.resize(..., INTER_LINEAR)``, the
+rule WHAM's ``run_server.py`` applies to its prompt images, reproduced bit for
+bit in numpy (:func:`resize_linear`), so the same prompt gives WHAM's tokens.
 
 With no source at all, :func:`default_prompt_bank` gives the prompt the model's
 card names (``card["prompts"]``, a path) or, until models ship with one, a single
@@ -48,14 +49,56 @@ class Prompt:
         return int(self.frames.shape[0])
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 frames (..., H, W, 3) to ``size`` = (height, width) with Pillow's BILINEAR filter."""
-    from PIL import Image
+_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: weights are fixed-point with 11 fraction bits
+_COEF_SCALE = 1 << _COEF_BITS
 
+
+def _linear_taps(src: int, dst: int, clamp: bool):
+    """OpenCV's bilinear source indices and fixed-point weights along one axis.
+
+    Source coordinates are computed in double, rounded to float32, split into floor
+    and fraction in float32; weights are the fraction scaled by 2048 and rounded. Along
+    x, out-of-range coordinates are clamped to an edge pixel with weight 1; along y
+    they are not (the two rows are clipped, the fraction kept) - that is OpenCV's rule.
+    """
+    f = ((np.arange(dst) + 0.5) * (1.0 / (dst / src)) - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = f - s.astype(np.float32)
+    if clamp:
+        low, high = s < 0, s >= src - 1
+        f[low], s[low] = 0, 0
+        f[high], s[high] = 0, src - 1
+    w0 = np.rint((np.float32(1) - f) * np.float32(_COEF_SCALE)).astype(np.int64)
+    w1 = np.rint(f * np.float32(_COEF_SCALE)).astype(np.int64)
+    return np.clip(s, 0, src - 1), np.clip(s + 1, 0, src - 1), w0, w1
+
+
+def resize_linear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 frames (..., H, W, C) -> (..., h, w, C), equal to ``cv2.resize(f, (w, h))`` (INTER_LINEAR).
+
+    No antialiasing when shrinking (OpenCV's linear filter has none); an exact halving
+    of both sides is OpenCV's 2x2 box average, as OpenCV switches to it there.
+    """
     h, w = size
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    out = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in flat])
-    return out.reshape(*frames.shape[:-3], h, w, 3)
+    H, W = frames.shape[-3:-1]
+    if (H, W) == (h, w):
+        return frames.copy()
+    x = frames.astype(np.int64)
+    if (H, W) == (2 * h, 2 * w):
+        quad = x[..., 0::2, 0::2, :] + x[..., 0::2, 1::2, :] + x[..., 1::2, 0::2, :] + x[..., 1::2, 1::2, :]
+        return ((quad + 2) >> 2).astype(np.uint8)
+    x0, x1, a0, a1 = _linear_taps(W, w, clamp=True)
+    rows = x[..., x0, :] * a0[:, None] + x[..., x1, :] * a1[:, None]  # horizontal pass, 11 fraction bits
+    y0, y1, b0, b1 = _linear_taps(H, h, clamp=False)
+    b0, b1 = b0[:, None, None], b1[:, None, None]
+    # Vertical pass with OpenCV's rounding: each product drops 4 + 16 bits, then (+2) >> 2.
+    out = (((b0 * (rows[..., y0, :, :] >> 4)) >> 16) + ((b1 * (rows[..., y1, :, :] >> 4)) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 frames (..., H, W, 3) to ``size`` = (height, width) as WHAM's server does."""
+    return resize_linear(np.asarray(frames), size)
 
 
 def fit_frames(frames: np.ndarray, size: tuple[int, int], resize: bool = False, where: str = "prompt") -> np.ndarray:
@@ -68,7 +111,7 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], resize: bool = False, 
     raise ValueError(
         f"{where}: frames are {have[1]}x{have[0]} but the model takes {size[1]}x{size[0]} "
         f"(WHAM's {WHAM_SIZE[1]}x{WHAM_SIZE[0]} is adapted automatically); pass resize_prompts=True "
-        "to resize them (Pillow BILINEAR), or give frames of one of those sizes"
+        "to resize them (bilinear, as WHAM's server does), or give frames of one of those sizes"
     )
 
 

@@ -65,8 +65,9 @@ def filter_logits(logits: torch.Tensor, lo: int, hi: int, temperature: float, to
         ids = torch.arange(V, device=logits.device)
         outside = (ids < lo) | (ids > hi)
     logits = logits.masked_fill(outside, float("-inf"))
-    if deterministic:
-        top_k, top_p = 1, None
+    if deterministic:  # WHAM's argmax: k = 1 whatever min_tokens_to_keep says (ties stay)
+        kth = logits.max(dim=-1, keepdim=True).values
+        return logits.masked_fill(logits < kth, float("-inf"))
     if top_k is not None:
         k = min(max(int(top_k), min_tokens_to_keep), V)
         kth = torch.topk(logits, k, dim=-1).values[:, -1:]

@@ -54,13 +54,13 @@ def read_demonstrator_folder(path: str) -> Episode:
             raise EpisodeFormatError(f"{image_path}: cannot read the image ({exc})") from exc
         if frame.shape != (HEIGHT, WIDTH, 3):
             raise EpisodeFormatError(f"{image_path}: expected a {WIDTH}x{HEIGHT} image, got {frame.shape[1]}x{frame.shape[0]}")
-        action = np.asarray(table[name], dtype=np.float32)
+        action = np.asarray(table[name], dtype=np.float64)  # JSON doubles, binned as given (like run_server)
         if action.shape != (controller.ACTION_DIM,):
             raise EpisodeFormatError(f"{actions_path}: {name} needs {controller.ACTION_DIM} numbers, got shape {action.shape}")
         images.append(frame.transpose(2, 0, 1))
         actions.append(action)
     try:
-        wham_actions = controller.to_wham(np.stack(actions))
+        wham_actions = controller.to_wham(np.stack(actions), buttons="wham")
     except ValueError as exc:
         raise EpisodeFormatError(f"{actions_path}: {exc}") from exc
     ep = Episode(images=np.stack(images), wham_actions=wham_actions, source=path)

@@ -20,7 +20,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,7 @@ class StubDict(dict):
             self.update(state)
 
 
-_STUB_ROOTS = ("humanmodelling", "wham", "pytorch_lightning", "lightning", "lightning_fabric", "omegaconf", "pathlib")
+_STUB_ROOTS = ("humanmodelling", "wham", "pytorch_lightning", "lightning", "lightning_fabric", "omegaconf")
 _stub_classes: dict[tuple[str, str], type] = {}
 
 
@@ -103,8 +103,39 @@ def _stub_class(module: str, name: str) -> type:
     return _stub_classes[key]
 
 
+def _latin1_bytes(text, encoding="latin1", errors="strict") -> bytes:
+    """The one use pickle protocol 2 (``torch.save``'s) makes of ``_codecs.encode``.
+
+    Every ``bytes`` object (numpy's array and scalar payloads included) is pickled
+    as ``_codecs.encode(str, "latin1")``. Only that form is accepted: another codec
+    name would make the codec registry import a module, so it is refused.
+    """
+    if type(text) is not str or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(
+            f"refused _codecs.encode({type(text).__name__}, {encoding!r}): only the latin1 form that "
+            "pickle protocol 2 writes for bytes is allowed")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args) -> bytes:
+    """``bytes()`` as protocol 2 pickles ``b""``; any argument (a size to allocate) is refused."""
+    if args:
+        raise pickle.UnpicklingError("refused builtins.bytes with arguments: protocol 2 writes only bytes()")
+    return b""
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
+        ("_codecs", "encode"): _latin1_bytes,
+        ("builtins", "bytes"): _empty_bytes,
+        # Paths in hyper-parameters (e.g. a tokenizer's ckpt_path) become pure paths: no file access.
+        ("pathlib", "PosixPath"): PurePosixPath,
+        ("pathlib", "PurePosixPath"): PurePosixPath,
+        ("pathlib", "WindowsPath"): PureWindowsPath,
+        ("pathlib", "PureWindowsPath"): PureWindowsPath,
+        ("pathlib", "Path"): PurePosixPath,
+        ("pathlib._local", "PosixPath"): PurePosixPath,  # Python >= 3.13 pickles paths from here
+        ("pathlib._local", "WindowsPath"): PureWindowsPath,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
@@ -224,7 +255,8 @@ def _tokenizer_config(path, images_args, state: dict[str, torch.Tensor]):
             raise CheckpointError(path, "VQGANModel spec has no image_size_per_x_axis / _y_axis") from None
         emb = state[f"{IMAGES_PREFIX}vq_vae._embedding.weight"]
         proj = state[f"{IMAGES_PREFIX}encoder.proj1.weight"]
-        n_layers = len({k.split(".")[3] for k in state if k.startswith(f"{IMAGES_PREFIX}encoder.vit.")})
+        # Keys are context_encoders.images.encoder.vit.{i}....: the layer index is the fifth field.
+        n_layers = len({k.split(".")[4] for k in state if k.startswith(f"{IMAGES_PREFIX}encoder.vit.")})
         cfg = ViTTokenizerConfig(
             width=width, height=height, patch_size=int(spec["patch_size"]), transf_dim=int(spec["transf_dim"]),
             embedding_dim=int(spec["embedding_dim"]), num_layers=int(spec["num_layers"]),
