@@ -21,7 +21,7 @@ import torch
 def main(argv=None) -> int:
     from wham_gym import load_model
     from wham_gym.data.reader import load_episode
-    from wham_gym.fidelity import action_following, rollout_fidelity
+    from wham_gym.measure.fidelity import action_following, rollout_fidelity
     from wham_gym.train.data import frame_bank, split_sources, tokenize_episodes
     from wham_gym.train.reward import evaluate_reward_model, transitions
     from wham_gym.train.tokenizer import evaluate_tokenizer

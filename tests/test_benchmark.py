@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from wham_gym import benchmark, load_model
+from wham_gym.measure import benchmark
+from wham_gym import load_model
 from wham_gym.engine import DreamEngine
 from wham_gym.model import preset
-from wham_gym.reference import ReferenceDreamer
+from wham_gym.measure.reference import ReferenceDreamer
 
 H100_BANDWIDTH, H100_BF16_FLOPS = 3.35e12, 990e12
 

@@ -221,7 +221,7 @@ def test_200m_shape_loads_and_converts(tmp_path, monkeypatch):
 
 
 def test_cli_convert_multilayer_vit_with_numpy_hyper_parameters(tmp_path, capsys):
-    from wham_gym.cli import main
+    from wham_gym.commands.main import main
 
     source = build_model(variant("vit", 2, False))
     path = write_official_checkpoint(source, tmp_path / "WHAM_1.6B_v1.ckpt", model_size="test-tiny")

@@ -157,7 +157,7 @@ def test_open_episodes_finds_everything_and_windows_lazily(tmp_path):
 
 
 def _record(out, **kw):
-    from wham_gym.data.recorder import record
+    from wham_gym.games.recorder import record
 
     args = dict(scenario="deathmatch", episodes=3, policy="explore", workers=1, max_steps=15, seed=4, progress=False)
     args.update(kw)
@@ -174,7 +174,7 @@ def test_recorder_round_trip_and_replay(tmp_path):
     assert manifest["total_episodes"] == 2 and manifest["total_frames"] == sum(e["frames"] for e in manifest["episodes"])
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk["episodes"] == manifest["episodes"]
-    from wham_gym.data.recorder import sha256
+    from wham_gym.games.recorder import sha256
 
     episodes = list(open_episodes(tmp_path))
     for entry, ep in zip(manifest["episodes"], episodes):

@@ -235,7 +235,7 @@ def test_explore_policy_explores_the_real_game():
 
 
 def test_cli_help_and_record(tmp_path, capsys):
-    from wham_gym.cli import main
+    from wham_gym.commands.main import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

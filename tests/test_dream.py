@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from wham_gym import controller, load_model
-from wham_gym.actions import make_action_source, read_actions_csv
-from wham_gym.cli import main
+from wham_gym.dream.actions import make_action_source, read_actions_csv
+from wham_gym.commands.main import main
 from wham_gym.dream import dream, load_prompt
-from wham_gym.export import PROGRAM_NAME, export_dream, interpolate
+from wham_gym.dream.export import PROGRAM_NAME, export_dream, interpolate
 
 T_EP = 16  # frames in the test episode
 

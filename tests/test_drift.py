@@ -4,7 +4,7 @@ import numpy as np
 
 from wham_gym import load_model
 from wham_gym.data.episodes import Episode
-from wham_gym.drift import Policy, measure, summary, write
+from wham_gym.measure.drift import Policy, measure, summary, write
 from wham_gym.reinjection import RetrievalSource, Schedule
 
 
@@ -43,8 +43,8 @@ def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path, c
     pytest.importorskip("vizdoom")
     from functools import partial
 
-    from wham_gym.cli import main
-    from wham_gym.fidelity import live_windows
+    from wham_gym.commands.main import main
+    from wham_gym.measure.fidelity import live_windows
     from wham_gym.games.doom import DoomEnv
 
     make_env = partial(DoomEnv, scenario="defend_the_center")
@@ -73,7 +73,7 @@ def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path, c
 
 
 def test_drift_resumes_after_the_last_finished_policy(tmp_path, monkeypatch):
-    import wham_gym.drift as drift
+    import wham_gym.measure.drift as drift
 
     model = load_model("tiny")
     eps = noise_episodes(seed=1, length=16)

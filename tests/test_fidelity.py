@@ -5,7 +5,7 @@ import pytest
 
 from wham_gym import load_model
 from wham_gym.data.episodes import Episode
-from wham_gym.fidelity import action_following, horizontal_shift, rollout_fidelity, zoom_factor
+from wham_gym.measure.fidelity import action_following, horizontal_shift, rollout_fidelity, zoom_factor
 
 
 def test_horizontal_shift_finds_a_known_shift():

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wham_gym.metrics import psnr, ssim
+from wham_gym.measure.metrics import psnr, ssim
 
 
 def ssim_reference(a, b):

@@ -27,7 +27,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_runs_the_test_one():
 
 def test_demo_writes_frames(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "wham_gym.cli", "demo", "--model", "tiny", "--out", str(out), "--steps", "3", "--num", "2"]
+    cmd = [sys.executable, "-m", "wham_gym", "demo", "--model", "tiny", "--out", str(out), "--steps", "3", "--num", "2"]
     subprocess.run(cmd, check=True, capture_output=True)
     frames = sorted((out / "dream_1" / "frames").glob("*.png"))
     assert len(frames) == 4
@@ -40,8 +40,8 @@ def test_demo_writes_frames(tmp_path):
 
 
 def test_info_and_help():
-    r = subprocess.run([sys.executable, "-m", "wham_gym.cli", "info", "tiny"], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-m", "wham_gym", "info", "tiny"], capture_output=True, text=True, check=True)
     assert '"tokens_per_image": 60' in r.stdout
-    r = subprocess.run([sys.executable, "-m", "wham_gym.cli", "--help"], capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "-m", "wham_gym", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("demo", "convert", "info"):
         assert cmd in r.stdout

@@ -23,7 +23,7 @@ TOK = ViTTokenizerConfig(width=300, height=180, patch_size=30, transf_dim=32, em
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     pytest.importorskip("vizdoom")
-    from wham_gym.data.recorder import record
+    from wham_gym.games.recorder import record
 
     out = tmp_path_factory.mktemp("episodes")
     record(scenario="defend_the_center", episodes=4, policy="explore", out=str(out), workers=1, max_steps=24,

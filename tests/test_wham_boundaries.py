@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from wham_gym import controller, load_model
-from wham_gym.actions import read_actions_json
+from wham_gym.dream.actions import read_actions_json
 from wham_gym.data.reader import read_demonstrator_folder
 from wham_gym.model.taming_vqgan import AttnBlock
 from wham_gym.prompts import resize_linear

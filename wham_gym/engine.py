@@ -25,6 +25,7 @@ from . import controller
 from .controller import ACTION_DIM
 from .model.vocab import action_values
 from .sampling import check_settings, draw, filter_logits, slot_seed, uniforms
+from .model import load_model
 
 
 @dataclass
@@ -90,7 +91,6 @@ class DreamEngine:
                  top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
                  deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
                  refresh_every: int = 1):
-        from .model import load_model
 
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")

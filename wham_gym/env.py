@@ -66,6 +66,8 @@ from . import controller
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
 from .rewards import NeverTerminate, StepContext, TokenRewardModel, ZeroReward, needs_frames
+from .model import load_model
+from .reinjection import default_schedule
 
 OBS_MODES = ("pixels", "tokens", "both")
 RENDER_MODES = ["rgb_array", "human"]
@@ -125,7 +127,6 @@ class WHAMVectorEnv(VectorEnv):
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
                  context_steps: int | None = None, refresh_every: int = 1, reinjection=None):
-        from .model import load_model
 
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
@@ -182,7 +183,6 @@ class WHAMVectorEnv(VectorEnv):
         self._warned_clip = False
         self._window = None  # pygame surface for render_mode="human"
         if reinjection is not None and reinjection.schedule is None:
-            from .reinjection import default_schedule
 
             reinjection = replace(reinjection, schedule=default_schedule(self.model))
         self.reinjection = reinjection

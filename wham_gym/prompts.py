@@ -31,6 +31,8 @@ from typing import Sequence
 import numpy as np
 
 from . import controller
+from .data.episodes import EpisodeFormatError, is_complete
+from .data.reader import load_episode, open_episodes
 
 WHAM_SIZE = (180, 300)  # (height, width) of WHAM's frames and of every observation
 GRAY = 128
@@ -155,8 +157,6 @@ class PromptBank:
         Paths are checked now (missing, empty or truncated sources raise naming the path);
         frames are read only when a prompt is drawn from them.
         """
-        from .data.episodes import EpisodeFormatError, is_complete
-        from .data.reader import open_episodes
 
         sources = open_episodes(paths).sources
         for s in sources:
@@ -189,7 +189,6 @@ class PromptBank:
         if ep in self._cache:
             self._cache.move_to_end(ep)
             return self._cache[ep]
-        from .data.reader import load_episode
 
         loaded = load_episode(ep)
         prompt = Prompt(loaded.frames(), loaded.actions, source=ep)

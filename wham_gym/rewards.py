@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from .controller import to_wham
+from .model.vocab import action_tokens
 
 
 @dataclass
@@ -118,8 +120,6 @@ class TokenRewardModel(LearnedRewardModel):
         self.net = net
 
     def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-        from .controller import to_wham
-        from .model.vocab import action_tokens
 
         with torch.no_grad():
             reward, logit = self.net(ctx.prev_tokens, action_tokens(to_wham(ctx.actions)), ctx.tokens)

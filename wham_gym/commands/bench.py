@@ -1,4 +1,4 @@
-"""``wham-gym bench``: engine vs reference-algorithm throughput and the physical floor (see wham_gym.benchmark)."""
+"""``wham-gym bench``: engine vs reference-algorithm throughput and the physical floor (see wham_gym.measure.benchmark)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .. import benchmark
+    from ..measure import benchmark
 
     num_envs = benchmark.parse_num_envs(args.num_envs) if args.num_envs else benchmark.doubling(args.max_envs)
     variants = {"both": ["engine-frames", "engine-tokens"], "frames": ["engine-frames"],

@@ -1,7 +1,7 @@
 """``wham-gym dream`` and ``wham-gym demo``: dream rollouts from a prompt and write frames, videos and actions.
 
 ``dream`` exposes every choice (:func:`wham_gym.dream.dream` and
-:func:`wham_gym.export.export_dream` are the same job as Python functions);
+:func:`wham_gym.dream.export.export_dream` are the same job as Python functions);
 ``demo`` is the README's main job: four rollouts with the default model from the
 prompts it ships, driven by the exploration policy.
 """
@@ -66,8 +66,8 @@ def register(sub) -> None:
 
 
 def run_dream(args: argparse.Namespace) -> int:
-    from ..dream import dream
-    from ..export import export_dream
+    from ..dream.run import dream
+    from ..dream.export import export_dream
     from ..model import load_model
 
     _check_out(args)
@@ -83,8 +83,8 @@ def run_dream(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..dream import dream
-    from ..export import export_dream
+    from ..dream.run import dream
+    from ..dream.export import export_dream
     from ..model import load_model
 
     _check_out(args)

@@ -38,7 +38,7 @@ def run_drift(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.reader import load_episode
-    from ..drift import measure_all, summary, uncertainty_threshold, write
+    from ..measure.drift import measure_all, summary, uncertainty_threshold, write
     from ..model import load_model
     from ..reinjection import RetrievalSource
     from ..train.data import frame_bank, split_sources
@@ -57,7 +57,7 @@ def run_drift(args: argparse.Namespace) -> int:
     if args.live:
         from functools import partial
 
-        from ..fidelity import live_windows
+        from ..measure.fidelity import live_windows
         from ..games.doom import DoomEnv
 
         scenario = args.scenario or model.card.get("scenario") or "defend_the_center"

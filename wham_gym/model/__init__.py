@@ -10,13 +10,14 @@ import torch
 
 from .config import PRESETS, GPTConfig, TamingTokenizerConfig, ViTTokenizerConfig, WHAMConfig, make_config, preset
 from .vocab import ACTION_VOCAB_SIZE, Vocab
+from . import checkpoint
+from .wham import WHAMModel
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
 def build_model(config: WHAMConfig, device="cpu", dtype=torch.float32, seed: int = 0):
     """A randomly initialised model; the same seed gives the same weights on any device."""
-    from .wham import WHAMModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -38,8 +39,6 @@ def load_model(spec="default", device="cpu", dtype=None):
     ``dtype`` None keeps what the weights were stored in (float32 for presets and
     official checkpoints).
     """
-    from . import checkpoint
-    from .wham import WHAMModel
 
     if isinstance(spec, WHAMModel):
         return spec.to(device=device, dtype=dtype or spec.dtype)

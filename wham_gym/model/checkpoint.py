@@ -34,6 +34,8 @@ from .config import (
     WHAMConfig,
 )
 from .vocab import ACTION_VOCAB_SIZE
+from .reward_model import RewardModel, RewardModelConfig
+from .wham import WHAMModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -352,7 +354,6 @@ def _ignorable(key: str) -> bool:
 
 def load_official(path, device="cpu", dtype=torch.float32):
     """Build a :class:`WHAMModel` from an official ``.ckpt``; returns (model, report)."""
-    from .wham import WHAMModel
 
     ckpt = read_official(path)
     config = config_from_official(path, ckpt)
@@ -428,7 +429,6 @@ def load_own(path, device="cpu", dtype=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .wham import WHAMModel
 
     path = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
@@ -463,7 +463,6 @@ def load_own(path, device="cpu", dtype=None):
 def _load_reward_model(path: Path, device):
     from safetensors.torch import load_file
 
-    from .reward_model import RewardModel, RewardModelConfig
 
     cfg = json.loads((path / REWARD_CONFIG_FILE).read_text())
     cfg["reward_values"] = tuple(cfg.get("reward_values", ()))

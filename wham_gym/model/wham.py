@@ -15,6 +15,8 @@ from .. import controller
 from .config import WHAMConfig
 from .gpt import GPT
 from .vocab import Vocab, action_tokens, action_values
+from .taming_vqgan import TamingVQGAN
+from .vit_vqgan import ViTVQGAN
 
 
 class ActionTokenizer(nn.Module):
@@ -37,10 +39,8 @@ class Predictor(nn.Module):
 
 def build_tokenizer(config: WHAMConfig) -> nn.Module:
     if config.tokenizer.kind == "vit":
-        from .vit_vqgan import ViTVQGAN
 
         return ViTVQGAN(config.tokenizer)
-    from .taming_vqgan import TamingVQGAN
 
     return TamingVQGAN(config.tokenizer)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.reader import load_episode, open_episodes
+from ..model.vocab import action_tokens
 
 
 def split_sources(data, val_fraction: float = 0.1) -> tuple[list[str], list[str]]:
@@ -68,7 +69,6 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
     """Image tokens of every frame, computed once per (tokenizer weights, episode) and cached as .npz."""
     from tqdm import tqdm
 
-    from ..model.vocab import action_tokens
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

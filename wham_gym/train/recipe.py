@@ -20,6 +20,10 @@ from .reward import train_reward_model
 from .tokenizer import CODE_DECAY, CODE_THRESHOLD, train_tokenizer
 from .trainer import TrainConfig, latest_checkpoint, load_checkpoint
 from .world_model import train_world_model
+from ..data.episodes import Episode, write_episode
+from ..data.reader import load_episode
+from ..model.reward_model import RewardModel, RewardModelConfig
+from .data import split_sources
 
 
 @dataclass
@@ -113,7 +117,6 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
     used; the reward model is included when its stage has one. With ``data``, a few
     held-out episode snippets go along as the model's default prompts.
     """
-    from ..model.reward_model import RewardModel, RewardModelConfig
 
     run_dir = Path(run_dir)
     config = recipe.model_config()
@@ -145,9 +148,6 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
 def ship_prompts(model_dir, data, episodes: int, frames: int) -> None:
     """Copy short held-out snippets into ``model_dir/prompts`` and name them in the card, so envs
     built on the model start from real frames with no dataset at hand."""
-    from ..data.episodes import Episode, write_episode
-    from ..data.reader import load_episode
-    from .data import split_sources
 
     model_dir = Path(model_dir)
     _, val = split_sources(data)

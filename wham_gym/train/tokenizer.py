@@ -20,6 +20,7 @@ from ..model.config import ViTTokenizerConfig
 from ..model.vit_vqgan import ViTVQGAN
 from .data import frame_bank, split_sources
 from .trainer import TrainConfig, batch_rng, train
+from ..measure.metrics import psnr, ssim
 
 COMMITMENT = 0.25
 # CodeUsage defaults. Faster restarts (0.95 / 0.03) keep 80-98 % of the codebook in play, against
@@ -116,7 +117,6 @@ def train_tokenizer(data, run_dir, tokenizer: ViTTokenizerConfig, cfg: TrainConf
 @torch.no_grad()
 def evaluate_tokenizer(tok: ViTVQGAN, frames: np.ndarray, batch: int = 64) -> dict:
     """Reconstruction PSNR/SSIM on uint8 frames and codebook usage."""
-    from ..metrics import psnr, ssim
 
     psnrs, ssims, used = [], [], set()
     for i in range(0, len(frames), batch):

@@ -27,6 +27,8 @@ import numpy as np
 from wham_gym import controller
 from wham_gym.atomic import atomic_write
 from wham_gym.data.episodes import Episode, is_complete, read_episode, write_episode
+from wham_gym.games.doom import DEFAULT_SCENARIO, FRAME_SKIP, GAME_VARIABLE_NAMES, DoomEnv
+from wham_gym.games.explore import POLICIES, make_policy
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "wham-gym-recording/1"
@@ -71,7 +73,6 @@ def _init_worker(progress_queue) -> None:
 def _env(scenario: str, max_steps: int | None, info_buffers: tuple[str, ...], env_kwargs: dict):
     key = (scenario, max_steps, info_buffers, json.dumps(env_kwargs, sort_keys=True))
     if key not in _ENVS:
-        from wham_gym.games.doom import DoomEnv
 
         _ENVS[key] = DoomEnv(scenario=scenario, max_steps=max_steps, info_buffers=info_buffers, **env_kwargs)
     return _ENVS[key]
@@ -79,8 +80,6 @@ def _env(scenario: str, max_steps: int | None, info_buffers: tuple[str, ...], en
 
 def record_episode(job: dict, report: Callable[[int], None] | None = None) -> dict:
     """Play one episode with the job's policy and seeds, write it, and return its manifest entry."""
-    from wham_gym.games.doom import GAME_VARIABLE_NAMES
-    from wham_gym.games.explore import make_policy
 
     report = report or (lambda n: _PROGRESS.put(n) if _PROGRESS is not None else None)
     game_seed, policy_seed = episode_seeds(job["base_seed"], job["index"])
@@ -183,8 +182,6 @@ def record(
     Episodes already complete in ``out`` are kept as they are; leftover temp files
     from an interrupted run are removed. ``workers=1`` records in this process.
     """
-    from wham_gym.games.doom import DEFAULT_SCENARIO, FRAME_SKIP
-    from wham_gym.games.explore import POLICIES
 
     scenario = scenario or DEFAULT_SCENARIO
     if policy not in POLICIES:

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import controller
-from .controller import ACTION_DIM
-from .sampling import check_settings, filter_logits
+from .. import controller
+from ..controller import ACTION_DIM
+from ..sampling import check_settings, filter_logits
 
 
 @dataclass

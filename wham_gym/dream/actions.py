@@ -31,8 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
-from . import controller
-from .controller import ACTION_DIM, ACTION_NAMES
+from .. import controller
+from ..controller import ACTION_DIM, ACTION_NAMES
+from ..data.reader import _IMAGE_NAME
+from ..games.explore import ExplorePolicy
 
 
 class ActionSource(Protocol):
@@ -89,7 +91,6 @@ class ExploreActions:
     name = "random"
 
     def start(self, num: int, steps: int, seed: int) -> None:
-        from .games.explore import ExplorePolicy
 
         self.policies = [ExplorePolicy(seed=seed + k) for k in range(num)]
 
@@ -161,7 +162,6 @@ def read_actions_json(path: str) -> np.ndarray:
     if isinstance(data, dict) and "actions" in data:
         data = data["actions"]
     elif isinstance(data, dict):  # Demonstrator table: image<K>.png -> action, in K order
-        from .data.reader import _IMAGE_NAME
 
         if not all(_IMAGE_NAME.match(k) for k in data):
             raise ValueError(f'{path}: expected {{"actions": [...]}} or a Demonstrator {{"image0.png": [...]}} table')

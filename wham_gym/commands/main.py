@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "wham_gym.commands.train",  # train {all, tokenizer, world-model, reward}
     "wham_gym.commands.bench",  # bench
     "wham_gym.commands.drift",  # drift
-    "wham_gym.games.commands",  # record, play-doom
+    "wham_gym.commands.games",  # record, play-doom
 )
 
 

@@ -52,7 +52,7 @@ def _require_doom() -> None:
 
 def run_record(args: argparse.Namespace) -> int:
     _require_doom()
-    from wham_gym.data.recorder import record
+    from wham_gym.games.recorder import record
 
     manifest = record(
         out=args.out,

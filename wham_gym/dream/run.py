@@ -2,7 +2,7 @@
 
 :func:`dream` returns a :class:`Dream` (frames, actions, the model's own predicted
 actions, per-step NLL, and the real continuation when the prompt episode has one);
-:func:`wham_gym.export.export_dream` writes it to disk.
+:func:`wham_gym.dream.export.export_dream` writes it to disk.
 
 Frame 0 of every rollout is the prompt's last (real) frame; frame t+1 is what the
 model dreamt after action t was taken at frame t. All K rollouts start from the
@@ -19,9 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import controller
+from .. import controller
 from .actions import ModelActions, make_action_source
-from .prompts import Prompt, fit_frames
+from ..prompts import Prompt, fit_frames
+from ..data.reader import find_sources, is_demonstrator_folder, load_episode
+from ..engine import DreamEngine
+from ..model import load_model
+from ..prompts import make_prompt_bank
 
 
 @dataclass
@@ -82,7 +86,6 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
     Demonstrator folders with fewer frames are used whole). ``start``: the episode index
     of the first prompt frame (default: 0; for a Demonstrator folder, its last frames).
     """
-    from .prompts import make_prompt_bank
 
     c = model.config
     window = c.seq_len - 1
@@ -111,12 +114,10 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
         return PromptEpisode(Prompt(frames, neutral, source=", ".join(paths)))
     if len(paths) != 1:
         raise ValueError("give one prompt episode (.npz or Demonstrator folder), or a list of PNGs")
-    from .data.reader import find_sources, load_episode
 
     sources = find_sources(paths[0])
     if not sources:
         raise FileNotFoundError(f"{paths[0]}: no .npz episode or Demonstrator folder in it")
-    from .data.reader import is_demonstrator_folder
 
     ep = load_episode(sources[0])
     T = len(ep)
@@ -144,15 +145,13 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
     Args:
         model: a WHAMModel or anything :func:`wham_gym.load_model` takes.
         prompt: see :func:`load_prompt` (or a :class:`PromptEpisode`).
-        actions: see :mod:`wham_gym.actions` (a spec string, a (T, 16) / (K, T, 16) array, or a source).
+        actions: see :mod:`wham_gym.dream.actions` (a spec string, a (T, 16) / (K, T, 16) array, or a source).
         predict: also sample the model's own action at every frame (16 more tokens per step), logged
             beside the given ones; with ``actions="model"`` these are the actions taken.
         sampling: DreamEngine sampling settings (temperature, top_k, top_p, deterministic).
     """
     from tqdm import tqdm
 
-    from .engine import DreamEngine
-    from .model import load_model
 
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine import DreamEngine
-from .atomic import atomic_write
+from ..engine import DreamEngine
+from ..atomic import atomic_write
 from .fidelity import real_windows
 from .metrics import psnr, ssim
-from .prompts import fit_frames
-from .reinjection import RetrievalSource, Schedule
+from ..prompts import fit_frames
+from ..reinjection import RetrievalSource, Schedule
 
 
 @dataclass
@@ -47,7 +47,7 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
     """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts.
 
     The truth is ``num`` random stretches of ``episodes``, or ``windows`` = (frames, actions)
-    as :func:`~wham_gym.fidelity.live_windows` plays them in a live game.
+    as :func:`~wham_gym.measure.fidelity.live_windows` plays them in a live game.
     """
     from tqdm import tqdm
 

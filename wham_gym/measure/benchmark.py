@@ -2,7 +2,7 @@
 
 For a model and device it measures env-frames/s and peak memory over a sweep of
 slot counts N, for the engine (world-model mode, with and without decoding
-tokens to frames) and for :mod:`wham_gym.reference` (fp32, WHAM's procedure),
+tokens to frames) and for :mod:`wham_gym.measure.reference` (fp32, WHAM's procedure),
 with the same weights in the same run. Warm-up steps are not timed.
 
 The floor is what the hardware needs at least for one env-frame in world-model
@@ -37,7 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .controller import ACTION_DIM
+from ..controller import ACTION_DIM
+from ..engine import DreamEngine
+from ..model import load_model
+from .reference import ReferenceDreamer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VARIANTS = ("engine-frames", "engine-tokens", "reference")
@@ -242,7 +245,6 @@ def _time_steps(step, actions, device, warmup: int, progress=None) -> list[float
 
 def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed: int = 0, progress=None):
     """Per-step seconds for ``steps`` timed engine steps (world-model mode) of N slots with full windows."""
-    from .engine import DreamEngine
 
     eng = DreamEngine(model, num_envs, seed=seed)
     tokens, acts = full_window_prompt(model, num_envs, seed)
@@ -254,7 +256,6 @@ def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed
 
 def run_reference(model, num_envs: int, steps: int, warmup: int, decode: bool = True, seed: int = 0, progress=None):
     """Per-step seconds for ``steps`` timed reference-algorithm steps of N slots with full windows."""
-    from .reference import ReferenceDreamer
 
     ref = ReferenceDreamer(model, num_envs, seed=seed)
     tokens, acts = full_window_prompt(model, num_envs, seed)
@@ -330,7 +331,6 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
     """
     from tqdm.auto import tqdm
 
-    from .model import load_model
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import controller
-from .engine import DreamEngine
+from .. import controller
+from ..engine import DreamEngine
 from .metrics import psnr, ssim
+from ..games.explore import ExplorePolicy
 
 
 def _chw(frames) -> torch.Tensor:
@@ -47,8 +48,6 @@ def live_windows(make_env, window: int, horizon: int, num: int, seed: int,
     same game. Episodes that end before ``window + horizon`` frames are replaced by the
     next seed (at most ``max_tries`` episodes in all, default 4·num).
     """
-    from . import controller
-    from .games.explore import ExplorePolicy
 
     L = window + horizon
     max_tries = max_tries or 4 * num
