@@ -45,8 +45,6 @@ reductions in attention/matmul may differ run to run and flip a near-tie token.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
 import os
 import sys
@@ -67,7 +65,7 @@ from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
 from .rewards import NeverTerminate, StepContext, TokenRewardModel, ZeroReward, needs_frames
 from .model import load_model
-from .reinjection import default_schedule
+from .rollout import Rollout
 
 OBS_MODES = ("pixels", "tokens", "both")
 RENDER_MODES = ["rgb_array", "human"]
@@ -138,9 +136,12 @@ class WHAMVectorEnv(VectorEnv):
             _check_display()
         if not isinstance(model, torch.nn.Module):
             model = load_model(model, device=device or "cpu", dtype=dtype)
-        self.engine = DreamEngine(model, num_envs, device=device, dtype=dtype, temperature=temperature,
-                                  top_k=top_k, top_p=top_p, deterministic=deterministic,
-                                  context_steps=context_steps, refresh_every=refresh_every)
+        engine = DreamEngine(model, num_envs, device=device, dtype=dtype, temperature=temperature,
+                             top_k=top_k, top_p=top_p, deterministic=deterministic,
+                             context_steps=context_steps, refresh_every=refresh_every)
+        self.rollout = Rollout(engine, reinjection)
+        self.engine = engine
+        self.reinjection = reinjection = self.rollout.reinjection
         self.model = self.engine.model
         self.device = self.engine.device
         cfg = self.model.config
@@ -177,15 +178,10 @@ class WHAMVectorEnv(VectorEnv):
 
         self._low = torch.as_tensor(controller.ACTION_LOW, device=self.device)
         self._high = torch.as_tensor(controller.ACTION_HIGH, device=self.device)
-        self._steps = torch.zeros(N, dtype=torch.long, device=self.device)
         self._pending_reset = torch.zeros(N, dtype=torch.bool, device=self.device)  # NEXT_STEP
         self._obs: dict[str, torch.Tensor | None] | None = None
         self._warned_clip = False
         self._window = None  # pygame surface for render_mode="human"
-        if reinjection is not None and reinjection.schedule is None:
-
-            reinjection = replace(reinjection, schedule=default_schedule(self.model))
-        self.reinjection = reinjection
         if reinjection is not None and hasattr(reinjection.source, "bind"):
             reinjection.source.bind(self.autoreset_mode)  # a live game resets when the dream does
         self._reinjected = torch.zeros(N, dtype=torch.bool, device=self.device)
@@ -219,9 +215,8 @@ class WHAMVectorEnv(VectorEnv):
         else:  # previously returned observations stay untouched
             self._obs = {k: None if v is None else v.clone() for k, v in self._obs.items()}
             self._put(self._obs, ids, tokens, frames)
-        self._steps[ids] = 0
         self._pending_reset[ids] = False
-        info = self._base_info(self._steps, mask_t)
+        info = self._base_info(self.rollout.steps, mask_t)
         self._render_human()
         return self._out(self._observation(self._obs)), self._out(info)
 
@@ -254,8 +249,8 @@ class WHAMVectorEnv(VectorEnv):
             sel = np.flatnonzero(lengths == P)
             frames = np.stack([prompts[j].frames for j in sel])
             actions = np.stack([prompts[j].actions for j in sel]) if P > 1 else None
-            self.engine.reset(ids[torch.as_tensor(sel, device=self.device)], frames=frames, actions=actions,
-                              seeds=seeds[sel])
+            self.rollout.reset(ids[torch.as_tensor(sel, device=self.device)], frames=frames, actions=actions,
+                               seeds=seeds[sel])
         return self.engine.images[ids, -1]
 
     def _option_prompts(self, spec, n: int) -> list[Prompt]:
@@ -276,30 +271,25 @@ class WHAMVectorEnv(VectorEnv):
             prompts = [check_prompt(f, a, f"{where}[{i}]") for i, (f, a) in enumerate(zip(frames, acts))]
         else:
             raise ValueError(f"{where}: frames must be (P, H, W, 3) or ({n}, P, H, W, 3), got {frames.shape}")
-        fitted = fit_frames(prompts[0].frames, self.model_size, self.resize_prompts, where)
-        return [Prompt(fitted if p is prompts[0] else fit_frames(p.frames, self.model_size, self.resize_prompts, where),
+        fitted = fit_frames(prompts[0].frames, self.model_size, self.resize_prompts, where, "env")
+        return [Prompt(fitted if p is prompts[0] else fit_frames(p.frames, self.model_size, self.resize_prompts, where, "env"),
                        p.actions) for p in prompts]
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
         """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
-        a = self._check_actions(actions)
-        source = self.reinjection.source if self.reinjection is not None else None
-        if source is not None and source.drives_actions:  # replay: the recording's actions drive the dream
-            a = torch.as_tensor(source.actions(), device=self.device)
         prev = self.engine.images[:, -1].clone()
-        res = self.engine.step(a, decode=self._decode, predict_actions=self.predict_actions)
-        frames = None if res.frames is None else self._adapt(res.frames)
-        steps = self._steps + 1
-        real_term = real_trunc = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if source is not None:
-            res, frames, real_term, real_trunc = self._reinject(res, frames, steps, a)
-        ctx = StepContext(tokens=res.tokens, prev_tokens=prev, frames=frames, actions=a, steps=steps, nll=res.nll, entropy=res.entropy)
+        r = self.rollout.step(self._check_actions(actions), decode=self._decode, predict_actions=self.predict_actions)
+        res, steps = r.dreamt, r.steps
+        frames = None if r.frames is None else self._adapt(r.frames)
+        self._reinjected = r.reinjected
+        ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=frames, actions=r.actions, steps=steps,
+                          nll=res.nll, entropy=res.entropy)
         reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
-        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool() | real_term
+        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool() | r.real_terminated
         truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)
-        truncated = truncated | real_trunc  # the real episode behind the dream ended
-        obs = {"tokens": res.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
+        truncated = truncated | r.real_truncated  # the real episode behind the dream ended
+        obs = {"tokens": r.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
         info = self._step_info(steps, res)
         mode = self.autoreset_mode
 
@@ -327,7 +317,6 @@ class WHAMVectorEnv(VectorEnv):
                 steps = steps * ~done
                 info = self._step_info(steps, res, stepped=~done)
                 info.update(final_info=self._out(final_info), _final_info=done, final_obs=final_obs, _final_obs=done)
-        self._steps = steps
         self._obs = obs
         self._render_human()
         return (self._out(self._observation(obs)), self._out(reward), self._out(terminated),
@@ -381,34 +370,6 @@ class WHAMVectorEnv(VectorEnv):
         obs["tokens"][ids] = tokens
         if obs["pixels"] is not None:
             obs["pixels"][ids] = frames
-
-    def _reinject(self, res: StepResult, frames, steps, actions):
-        """Advance the real source, swap the newest frame of envs due for real frames.
-
-        Returns the patched result and frames, and the real episode's (terminated, truncated).
-        """
-        source, schedule = self.reinjection.source, self.reinjection.schedule
-        term, trunc = (torch.as_tensor(x, device=self.device) for x in source.advance(actions.cpu().numpy()))
-        due = schedule.due(steps, res.nll)
-        self._reinjected = due
-        if not bool(due.any()):
-            return res, frames, term, trunc
-        ids = due.nonzero().squeeze(1)
-        if self.reinjection.window:  # the game's recent frames replace the whole window: (n, k, H, W, 3)
-            window = source.window_frames(ids.cpu().numpy(), int(self.engine.n_frames[ids].min()))
-        else:  # the newest frame only: (n, 1, H, W, 3)
-            window = source.frames(ids.cpu().numpy(), res.tokens[ids])[:, None]
-        window = fit_frames(window, self.model_size, True, "reinjected frames")
-        window_tokens = self.model.encode_frames(window.reshape(-1, *window.shape[-3:]))
-        window_tokens = window_tokens.reshape(len(window), window.shape[1], -1)
-        self.engine.replace_frames(ids, tokens=window_tokens)
-        real, tokens = window[:, -1], window_tokens[:, -1]
-        new_tokens = res.tokens.clone()
-        new_tokens[ids] = tokens
-        if frames is not None:
-            frames = frames.clone()
-            frames[ids] = self._adapt(torch.as_tensor(real, device=self.device))
-        return replace(res, tokens=new_tokens), frames, term, trunc
 
     def _observation(self, obs: dict):
         if self.obs_mode == "both":

@@ -61,6 +61,14 @@ class ReplaySource:
         self.episode = np.zeros(num_envs, np.int64)
         self.t = np.zeros(num_envs, np.int64)  # index of the frame the dream's newest frame stands for
 
+    @classmethod
+    def from_windows(cls, frames: np.ndarray, actions: np.ndarray, start: int) -> "ReplaySource":
+        """Env i replays window i: ``frames`` (N, L, H, W, 3), ``actions`` (N, L, 16); its newest frame is ``start``."""
+        source = cls([_Window(f, a) for f, a in zip(frames, actions)], len(frames))
+        source.episode[:] = np.arange(len(frames))
+        source.t[:] = start
+        return source
+
     def start(self, env_ids: np.ndarray, rng: np.random.Generator, prompt_frames: int, autoreset: bool = False):
         """Choose an episode and start for each env; returns (frames (n, P, H, W, 3), actions (n, P-1, 16))."""
         frames, actions = [], []
@@ -93,6 +101,20 @@ class ReplaySource:
         """(n, H, W, 3): the real frames at the envs' current steps."""
         return np.stack([self.episodes[self.episode[i]].images[self._clamp(self.episode[i], self.t[i])].transpose(1, 2, 0)
                          for i in env_ids])
+
+
+class _Window:
+    """A stretch of real frames (L, H, W, 3) and actions (L, 16), read like an Episode."""
+
+    def __init__(self, frames: np.ndarray, actions: np.ndarray):
+        self._frames, self.actions = frames, actions
+        self.images = frames.transpose(0, 3, 1, 2)  # Episode's channels-first view
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def frames(self) -> np.ndarray:
+        return self._frames
 
 
 class RetrievalSource:

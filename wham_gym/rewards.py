@@ -120,7 +120,6 @@ class TokenRewardModel(LearnedRewardModel):
         self.net = net
 
     def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-
         with torch.no_grad():
             reward, logit = self.net(ctx.prev_tokens, action_tokens(to_wham(ctx.actions)), ctx.tokens)
         return reward.float(), torch.sigmoid(logit.float())

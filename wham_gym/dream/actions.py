@@ -91,7 +91,6 @@ class ExploreActions:
     name = "random"
 
     def start(self, num: int, steps: int, seed: int) -> None:
-
         self.policies = [ExplorePolicy(seed=seed + k) for k in range(num)]
 
     def __call__(self, t: int, frames: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ rollout k samples from its own random stream (seed ``seed``, slot k).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +23,7 @@ from .actions import ModelActions, make_action_source
 from ..prompts import Prompt, fit_frames
 from ..data.reader import find_sources, is_demonstrator_folder, load_episode
 from ..engine import DreamEngine
+from ..rollout import Rollout, run
 from ..model import load_model
 from ..prompts import make_prompt_bank
 
@@ -99,7 +99,7 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
         prompt = bank.sample(np.random.default_rng(seed), 1, context, size=size)[0]
         return PromptEpisode(prompt)
     if isinstance(spec, Prompt):
-        return PromptEpisode(Prompt(fit_frames(spec.frames[-context:], size, resize), spec.actions[-(context - 1):]
+        return PromptEpisode(Prompt(fit_frames(spec.frames[-context:], size, resize, option="dream"), spec.actions[-(context - 1):]
                                     if context > 1 else spec.actions[:0], spec.source, spec.start))
     paths = [os.fspath(s) for s in ([spec] if isinstance(spec, (str, os.PathLike)) else spec)]
     if all(p.lower().endswith(".png") for p in paths):
@@ -109,7 +109,7 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
         frames = _read_pngs(paths)
         if given and len(frames) < context:
             raise ValueError(f"the prompt is shorter than needed: {len(frames)} images for --context {context}")
-        frames = fit_frames(frames[-context:], size, resize, where="prompt images")
+        frames = fit_frames(frames[-context:], size, resize, where="prompt images", option="dream")
         neutral = np.zeros((len(frames) - 1, controller.ACTION_DIM), np.float32)  # no buttons, sticks centred
         return PromptEpisode(Prompt(frames, neutral, source=", ".join(paths)))
     if len(paths) != 1:
@@ -129,12 +129,12 @@ def load_prompt(spec, model, *, context: int | None = None, start: int | None = 
         raise ValueError(f"{sources[0]}: the prompt is shorter than needed: it has {T} frames, and --start {s} "
                          f"with {context} context frames needs {s + context}; lower --start or --context")
     frames, actions = ep.frames(), ep.actions
-    prompt = Prompt(fit_frames(np.ascontiguousarray(frames[s:s + context]), size, resize, where=sources[0]),
+    prompt = Prompt(fit_frames(np.ascontiguousarray(frames[s:s + context]), size, resize, where=sources[0], option="dream"),
                     actions[s:s + context - 1], source=sources[0], start=s)
     last = s + context - 1
     nxt = frames[last:] if last + 1 < T else None
     return PromptEpisode(prompt, next_actions=actions[last:T - 1] if last + 1 < T else None,
-                         next_frames=None if nxt is None else fit_frames(np.ascontiguousarray(nxt), size, resize))
+                         next_frames=None if nxt is None else fit_frames(np.ascontiguousarray(nxt), size, resize, option="dream"))
 
 
 def dream(model="default", prompt=None, *, steps: int = 20, actions="random", num: int = 1, seed: int = 0,
@@ -150,9 +150,6 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
             beside the given ones; with ``actions="model"`` these are the actions taken.
         sampling: DreamEngine sampling settings (temperature, top_k, top_p, deterministic).
     """
-    from tqdm import tqdm
-
-
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(num, (int, np.integer)) or num < 1:
@@ -170,23 +167,10 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
     P = len(p)
     engine.reset(None, frames=np.repeat(p.frames[None], num, 0),
                  actions=np.repeat(p.actions[None], num, 0) if P > 1 else None)
-
-    frames = [np.broadcast_to(p.frames[-1], (num, *p.frames.shape[1:]))]
-    taken, predicted, nll = [], [], []
-    pred = engine.predict_actions().cpu().numpy() if predict else None
-    t0 = time.perf_counter()
-    for t in tqdm(range(steps), desc="dreaming", unit="step", disable=not progress):
-        a = source(t, frames[-1])
-        if a is None:
-            a = pred
-        res = engine.step(None if behaviour else a, predict_actions=predict)
-        taken.append(controller.quantize(np.asarray(a, np.float32)))
-        if predict:
-            predicted.append(pred)
-            pred = res.predicted_actions.cpu().numpy()
-        nll.append(res.nll.float().cpu().numpy())
-        frames.append(res.frames.cpu().numpy())
-    elapsed = time.perf_counter() - t0
+    first = np.broadcast_to(p.frames[-1], (num, *p.frames.shape[1:]))
+    traj = run(Rollout(engine), steps, source, predict=predict, start_frames=first,
+               progress=progress)
+    elapsed = float(traj.seconds.sum())
 
     real = None
     if pe.next_frames is not None and isinstance(actions, str) and actions == "replay":
@@ -199,6 +183,5 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
         "sampling": dict(engine.sampling), "device": str(engine.device), "seconds": round(elapsed, 3),
         "env_frames_per_s": round(num * steps / max(elapsed, 1e-9), 2),
     }
-    return Dream(frames=np.stack(frames, 1), actions=np.stack(taken, 1),
-                 predicted=np.stack(predicted, 1) if predict else None, nll=np.stack(nll, 1),
-                 context=p.frames, real=real, info=info)
+    return Dream(frames=np.concatenate([first[:, None], traj.frames], 1), actions=controller.quantize(traj.actions),
+                 predicted=traj.predicted, nll=traj.nll, context=p.frames, real=real, info=info)

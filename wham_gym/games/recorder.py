@@ -1,7 +1,6 @@
 """Record game episodes into a folder of ``.npz`` files, in parallel and resumably.
 
 Layout of ``out``::
-
     episode_000000.npz ...   one compressed episode each (wham_gym.data.episodes)
     manifest.json            settings, and per episode: file, seed, frames, sha256
 
@@ -73,7 +72,6 @@ def _init_worker(progress_queue) -> None:
 def _env(scenario: str, max_steps: int | None, info_buffers: tuple[str, ...], env_kwargs: dict):
     key = (scenario, max_steps, info_buffers, json.dumps(env_kwargs, sort_keys=True))
     if key not in _ENVS:
-
         _ENVS[key] = DoomEnv(scenario=scenario, max_steps=max_steps, info_buffers=info_buffers, **env_kwargs)
     return _ENVS[key]
 

@@ -39,6 +39,7 @@ import torch
 
 from ..controller import ACTION_DIM
 from ..engine import DreamEngine
+from ..rollout import Rollout, run
 from ..model import load_model
 from .reference import ReferenceDreamer
 
@@ -246,12 +247,17 @@ def _time_steps(step, actions, device, warmup: int, progress=None) -> list[float
 def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed: int = 0, progress=None):
     """Per-step seconds for ``steps`` timed engine steps (world-model mode) of N slots with full windows."""
 
-    eng = DreamEngine(model, num_envs, seed=seed)
+    roll = Rollout(DreamEngine(model, num_envs, seed=seed))
     tokens, acts = full_window_prompt(model, num_envs, seed)
-    eng.reset(None, tokens=tokens, actions=acts)
+    roll.reset(None, tokens=tokens, actions=acts)
     rng = np.random.default_rng(seed + 1)
-    actions = [random_actions(rng, num_envs).to(model.device) for _ in range(warmup + steps)]
-    return _time_steps(lambda a: eng.step(a, decode=decode), actions, model.device, warmup, progress)
+    actions = torch.stack([random_actions(rng, num_envs) for _ in range(warmup + steps)], 1).numpy()
+    if warmup:
+        run(roll, warmup, actions, decode=decode, keep_frames=False)
+    seconds = run(roll, steps, actions[:, warmup:], decode=decode, keep_frames=False).seconds
+    if progress is not None:
+        progress.update(steps)
+    return seconds.tolist()
 
 
 def run_reference(model, num_envs: int, steps: int, warmup: int, decode: bool = True, seed: int = 0, progress=None):
@@ -330,7 +336,6 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
     device memory, with a message; the others carry on.
     """
     from tqdm.auto import tqdm
-
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -22,7 +22,8 @@ from ..atomic import atomic_write
 from .fidelity import real_windows
 from .metrics import psnr, ssim
 from ..prompts import fit_frames
-from ..reinjection import RetrievalSource, Schedule
+from ..reinjection import Reinjection, ReplaySource, RetrievalSource, Schedule
+from ..rollout import Rollout, run
 
 
 @dataclass
@@ -49,34 +50,27 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
     The truth is ``num`` random stretches of ``episodes``, or ``windows`` = (frames, actions)
     as :func:`~wham_gym.measure.fidelity.live_windows` plays them in a live game.
     """
-    from tqdm import tqdm
-
     W = model.config.seq_len - 1
     frames, actions = windows if windows is not None else real_windows(episodes, W, horizon, num, seed)
     num = len(frames)
     frames = fit_frames(frames, (model.config.frame_height, model.config.frame_width), where="real frames")
     rows = []
+    truth = frames[:, W:W + horizon]  # the real frame at each horizon, scored against the dream's
+    real_t = torch.from_numpy(truth).permute(0, 1, 4, 2, 3)
     for policy in policies:
         if policy.source == "retrieval" and bank is None:
             raise ValueError(f"policy {policy.name!r} needs a retrieval bank")
-        eng = DreamEngine(model, num, seed=seed)
-        eng.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
-        reinjected = 0
-        for h in tqdm(range(1, horizon + 1), desc=policy.name, unit="step", disable=not progress, leave=False):
-            res = eng.step(actions[:, W - 2 + h])
-            real = frames[:, W - 1 + h]
-            real_t, dream_t = torch.from_numpy(real).permute(0, 3, 1, 2), res.frames.cpu().permute(0, 3, 1, 2)
-            rows.append({"policy": policy.name, "horizon": h, "psnr": float(psnr(dream_t, real_t).mean()),
-                         "ssim": float(ssim(dream_t, real_t).mean()), "nll": float(res.nll.mean())})
-            due = policy.schedule.due(torch.full((num,), h), res.nll.cpu())
-            if bool(due.any()):
-                ids = due.nonzero().squeeze(1)
-                new = real[ids.numpy()] if policy.source == "replay" else bank.frames_for(res.tokens[ids])
-                eng.replace_frames(ids, frames=new)
-                reinjected += int(ids.numel())
-        cost = 100.0 * reinjected / (num * horizon)
-        for r in rows[-horizon:]:
-            r["reinjections_per_100"] = cost
+        replay = ReplaySource.from_windows(frames, actions, start=W - 1)  # drives the recorded actions
+        source = replay if policy.source == "replay" else bank
+        roll = Rollout(DreamEngine(model, num, seed=seed), Reinjection(source, policy.schedule))
+        roll.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
+        traj = run(roll, horizon, actions[:, W - 1:], progress=progress, desc=policy.name)
+        dream_t = torch.from_numpy(traj.frames).permute(0, 1, 4, 2, 3)
+        cost = 100.0 * float(traj.reinjected.sum()) / (num * horizon)
+        for h in range(1, horizon + 1):  # each dreamt frame scored before any reinjection replaced it
+            rows.append({"policy": policy.name, "horizon": h, "psnr": float(psnr(dream_t[:, h - 1], real_t[:, h - 1]).mean()),
+                         "ssim": float(ssim(dream_t[:, h - 1], real_t[:, h - 1]).mean()),
+                         "nll": float(traj.nll[:, h - 1].mean()), "reinjections_per_100": cost})
     return rows
 
 

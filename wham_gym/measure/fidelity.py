@@ -17,6 +17,7 @@ import torch
 
 from .. import controller
 from ..engine import DreamEngine
+from ..rollout import Rollout, run
 from .metrics import psnr, ssim
 from ..games.explore import ExplorePolicy
 
@@ -88,17 +89,15 @@ def rollout_fidelity(model, episodes, horizons=(1, 10, 30, 60), num: int = 16, s
     an episode long enough for the window plus the largest horizon.
     """
     H = max(horizons)
-    eng = DreamEngine(model, num, temperature=temperature, seed=seed)
-    W = eng.window
+    roll = Rollout(DreamEngine(model, num, temperature=temperature, seed=seed))
+    W = roll.engine.window
     frames, actions = real_windows(episodes, W, H, num, seed)
-    eng.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
+    roll.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
+    dreamt = run(roll, H, actions[:, W - 1:]).frames
     out: dict[int, dict[str, float]] = {}
-    for h in range(1, H + 1):
-        res = eng.step(actions[:, W - 2 + h])
-        if h in horizons:
-            real = _chw(frames[:, W - 1 + h])
-            dream = _chw(res.frames.cpu())
-            out[h] = {"psnr": float(psnr(dream, real).mean()), "ssim": float(ssim(dream, real).mean())}
+    for h in sorted(horizons):
+        real, dream = _chw(frames[:, W - 1 + h]), _chw(dreamt[:, h - 1])
+        out[h] = {"psnr": float(psnr(dream, real).mean()), "ssim": float(ssim(dream, real).mean())}
     return out
 
 
@@ -203,12 +202,10 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     actions = np.stack([_probe_action(i, v) for _, i, v in PROBES])
     for seed in seeds:
         prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps)
-        eng = DreamEngine(model, k, seed=seed)
-        eng.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
-        frames = [np.repeat(prompt[-1:], k, 0)]
-        for _ in range(steps):
-            frames.append(eng.step(actions).frames.cpu().numpy())
-        dream = np.stack(frames, 1)  # (k, steps + 1, H, W, 3)
+        roll = Rollout(DreamEngine(model, k, seed=seed))
+        roll.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
+        dreamt = run(roll, steps, np.repeat(actions[:, None], steps, 1)).frames
+        dream = np.concatenate([np.repeat(prompt[None, -1:], k, 0), dreamt], 1)  # (k, steps + 1, H, W, 3)
         if keep_frames and not kept:
             kept = {"game": np.stack(game), "dream": dream}
         for i, (name, index, _) in enumerate(PROBES):
