@@ -103,16 +103,28 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize_linear(np.asarray(frames), size)
 
 
-def fit_frames(frames: np.ndarray, size: tuple[int, int], resize: bool = False, where: str = "prompt") -> np.ndarray:
-    """Bring prompt frames (..., H, W, 3) to the model's ``size`` under the rules in the module docstring."""
+# Each API's switch for resizing prompts, which a size error tells the user to pass.
+RESIZE_OPTIONS = {"env": "resize_prompts=True", "dream": "resize_prompt=True (wham-gym dream: --resize-prompt)"}
+
+
+def fit_frames(frames: np.ndarray, size: tuple[int, int], resize: bool = False, where: str = "prompt",
+               option: str | None = None) -> np.ndarray:
+    """Bring prompt frames (..., H, W, 3) to the model's ``size`` under the rules in the module docstring.
+
+    ``option`` is the caller's own switch for ``resize``, which the error for a size that needs
+    resizing tells the user to pass: ``"env"`` or ``"dream"`` (see :data:`RESIZE_OPTIONS`), or
+    the text itself; None names every API's.
+    """
     have = tuple(frames.shape[-3:-1])
     if have == tuple(size):
         return frames
     if have == WHAM_SIZE or resize:
         return resize_frames(frames, size)
+    hint = RESIZE_OPTIONS.get(option, option) if option else (
+        f"{RESIZE_OPTIONS['env']} (WHAMVectorEnv, gym.make) or {RESIZE_OPTIONS['dream']}")
     raise ValueError(
         f"{where}: frames are {have[1]}x{have[0]} but the model takes {size[1]}x{size[0]} "
-        f"(WHAM's {WHAM_SIZE[1]}x{WHAM_SIZE[0]} is adapted automatically); pass resize_prompts=True "
+        f"(WHAM's {WHAM_SIZE[1]}x{WHAM_SIZE[0]} is adapted automatically); pass {hint} "
         "to resize them (bilinear, as WHAM's server does), or give frames of one of those sizes"
     )
 
