@@ -302,9 +302,7 @@ def test_bad_construction(tiny, monkeypatch):
         make(tiny, autoreset_mode="sometimes")
     with pytest.raises(ValueError, match="unknown keys"):
         make(tiny).reset(options={"promt": None})
-    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
-        monkeypatch.delenv(var, raising=False)
-    with pytest.raises(RuntimeError, match="needs a display"):
+    with pytest.raises(ValueError, match="HumanRendering"):
         make(tiny, render_mode="human")
 
 
@@ -363,13 +361,44 @@ def test_prompt_arrays_and_resizing(tiny):
 
 
 # ---------------------------------------------------------------- rendering
-def test_render_rgb_array(tiny):
+def test_render_rgb_array_one_frame_per_env(tiny):
     env = make(tiny, 3, render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
-    grid = env.render()
-    assert grid.shape == (360, 600, 3)  # 3 frames in a 2x2 grid, the 4th cell black
-    assert np.array_equal(grid[:180, 300:], obs[1]) and np.array_equal(grid[180:, :300], obs[2])
-    assert not grid[180:, 300:].any()
+    frames = env.render()
+    assert isinstance(frames, tuple) and len(frames) == 3  # Gymnasium's vector convention
+    assert all(np.array_equal(f, o) for f, o in zip(frames, obs))
+    obs, *_ = env.step(env.action_space.sample())
+    assert np.array_equal(env.render()[2], obs[2])
     single = WHAMEnv(tiny, render_mode="rgb_array")
     obs, _ = single.reset(seed=0)
     assert np.array_equal(single.render(), obs)
+
+
+def test_gymnasium_record_video_and_human_rendering_wrap_the_vector_env(tiny, tmp_path, monkeypatch):
+    from gymnasium.wrappers.vector import HumanRendering, RecordVideo
+
+    env = RecordVideo(make(tiny, 2, render_mode="rgb_array", max_episode_steps=3), str(tmp_path / "videos"),
+                      episode_trigger=lambda e: True, disable_logger=True)
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(env.action_space.sample())
+    env.close()
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert videos and videos[0].stat().st_size > 0
+    import av
+
+    with av.open(str(videos[0])) as f:
+        frame = next(f.decode(video=0)).to_ndarray(format="rgb24")
+    assert frame.shape[:2] == (180, 600)  # RecordVideo lays the two envs' frames side by side
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # a window without a display
+    shown = HumanRendering(make(tiny, 2, render_mode="rgb_array"))
+    shown.reset(seed=0)
+    shown.step(shown.action_space.sample())
+    assert shown.window is not None  # drew the two frames (scaled into one frame's size by default)
+    shown.close()
+
+    # gym.make gives a single env a window the same way.
+    single = gym.make("wham_gym/WHAM-v0", model=tiny, render_mode="human")
+    single.reset(seed=0)
+    single.close()

@@ -45,9 +45,6 @@ reductions in attention/matmul may differ run to run and flip a near-tie token.
 
 from __future__ import annotations
 
-import math
-import os
-import sys
 import warnings
 from typing import Any
 
@@ -68,7 +65,7 @@ from .model import load_model
 from .rollout import Rollout
 
 OBS_MODES = ("pixels", "tokens", "both")
-RENDER_MODES = ["rgb_array", "human"]
+RENDER_MODES = ["rgb_array"]  # "human": Gymnasium's HumanRendering wrapper over rgb_array
 RENDER_FPS = 10  # WHAM's data is 10 Hz
 
 
@@ -79,16 +76,6 @@ def _autoreset_mode(mode) -> AutoresetMode:
         if str(mode).replace("_", "").lower() in (m.value.lower(), m.name.replace("_", "").lower()):
             return m
     raise ValueError(f"autoreset_mode: expected one of {[m.name for m in AutoresetMode]}, got {mode!r}")
-
-
-def tile(frames: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) -> one image, a near-square grid filled row by row, black where empty."""
-    n, h, w, c = frames.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * cols, h, w, c), frames.dtype)
-    grid[:n] = frames
-    return grid.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
 class WHAMVectorEnv(VectorEnv):
@@ -111,7 +98,8 @@ class WHAMVectorEnv(VectorEnv):
             and no termination; pass ``rewards.ZeroReward()`` / ``NeverTerminate()`` to switch it off).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
         reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
-        render_mode: None, "rgb_array" (a tiled grid) or "human" (a pygame window).
+        render_mode: None or "rgb_array": ``render()`` returns one frame per env (Gymnasium's vector
+            convention), so ``gymnasium.wrappers.vector.RecordVideo`` and ``HumanRendering`` wrap the env.
         device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
             passed to :class:`~wham_gym.engine.DreamEngine`.
     """
@@ -128,12 +116,14 @@ class WHAMVectorEnv(VectorEnv):
 
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
+        if render_mode == "human":
+            raise ValueError("render_mode='human': WHAM envs render rgb_array frames; for a window wrap the env "
+                             "with render_mode='rgb_array' in gymnasium.wrappers.vector.HumanRendering (vector) or "
+                             "gymnasium.wrappers.HumanRendering (single), or use gym.make(..., render_mode='human')")
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode: expected None or one of {RENDER_MODES}, got {render_mode!r}")
         if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
-        if render_mode == "human":
-            _check_display()
         if not isinstance(model, torch.nn.Module):
             model = load_model(model, device=device or "cpu", dtype=dtype)
         engine = DreamEngine(model, num_envs, device=device, dtype=dtype, temperature=temperature,
@@ -181,7 +171,6 @@ class WHAMVectorEnv(VectorEnv):
         self._pending_reset = torch.zeros(N, dtype=torch.bool, device=self.device)  # NEXT_STEP
         self._obs: dict[str, torch.Tensor | None] | None = None
         self._warned_clip = False
-        self._window = None  # pygame surface for render_mode="human"
         if reinjection is not None and hasattr(reinjection.source, "bind"):
             reinjection.source.bind(self.autoreset_mode)  # a live game resets when the dream does
         self._reinjected = torch.zeros(N, dtype=torch.bool, device=self.device)
@@ -217,7 +206,6 @@ class WHAMVectorEnv(VectorEnv):
             self._put(self._obs, ids, tokens, frames)
         self._pending_reset[ids] = False
         info = self._base_info(self.rollout.steps, mask_t)
-        self._render_human()
         return self._out(self._observation(self._obs)), self._out(info)
 
     def _check_mask(self, mask) -> torch.Tensor:
@@ -318,7 +306,6 @@ class WHAMVectorEnv(VectorEnv):
                 info = self._step_info(steps, res, stepped=~done)
                 info.update(final_info=self._out(final_info), _final_info=done, final_obs=final_obs, _final_obs=done)
         self._obs = obs
-        self._render_human()
         return (self._out(self._observation(obs)), self._out(reward), self._out(terminated),
                 self._out(truncated), self._out(info))
 
@@ -406,55 +393,20 @@ class WHAMVectorEnv(VectorEnv):
             return self._decoded(self._obs["tokens"])
         return self._obs["pixels"]
 
-    def render(self):
-        """rgb_array: the frames tiled in a near-square grid (numpy uint8); human: drawn in a window, None."""
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """The frame each env now shows, a tuple of N (180, 300, 3) uint8 arrays (Gymnasium's vector convention)."""
         if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'human'")
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
             return None
-        if self.render_mode == "human":
-            self._render_human()
-            return None
-        return tile(self.current_frames().numpy(force=True))
-
-    def _render_human(self) -> None:
-        if self.render_mode != "human":
-            return
-        import pygame
-
-        grid = tile(self.current_frames().numpy(force=True))
-        if self._window is None:
-            pygame.display.init()  # display only: no audio device needed
-            pygame.display.set_caption("wham-gym")
-            self._window = pygame.display.set_mode((grid.shape[1], grid.shape[0]))
-        pygame.event.pump()
-        self._window.blit(pygame.surfarray.make_surface(grid.transpose(1, 0, 2)), (0, 0))
-        pygame.display.flip()
+        return tuple(self.current_frames().numpy(force=True))
 
     def close_extras(self, **kwargs) -> None:
         if self.reinjection is not None and hasattr(self.reinjection.source, "close"):
             self.reinjection.source.close()  # lockstep worker processes
-        if self._window is not None:
-            import pygame
-
-            pygame.display.quit()
-            self._window = None
 
 
 def _index(obs, j: int):
     return {k: v[j] for k, v in obs.items()} if isinstance(obs, dict) else obs[j]
-
-
-def _check_display() -> None:
-    try:
-        import pygame  # noqa: F401
-    except ImportError as exc:
-        raise gym.error.DependencyNotInstalled(
-            "render_mode='human' needs pygame: pip install pygame-ce (or use render_mode='rgb_array')") from exc
-    headless = sys.platform.startswith("linux") and not any(
-        os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"))
-    if headless:
-        raise RuntimeError("render_mode='human' needs a display, and none was found (DISPLAY and WAYLAND_DISPLAY "
-                           "are unset); use render_mode='rgb_array' and save the frames, or run under a display")
 
 
 class WHAMEnv(gym.Env):
@@ -496,8 +448,10 @@ class WHAMEnv(gym.Env):
         obs, reward, terminated, truncated, info = self.vector.step(np.asarray(action)[None])
         return _index(obs, 0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _single_info(info)
 
-    def render(self):
-        return self.vector.render()
+    def render(self) -> np.ndarray | None:
+        """The frame now shown, (180, 300, 3) uint8 (render_mode="rgb_array")."""
+        frames = self.vector.render()
+        return None if frames is None else frames[0]
 
     def close(self):
         self.vector.close()
