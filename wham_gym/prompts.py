@@ -33,6 +33,7 @@ import numpy as np
 from . import controller
 from .data.episodes import EpisodeFormatError, is_complete
 from .data.reader import load_episode, open_episodes
+from .data.windows import sample_windows
 
 WHAM_SIZE = (180, 300)  # (height, width) of WHAM's frames and of every observation
 GRAY = 128
@@ -213,20 +214,33 @@ class PromptBank:
                resize: bool = False) -> list[Prompt]:
         """``n`` prompts of ``length`` frames (fewer if an episode is shorter), fitted to ``size`` if given.
 
-        For each prompt: episode ``rng.integers(len(bank))``, then start ``rng.integers(T - length + 1)``.
+        Windows come from :func:`~wham_gym.data.windows.sample_windows` (an episode uniformly, then a
+        start), reading only the episodes drawn.
         """
+        lengths = _LazyLengths(self)
+        episodes, starts, sizes = sample_windows(lengths, length, n, rng, per="episode", allow_short=True)
         out = []
-        for i in rng.integers(len(self.episodes), size=n):
-            ep = self._episode(int(i))
-            T = len(ep)
-            P = min(length, T)
-            start = int(rng.integers(T - P + 1))
+        for i, start, P in zip(episodes.tolist(), starts.tolist(), sizes.tolist()):
+            ep = self._episode(i)
             frames = np.ascontiguousarray(ep.frames[start:start + P])
             if size is not None:
                 frames = fit_frames(frames, size, resize, where=ep.source or "prompt")
             actions = np.ascontiguousarray(ep.actions[start:start + P - 1], dtype=np.float32)
             out.append(Prompt(frames, actions, source=ep.source, start=start))
         return out
+
+
+class _LazyLengths:
+    """Episode lengths of a bank, each read (and the episode loaded) only when asked for."""
+
+    def __init__(self, bank: PromptBank):
+        self.bank = bank
+
+    def __len__(self) -> int:
+        return len(self.bank.episodes)
+
+    def __getitem__(self, i: int) -> int:
+        return len(self.bank._episode(int(i)))
 
 
 def default_prompt_bank(model=None) -> PromptBank:

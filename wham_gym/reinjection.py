@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .data.windows import sample_windows
+
 
 @dataclass
 class Schedule:
@@ -72,11 +74,11 @@ class ReplaySource:
     def start(self, env_ids: np.ndarray, rng: np.random.Generator, prompt_frames: int, autoreset: bool = False):
         """Choose an episode and start for each env; returns (frames (n, P, H, W, 3), actions (n, P-1, 16))."""
         frames, actions = [], []
-        for i in env_ids:
-            e = int(rng.integers(len(self.episodes)))
-            ep = self.episodes[e]
-            P = min(prompt_frames, len(ep) - 1)
-            s = int(rng.integers(len(ep) - P))
+        # A window of the prompt plus the frame after it, so every replayed step has a truth.
+        lengths = [len(e) for e in self.episodes]
+        picks = zip(env_ids, *sample_windows(lengths, prompt_frames + 1, len(env_ids), rng, allow_short=True))
+        for i, e, s, size in picks:
+            ep, P = self.episodes[e], int(size) - 1
             self.episode[i], self.t[i] = e, s + P - 1
             frames.append(ep.frames()[s:s + P])
             actions.append(ep.actions[s:s + P - 1])

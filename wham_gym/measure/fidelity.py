@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import controller
+from ..data.windows import sample_windows
 from ..engine import DreamEngine
 from ..rollout import Rollout, run
 from .metrics import psnr, ssim
@@ -29,13 +30,12 @@ def _chw(frames) -> torch.Tensor:
 
 def real_windows(episodes, window: int, horizon: int, num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``num`` random stretches of ``window + horizon`` recorded steps: frames (num, L, H, W, 3), actions (num, L, 16)."""
-    rng = np.random.default_rng(seed)
-    usable = [e for e in episodes if len(e) >= window + horizon]
-    if not usable:
-        raise ValueError(f"no episode has the {window + horizon} frames a rollout to horizon {horizon} needs")
-    picks = [usable[i] for i in rng.integers(len(usable), size=num)]
-    starts = [int(rng.integers(len(e) - window - horizon + 1)) for e in picks]
     L = window + horizon
+    try:
+        which, starts, _ = sample_windows([len(e) for e in episodes], L, num, np.random.default_rng(seed))
+    except ValueError:
+        raise ValueError(f"no episode has the {L} frames a rollout to horizon {horizon} needs") from None
+    picks = [episodes[i] for i in which]
     return (np.stack([e.frames()[s:s + L] for e, s in zip(picks, starts)]),
             np.stack([e.actions[s:s + L] for e, s in zip(picks, starts)]))
 

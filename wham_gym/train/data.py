@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.reader import load_episode, open_episodes
+from ..data.windows import count_windows, sample_windows, window_at
 from ..model.vocab import action_tokens
 
 
@@ -69,7 +70,6 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
     """Image tokens of every frame, computed once per (tokenizer weights, episode) and cached as .npz."""
     from tqdm import tqdm
 
-
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tok = model.tokenizer
@@ -98,27 +98,28 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
 
 
 class WindowSampler:
-    """Uniform windows of ``steps`` consecutive steps over token episodes."""
+    """Uniform windows of ``steps`` consecutive steps over token episodes (every step equally likely)."""
 
     def __init__(self, episodes: list[TokenEpisode], steps: int):
         self.episodes = [e for e in episodes if len(e.tokens) >= steps]
         if not self.episodes:
             raise ValueError(f"no episode has the {steps} steps a training window needs")
         self.steps = steps
-        counts = np.array([len(e.tokens) - steps + 1 for e in self.episodes])
-        self.cum = np.cumsum(counts)
+        self.lengths = [len(e.tokens) for e in self.episodes]
 
     def __len__(self) -> int:
-        return int(self.cum[-1])
+        return count_windows(self.lengths, self.steps)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, steps, tokens_per_image) image tokens and (n, steps, 16) action-vocab ids."""
-        flat = rng.integers(0, len(self), n)
-        return self.gather(flat)
+        which, starts, _ = sample_windows(self.lengths, self.steps, n, rng, per="window")
+        return self._take(which, starts)
 
     def gather(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ep_idx = np.searchsorted(self.cum, flat, side="right")
-        starts = flat - np.concatenate([[0], self.cum])[ep_idx]
-        imgs = np.stack([self.episodes[e].tokens[s:s + self.steps] for e, s in zip(ep_idx, starts)]).astype(np.int64)
-        acts = np.stack([self.episodes[e].action_ids[s:s + self.steps] for e, s in zip(ep_idx, starts)]).astype(np.int64)
+        """The windows numbered ``flat`` (episode by episode, start by start), as :meth:`sample` returns them."""
+        return self._take(*window_at(self.lengths, self.steps, flat))
+
+    def _take(self, which, starts) -> tuple[np.ndarray, np.ndarray]:
+        imgs = np.stack([self.episodes[e].tokens[s:s + self.steps] for e, s in zip(which, starts)]).astype(np.int64)
+        acts = np.stack([self.episodes[e].action_ids[s:s + self.steps] for e, s in zip(which, starts)]).astype(np.int64)
         return imgs, acts
