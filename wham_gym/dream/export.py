@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..atomic import atomic_dir
 from ..controller import ACTION_NAMES, BUTTON_NAMES, NUM_BUTTONS, STICK_NAMES
 from .run import Dream
 
@@ -203,10 +201,7 @@ def export_dream(dream: Dream, out, *, upscale_factors: Sequence[int] = (), gif:
     mark = watermark if dream.info.get("official") else (lambda f: f)
     video_scale = factors[-1] if factors else 1
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the folder to its final name
-    try:
+    with atomic_dir(out, overwrite, hint="pass --overwrite (overwrite=True)") as tmp:
         files: list[str] = []
         real = dream.real  # recorded, not generated: left unmarked
         if real is not None:
@@ -250,19 +245,4 @@ def export_dream(dream: Dream, out, *, upscale_factors: Sequence[int] = (), gif:
                   "upscale": factors, "playback_fps": playback_fps,
                   "files": ["dream.json", "dream.npz", "actions.csv", *files]}
         (tmp / "dream.json").write_text(json.dumps(record, indent=2, default=str))
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an old ``out`` is removed only once the new one is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

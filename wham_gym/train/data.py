@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.reader import load_episode, open_episodes
+from ..atomic import atomic_write
 from ..data.windows import count_windows, sample_windows, window_at
 from ..model.vocab import action_tokens
 
@@ -88,10 +89,9 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
             ids = action_tokens(torch.from_numpy(ep.wham_actions)).numpy().astype(np.int8)
             rewards = ep.rewards if ep.rewards is not None else np.zeros(len(ep), np.float32)
             term = ep.terminated if ep.terminated is not None else np.zeros(len(ep), bool)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, tokens=tokens.astype(np.int32 if tok.vocab_size > 32767 else np.int16),
-                     action_ids=ids, rewards=rewards.astype(np.float32), terminated=term.astype(bool))
-            os.replace(tmp, path)
+            arrays = dict(tokens=tokens.astype(np.int32 if tok.vocab_size > 32767 else np.int16),
+                          action_ids=ids, rewards=rewards.astype(np.float32), terminated=term.astype(bool))
+            atomic_write(path, lambda f: np.savez(f, **arrays))
         with np.load(path) as z:
             out.append(TokenEpisode(z["tokens"], z["action_ids"], z["rewards"], z["terminated"], s))
     return out

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ..atomic import atomic_write
 
 
 @dataclass
@@ -63,15 +64,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     meta: dict, keep: int = 2, extra: dict[str, torch.Tensor] | None = None) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in _unique_state(model).items()}
@@ -83,9 +78,9 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     for name, value in (extra or {}).items():
         tensors[f"extra.{name}"] = value.detach().cpu().contiguous()
     stem = run_dir / f"ckpt-{step:08d}"
-    _atomic_write(stem.with_suffix(".safetensors"), lambda p: save_file(tensors, p))
+    atomic_write(stem.with_suffix(".safetensors"), lambda f: f.write(save(tensors)))
     info = {"step": step, "param_groups": opt["param_groups"], "meta": meta, "time": time.time()}
-    _atomic_write(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(info, indent=1, default=str)))
+    atomic_write(stem.with_suffix(".json"), lambda f: f.write(json.dumps(info, indent=1, default=str)), binary=False)
     for old in sorted(run_dir.glob("ckpt-*.json"))[:-keep]:
         old.unlink(missing_ok=True)
         old.with_suffix(".safetensors").unlink(missing_ok=True)
