@@ -38,7 +38,9 @@ def register(sub) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from ..measure import benchmark
+    from ..model import resolve_device
 
+    resolve_device(args.device)  # a clear one-line error for --device cuda on a CPU-only torch
     num_envs = benchmark.parse_num_envs(args.num_envs) if args.num_envs else benchmark.doubling(args.max_envs)
     variants = {"both": ["engine-frames", "engine-tokens"], "frames": ["engine-frames"],
                 "tokens": ["engine-tokens"]}[args.engine]

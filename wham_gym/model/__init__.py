@@ -16,6 +16,42 @@ from .wham import WHAMModel
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
 
 
+class DeviceError(ValueError):
+    """A device this torch build or machine cannot give (a ValueError, so the CLI prints one line)."""
+
+
+def resolve_device(device=None) -> torch.device:
+    """``device`` as a :class:`torch.device` that this torch build and machine can use; ``None`` is the CPU.
+
+    Raises :class:`DeviceError` saying what was asked for, what torch has, and what to do,
+    instead of torch's own traceback from deep inside a load.
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:0' "
+                          "or 'mps'") from None
+    build = f"torch {torch.__version__}"
+    if dev.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise DeviceError(f"device {str(device)!r} requested but this torch build has no CUDA ({build}); "
+                              "use --device cpu (device='cpu') or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {str(device)!r} requested but torch sees no CUDA GPU ({build}, CUDA "
+                              f"{torch.version.cuda or torch.version.hip}); check the driver and "
+                              "CUDA_VISIBLE_DEVICES, or use --device cpu (device='cpu')")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"device {str(device)!r} requested but only {count} CUDA GPU(s) are visible "
+                              f"(cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {str(device)!r} requested but this machine or torch build has no MPS ({build}); "
+                          "use --device cpu (device='cpu')")
+    return dev
+
+
 def build_model(config: WHAMConfig, device="cpu", dtype=torch.float32, seed: int = 0):
     """A randomly initialised model; the same seed gives the same weights on any device."""
 
@@ -27,7 +63,7 @@ def build_model(config: WHAMConfig, device="cpu", dtype=torch.float32, seed: int
 
 
 def load_model(spec="default", device="cpu", dtype=None):
-    """Load a WHAM model.
+    """Load a WHAM model onto ``device`` (``None`` means the CPU).
 
     ``spec`` is one of:
       * a preset name (``"wham-1.6b"``, ``"wham-200m"``, ``"tiny"``, ``"tiny-taming"``): random weights;
@@ -37,11 +73,14 @@ def load_model(spec="default", device="cpu", dtype=None):
       * an already-built model, returned as is (moved to ``device``/``dtype``).
 
     ``dtype`` None keeps what the weights were stored in (float32 for presets and
-    official checkpoints).
+    official checkpoints). An already-built model given with ``device=None`` stays where
+    it is. A device this torch build or machine lacks (``"cuda"`` on a CPU-only torch)
+    raises :class:`DeviceError` (a ValueError) before anything is read.
     """
 
     if isinstance(spec, WHAMModel):
-        return spec.to(device=device, dtype=dtype or spec.dtype)
+        return spec.to(device=spec.device if device is None else resolve_device(device), dtype=dtype or spec.dtype)
+    device = resolve_device(device)
     if not isinstance(spec, (str, os.PathLike)):
         raise ValueError(f"model: expected a preset name, a path or a WHAMModel, got {type(spec).__name__}")
     if spec == "default":
@@ -63,6 +102,6 @@ def load_model(spec="default", device="cpu", dtype=None):
 
 
 __all__ = [
-    "ACTION_VOCAB_SIZE", "GPTConfig", "PRESETS", "TamingTokenizerConfig", "ViTTokenizerConfig", "Vocab",
-    "WHAMConfig", "build_model", "load_model", "make_config", "preset",
+    "ACTION_VOCAB_SIZE", "DeviceError", "GPTConfig", "PRESETS", "TamingTokenizerConfig", "ViTTokenizerConfig", "Vocab",
+    "WHAMConfig", "build_model", "load_model", "make_config", "preset", "resolve_device",
 ]

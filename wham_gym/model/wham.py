@@ -98,13 +98,21 @@ class WHAMModel(nn.Module):
 
     @torch.no_grad()
     def encode_frames(self, frames) -> torch.Tensor:
-        """uint8 (N, H, W, 3) RGB frames -> long (N, tokens_per_image) image token ids."""
+        """uint8 (N, H, W, 3) RGB frames -> image token ids.
+
+        Takes a NumPy array or a torch tensor. Returns a torch ``long`` tensor
+        (N, tokens_per_image) on the model's device (``.cpu().numpy()`` for NumPy).
+        """
         frames = self._check_frames(frames, "frames").to(self.device)
         return self.tokenizer.encode(frames.permute(0, 3, 1, 2).contiguous())
 
     @torch.no_grad()
     def decode_tokens(self, tokens) -> torch.Tensor:
-        """long (N, tokens_per_image) image token ids -> uint8 (N, H, W, 3) RGB frames."""
+        """Image token ids (N, tokens_per_image) -> uint8 (N, H, W, 3) RGB frames.
+
+        Takes a NumPy integer array or a torch tensor. Returns a torch ``uint8`` tensor
+        (N, H, W, 3), channel-last, on the model's device (``.cpu().numpy()`` for NumPy).
+        """
         if isinstance(tokens, np.ndarray):
             tokens = torch.from_numpy(tokens)
         if tokens.dim() != 2:
@@ -116,7 +124,10 @@ class WHAMModel(nn.Module):
 
     # -- actions -> tokens -------------------------------------------------
     def action_ids(self, actions) -> torch.Tensor:
-        """Controller vectors (..., 16), sticks in [-1, 1] -> action-vocab ids (..., 16)."""
+        """Controller vectors (..., 16), sticks in [-1, 1] -> action-vocab ids (..., 16).
+
+        Takes a NumPy array or a torch tensor. Returns a torch ``long`` tensor on the model's device.
+        """
         if isinstance(actions, np.ndarray):
             actions = torch.from_numpy(actions)
         return action_tokens(controller.to_wham(actions.to(self.device)))
@@ -137,8 +148,18 @@ class WHAMModel(nn.Module):
             )
 
     @torch.no_grad()
-    def logits(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Full causal forward over interleaved, offset ids (B, T) -> float logits (B, T, V)."""
+    def logits(self, token_ids) -> torch.Tensor:
+        """Full causal forward over interleaved, offset ids (B, T) -> logits (B, T, V).
+
+        Takes a NumPy integer array or a torch int64/int32 tensor (WHAM-numbered ids, see
+        :class:`~wham_gym.model.vocab.Vocab`). Returns a torch ``float32`` tensor (B, T, V)
+        on the model's device (``.cpu().numpy()`` for NumPy).
+        """
+        if isinstance(token_ids, np.ndarray):
+            if not np.issubdtype(token_ids.dtype, np.integer):
+                raise ValueError(f"token_ids: expected integer ids of shape (B, T), got a NumPy array of "
+                                 f"{token_ids.shape} {token_ids.dtype}")
+            token_ids = torch.from_numpy(np.ascontiguousarray(token_ids, dtype=np.int64))
         self.check_token_ids(token_ids)
         return self.gpt(token_ids.to(self.device)).float()
 
