@@ -5,7 +5,8 @@ Keys (T = steps; ``images[t]`` is the frame the agent saw when it chose ``action
 =====================  =====================  =============================================
 key                    shape / dtype          meaning
 =====================  =====================  =============================================
-images                 (T,3,180,300) uint8    frames, channel-first, as in WHAM's data
+images                 (T,3,180,300) uint8    frames, channel-first as in WHAM's data (recordings), or
+                       or (T,180,300,3)       channel-last like every API (the prompts a model ships)
 actions                (T,16) float32         buttons 0/1, sticks as bin indices 0..10
 rewards                (T,) float32           reward received after ``actions[t]``
 terminated             (T,) bool              step t ended the episode (death, map exit)
@@ -17,7 +18,9 @@ seed                   () int64               replays the episode with ``reset(s
 =====================  =====================  =============================================
 
 The official WHAM sample ``.npz`` has ``images``, ``actions`` and ``states``
-only; ``read_episode`` reads both. Writes are atomic (temp file + rename).
+only; ``read_episode`` reads both, in either image layout. ``write_episode`` writes
+channel-first (WHAM's layout, what the recorder and training use) unless asked for
+channel-last (the prompts a model ships). Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ HEIGHT, WIDTH = 180, 300
 FORMAT = "wham-gym-episode/1"
 REQUIRED_KEYS = ("images", "actions")
 OUR_KEYS = ("rewards", "terminated", "truncated", "scenario", "seed")
+# What a prompt or episode source may be, for errors about files that are none of these.
+EXPECTED_SOURCES = ("expected a wham-gym episode .npz (wham-gym record), a WHAM dataset .npz ('images' and "
+                    "'actions'), or a Demonstrator folder (image<K>.png + actions.json); wham-gym dream --prompt "
+                    "also takes PNG frames, in order")
 # zlib level 1: Doom frames compress to ~57 KiB at 400 frames/s, against ~51 KiB at
 # 100 frames/s for np.savez_compressed's level 6, which would throttle recording.
 COMPRESS_LEVEL = 1
@@ -50,7 +57,7 @@ class EpisodeFormatError(ValueError):
 class Episode:
     """One episode in WHAM's world space.
 
-    ``images`` (T,3,180,300) uint8 CHW; ``wham_actions`` (T,16) float32 with buttons
+    ``images`` (T,3,180,300) uint8 CHW in memory (files may hold either layout); ``wham_actions`` (T,16) float32 with buttons
     0/1 and sticks as bin indices 0..10. Everything else is optional: the official
     sample data has no rewards, Demonstrator folders have only frames and actions.
     """
@@ -90,7 +97,8 @@ def validate_episode(ep: Episode, where: str | None = None) -> None:
         raise EpisodeFormatError(f"{where}: {msg}")
 
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, HEIGHT, WIDTH):
-        fail(f"images must be (T,3,{HEIGHT},{WIDTH}) uint8 (channel-first), got {images.shape} {images.dtype}")
+        fail(f"images must be (T,3,{HEIGHT},{WIDTH}) uint8 (channel-first in memory; files may hold "
+             f"(T,{HEIGHT},{WIDTH},3) channel-last), got {images.shape} {images.dtype}")
     t = images.shape[0]
     if t == 0:
         fail("episode has no frames")
@@ -121,14 +129,17 @@ def validate_episode(ep: Episode, where: str | None = None) -> None:
             )
 
 
-def write_episode(path: str | os.PathLike, ep: Episode, compresslevel: int | None = COMPRESS_LEVEL) -> None:
+def write_episode(path: str | os.PathLike, ep: Episode, compresslevel: int | None = COMPRESS_LEVEL,
+                  channels_last: bool = False) -> None:
     """Validate and write ``ep`` to ``path`` atomically (temp file in the same folder, then rename).
 
     ``compresslevel`` is zlib's 0-9 (``None`` stores uncompressed); any level reads back with ``np.load``.
+    ``channels_last`` stores images (T,180,300,3) instead of WHAM's (T,3,180,300); both read back.
     """
     path = os.fspath(path)
     validate_episode(ep, path)
-    arrays: dict[str, Any] = {"format": np.array(FORMAT), "images": ep.images, "actions": ep.wham_actions}
+    images = ep.images.transpose(0, 2, 3, 1) if channels_last else ep.images
+    arrays: dict[str, Any] = {"format": np.array(FORMAT), "images": images, "actions": ep.wham_actions}
     for name in ("rewards", "terminated", "truncated", "game_variables", "states"):
         value = getattr(ep, name)
         if value is not None:
@@ -155,22 +166,59 @@ def _write_npz(f, arrays: dict[str, Any], compresslevel: int | None) -> None:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
+def _sniff(path: str) -> tuple[str, bytes]:
+    """What a file is at first sight: ``ours`` (a zip written by :func:`write_episode`, whose first
+    member is ``format.npy``), ``zip``, ``empty`` or ``other``; and its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(94)
+    if not head:
+        return "empty", head
+    if head[:4] != b"PK\x03\x04":
+        return "other", head
+    n = int.from_bytes(head[26:28], "little")
+    return ("ours" if head[30:30 + n] == b"format.npy" else "zip"), head
+
+
+def _what_it_is(head: bytes) -> str:
+    if head.startswith(b"\x89PNG"):
+        return "a PNG image (PNG frames are prompts for wham-gym dream --prompt, not episodes)"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array, not an .npz archive"
+    if all(b >= 32 or b in b"\t\n\r" for b in head):
+        return "text, not an .npz archive"
+    return f"not an .npz archive (it starts with {head[:8]!r})"
+
+
 def read_episode(path: str | os.PathLike) -> Episode:
-    """Read one episode ``.npz`` (ours or WHAM's official sample layout) and validate it."""
+    """Read one episode ``.npz`` (ours or WHAM's official sample layout, images channel-last or
+    channel-first) and validate it.
+
+    A file that is not an episode gets an error saying what it is and what is expected; only a
+    damaged file :func:`write_episode` wrote is called corrupt, with the advice to delete it.
+    """
     path = os.fspath(path)
+    kind, head = _sniff(path)  # FileNotFoundError, IsADirectoryError pass through
+    if kind == "empty":
+        raise EpisodeFormatError(f"{path}: the file is empty (0 bytes), not an episode; {EXPECTED_SOURCES}")
+    if kind == "other":
+        raise EpisodeFormatError(f"{path}: not an episode: the file is {_what_it_is(head)}; {EXPECTED_SOURCES}")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in REQUIRED_KEYS if k not in data.files]
             if missing:
                 raise EpisodeFormatError(
-                    f"{path}: not a WHAM episode: missing {missing} (has {sorted(data.files)}); "
-                    "expected at least 'images' (T,3,180,300) uint8 and 'actions' (T,16) float32"
+                    f"{path}: not an episode: missing {missing} (it holds {sorted(data.files)}); an episode .npz "
+                    f"holds 'images' (T,{HEIGHT},{WIDTH},3) or (T,3,{HEIGHT},{WIDTH}) uint8 and 'actions' (T,16) "
+                    f"float32; {EXPECTED_SOURCES}"
                 )
             get = lambda key: data[key] if key in data.files else None  # noqa: E731
             names = get("game_variable_names")
             scenario, seed = get("scenario"), get("seed")
+            images = data["images"]
+            if images.ndim == 4 and images.shape[1:] == (HEIGHT, WIDTH, 3):
+                images = images.transpose(0, 3, 1, 2)  # channel-last file: a CHW view, no copy
             ep = Episode(
-                images=data["images"],
+                images=images,
                 wham_actions=data["actions"],
                 rewards=get("rewards"),
                 terminated=get("terminated"),
@@ -187,9 +235,14 @@ def read_episode(path: str | os.PathLike) -> Episode:
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+        if kind == "ours":
+            raise EpisodeFormatError(
+                f"{path}: a wham-gym episode that is corrupt or truncated ({type(exc).__name__}: {exc}); "
+                "delete it (a recorder rerun re-records it)"
+            ) from exc
         raise EpisodeFormatError(
-            f"{path}: cannot read the episode ({type(exc).__name__}: {exc}); the file is corrupt or "
-            "truncated; delete it (a recorder rerun re-records it)"
+            f"{path}: cannot read this .npz ({type(exc).__name__}: {exc}): it is damaged or truncated, or not a "
+            f"NumPy .npz; {EXPECTED_SOURCES}"
         ) from exc
     validate_episode(ep, path)
     return ep

@@ -1,6 +1,7 @@
 """Read episodes from files and folders, one at a time.
 
-Sources: our recorded ``.npz`` episodes, WHAM's official sample ``.npz`` (with
+Sources: our recorded ``.npz`` episodes (images channel-first, or channel-last as
+in the prompts a model ships), WHAM's official sample ``.npz`` (with
 ``states``, no rewards) and Demonstrator folders (``image0.png`` ... plus
 ``actions.json`` with sticks in [-1, 1]). Compressed ``.npz`` cannot be
 memory-mapped, so an episode is loaded only when iteration reaches it and
@@ -18,7 +19,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from wham_gym import controller
-from wham_gym.data.episodes import HEIGHT, WIDTH, Episode, EpisodeFormatError, read_episode, validate_episode
+from wham_gym.data.episodes import (
+    EXPECTED_SOURCES, HEIGHT, WIDTH, Episode, EpisodeFormatError, read_episode, validate_episode,
+)
 
 DEMONSTRATOR_ACTIONS = "actions.json"
 _IMAGE_NAME = re.compile(r"image(\d+)\.png$")
@@ -74,6 +77,9 @@ def load_episode(path: str) -> Episode:
         return read_demonstrator_folder(path)
     if os.path.isfile(path):
         return read_episode(path)
+    if os.path.isdir(path):
+        raise EpisodeFormatError(f"{path}: a folder, but not a Demonstrator folder (it has no "
+                                 f"{DEMONSTRATOR_ACTIONS}); {EXPECTED_SOURCES}")
     raise FileNotFoundError(f"{path}: no such episode file or Demonstrator folder")
 
 
