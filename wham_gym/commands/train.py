@@ -22,8 +22,8 @@ def register(sub) -> None:
             s.add_argument("--overwrite", action="store_true")
         s.add_argument("--device", default="cuda" if _cuda() else "cpu")
         s.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (quick trials)")
-        s.add_argument("--name", default=None, help="model name written in its config and card "
-                       "(default: the recipe's, wham-doom-small)")
+        s.add_argument("--name", default=None, help="model name written in its config and card (default: the "
+                       "--out folder's name, e.g. runs/m1 -> m1; never the shipped model's wham-doom-small)")
         s.add_argument("--recipe", default=None, metavar="CARD",
                        help="train with the recipe a model card.json records (or a model directory holding one), "
                             "e.g. wham_gym/assets/default to reproduce the default")
@@ -41,13 +41,15 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from ..model import resolve_device
     from ..train.recipe import Recipe, run_recipe, tokenizer_stage
     from ..train.reward import train_reward_model
     from ..train.world_model import train_world_model
 
+    resolve_device(args.device)  # a clear one-line error for --device cuda on a CPU-only torch
     recipe = _recipe(args.recipe) if args.recipe else Recipe()
-    if args.name:
-        recipe = replace(recipe, name=args.name)
+    # Without --name the model is named after --out (a card's recipe names the model it came from).
+    recipe = replace(recipe, name=args.name or None)
     recipe = recipe.scaled(args.scale) if args.scale != 1.0 else recipe
     progress = not args.no_progress
     run = Path(args.run_dir)

@@ -387,9 +387,37 @@ def load_official(path, device="cpu", dtype=torch.float32):
 # --------------------------------------------------------------------------
 # Own format
 # --------------------------------------------------------------------------
+PATH_FIELDS = ("data", "source", "converted_from")  # card fields naming where a model came from
+
+
+def provenance_path(path, model_dir) -> str:
+    """A path as a card records it: relative to ``model_dir`` when it lies inside it, else only its
+    last component (``/work/data/dtc`` -> ``dtc``), so no card carries one machine's paths."""
+    full, base = os.path.abspath(os.fspath(path)), os.path.abspath(os.fspath(model_dir))
+    if full == base or full.startswith(base.rstrip(os.sep) + os.sep):
+        return Path(os.path.relpath(full, base)).as_posix()
+    return os.path.basename(full.rstrip(os.sep)) or str(path)
+
+
+def _card_paths(card: dict, model_dir) -> dict:
+    """``card`` with its provenance paths (:data:`PATH_FIELDS`) made machine-independent."""
+    out = dict(card)
+    for key in PATH_FIELDS:
+        value = out.get(key)
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+            out[key] = provenance_path(value, model_dir)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in value):
+            out[key] = [provenance_path(v, model_dir) for v in value]
+    return out
+
+
 def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict | None = None,
                overwrite: bool = False) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` + ``card.json`` atomically (temp dir + rename)."""
+    """Write ``config.json`` + ``model.safetensors`` + ``card.json`` atomically (temp dir + rename).
+
+    The card's provenance paths (``data``, ``source``, ``converted_from``) are recorded
+    relative to ``out_dir``, or as a file or folder name when they lie outside it.
+    """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
@@ -406,7 +434,8 @@ def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict |
             tensors[key] = (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "wham-gym/1"})
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
-        (tmp / CARD_FILE).write_text(json.dumps({**model.card, **(card or {})}, indent=2, default=str))
+        (tmp / CARD_FILE).write_text(json.dumps(_card_paths({**model.card, **(card or {})}, out_dir), indent=2,
+                                                default=str))
         reward = getattr(model, "reward_model", None)
         if reward is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in reward.state_dict().items()},
@@ -474,6 +503,6 @@ def _load_reward_model(path: Path, device):
 def convert(ckpt_path, out_dir, *, dtype: torch.dtype | None = None, overwrite: bool = False) -> Path:
     """Official ``.ckpt`` -> own format directory, once; the result loads with no pickle."""
     model, report = load_official(ckpt_path)
-    card = {"converted_from": str(ckpt_path), "ignored_keys": len(report["ignored"]),
+    card = {"converted_from": os.fspath(ckpt_path), "ignored_keys": len(report["ignored"]),  # save_model: its name
             "unexpected_keys": report["unexpected"]}
     return save_model(model, out_dir, dtype=dtype, card=card, overwrite=overwrite)

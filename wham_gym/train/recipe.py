@@ -8,12 +8,13 @@ where it stopped, losing at most one checkpoint interval.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from ..model import build_model
+from ..model import DEFAULT_MODEL_DIR, PRESETS, build_model
 from ..model.checkpoint import save_model
 from ..model.config import ViTTokenizerConfig, make_config
 from .reward import train_reward_model
@@ -28,9 +29,14 @@ from .data import split_sources
 
 @dataclass
 class Recipe:
-    """Sizes and schedules of a small WHAM-architecture model (the embedded default's)."""
+    """Sizes and schedules of a small WHAM-architecture model (the embedded default's).
 
-    name: str = "wham-doom-small"
+    ``name`` None names the model after the directory it is written to (see
+    :func:`default_model_name`), so a model trained without ``--name`` is never taken
+    for the shipped ``wham-doom-small``.
+    """
+
+    name: str | None = None
     tokenizer: ViTTokenizerConfig = field(default_factory=lambda: ViTTokenizerConfig(
         width=300, height=180, patch_size=20, transf_dim=128, embedding_dim=16, num_layers=2, head_size=32,
         vocab_size=1024))
@@ -72,7 +78,7 @@ class Recipe:
     def model_config(self):
         """The WHAM config of the model this recipe trains."""
         return make_config(self.tokenizer, n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                           seq_len=self.seq_len, name=self.name)
+                           seq_len=self.seq_len, name=self.name or "wham")
 
     def scaled(self, factor: float) -> "Recipe":
         """The same recipe with every stage's steps multiplied by ``factor`` (quick trials, tests)."""
@@ -83,6 +89,24 @@ class Recipe:
                            validate_every=max(1, min(c.validate_every, steps)))
         return replace(self, tokenizer_train=s(self.tokenizer_train), world_model_train=s(self.world_model_train),
                        reward_train=s(self.reward_train))
+
+
+def _shipped_name() -> str:
+    """The embedded default model's name (its card's), which a trained model must not take by default."""
+    try:
+        return json.loads((DEFAULT_MODEL_DIR / "card.json").read_text())["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "wham-doom-small"
+
+
+def default_model_name(out_dir) -> str:
+    """The name of a model trained without ``--name``: its directory's name (``runs/m1`` -> ``m1``).
+
+    A directory named like the shipped model, ``default`` or a preset gets ``-trained``
+    appended, so no trained model shares a name with one :func:`wham_gym.load_model` knows.
+    """
+    name = Path(os.path.abspath(out_dir)).name or "model"
+    return f"{name}-trained" if name in {_shipped_name(), "default", *PRESETS} else name
 
 
 def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True):
@@ -119,6 +143,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
     """
 
     run_dir = Path(run_dir)
+    recipe = replace(recipe, name=recipe.name or default_model_name(out_dir))
     config = recipe.model_config()
     model = build_model(config)
     steps, metrics = {}, {}
@@ -135,6 +160,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
         info = load_checkpoint(stem, rm, None, restore_rng=False)
         model.reward_model = rm.eval()
         steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
+    # save_model records "data" relative to the model directory, or as the folder's name (no machine paths).
     model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
                   "scenario": _recorded_scenario(data),
                   "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
@@ -157,7 +183,8 @@ def ship_prompts(model_dir, data, episodes: int, frames: int) -> None:
         ep = load_episode(source)
         n = min(frames, len(ep))
         write_episode(folder / f"prompt_{i:02d}.npz", Episode(images=ep.images[:n], wham_actions=ep.wham_actions[:n],
-                                                               scenario=ep.scenario, source=source), compresslevel=9)
+                                                               scenario=ep.scenario, source=source),
+                      compresslevel=9, channels_last=True)  # the layout every API uses
     card_path = model_dir / "card.json"
     card = json.loads(card_path.read_text())
     card["prompts"] = "prompts"
