@@ -90,12 +90,13 @@ def _like(ref, array: np.ndarray):
     return torch.as_tensor(array, device=ref.device) if torch.is_tensor(ref) else array
 
 
-def sticks_to_bins(sticks):
+def sticks_to_bins(sticks, check: bool = True):
     """Continuous stick values in [-1, 1] -> WHAM bin indices 0..10 (long / int64).
 
     Equals ``np.digitize(np.float64(x), STICK_BIN_BOUNDARIES) - 1`` for every input:
     0.0->5, 0.05->6, -0.05->5, and float32(-0.05) = -0.05000000074505806 -> 4 as in
-    WHAM. Values outside [-1.05, 1.05) have no bin and raise ``ValueError``.
+    WHAM. Values outside [-1.05, 1.05) have no bin and raise ``ValueError``; ``check=False``
+    skips that test (a host sync on a GPU) for values already clipped into [-1, 1].
     """
     if torch.is_tensor(sticks):
         x = sticks.double().contiguous()
@@ -104,6 +105,8 @@ def sticks_to_bins(sticks):
     else:
         x = np.asarray(sticks, dtype=np.float64)
         bins = np.digitize(x, STICK_BIN_BOUNDARIES) - 1
+    if not check:
+        return bins
     bad = (bins < 0) | (bins >= NUM_STICK_BINS)
     if bool(bad.any()):
         raise ValueError(
@@ -166,20 +169,22 @@ def clip_actions(actions):
     return np.clip(actions, ACTION_LOW, ACTION_HIGH)
 
 
-def to_wham(actions, buttons: str = "threshold"):
+def to_wham(actions, buttons: str = "threshold", check: bool = True):
     """Controller vectors (sticks in [-1, 1]) -> WHAM's world-space actions.
 
     WHAM's world space (its dataset ``.npz`` files) stores buttons as 0/1 and
     sticks as bin indices 0..10, float32. ``buttons`` is the button rule (module
     docstring); sticks are binned in float64 from the values as given, so pass
-    JSON numbers as float64, not rounded to float32 first.
+    JSON numbers as float64, not rounded to float32 first. ``check=False`` is for callers that
+    validated and clipped the actions at their own boundary (the engine's hot path).
     """
     _check_rule(buttons)
-    validate_actions(actions)
+    if check:
+        validate_actions(actions)
     press = threshold_buttons if buttons == "threshold" else truncate_buttons
     if torch.is_tensor(actions):
         return torch.cat(
-            [press(actions[..., :NUM_BUTTONS].float()), sticks_to_bins(actions[..., STICK_SLICE]).float()], -1
+            [press(actions[..., :NUM_BUTTONS].float()), sticks_to_bins(actions[..., STICK_SLICE], check).float()], -1
         )
     actions = np.asarray(actions)
     out = np.empty(actions.shape, np.float32)

@@ -23,7 +23,7 @@ import torch
 
 from . import controller
 from .controller import ACTION_DIM
-from .model.vocab import action_values
+from .model.vocab import action_tokens, action_values
 from .sampling import check_settings, draw, filter_logits, slot_seed, uniforms
 from .model import load_model
 
@@ -125,6 +125,7 @@ class DreamEngine:
         self.images = torch.zeros(N, W, self.tpi, dtype=torch.long, device=dev)
         self.actions = torch.zeros(N, W, ACTION_DIM, dtype=torch.long, device=dev)  # action-vocab ids
         self.n_frames = torch.zeros(N, dtype=torch.long, device=dev)  # 0 = never reset
+        self._prompted = np.zeros(N, bool)  # host copy of n_frames > 0: checked without a device sync
         self.pending = torch.zeros(N, ACTION_DIM, dtype=torch.long, device=dev)  # predicted action ids
         self.has_pending = torch.zeros(N, dtype=torch.bool, device=dev)
         self.cache_len = torch.zeros(N, dtype=torch.long, device=dev)  # refresh_every > 1 only
@@ -153,9 +154,10 @@ class DreamEngine:
             raise ValueError(f"env_ids must be distinct, got {ids.tolist()}")
         return ids
 
-    def _check_ready(self, ids: torch.Tensor) -> None:
-        if bool((self.n_frames[ids] == 0).any()):
-            never = ids[self.n_frames[ids] == 0].tolist()
+    def _check_ready(self, ids: torch.Tensor | None = None) -> None:
+        prompted = self._prompted if ids is None else self._prompted[ids.cpu().numpy()]
+        if not prompted.all():
+            never = np.flatnonzero(~self._prompted).tolist()
             raise RuntimeError(f"slots {never} have no context yet: call reset() with a prompt first")
 
     def reset(self, env_ids=None, frames=None, actions=None, tokens=None, seeds=None) -> None:
@@ -191,8 +193,7 @@ class DreamEngine:
             actions = _as_tensor(actions, self.device, torch.float32)
             if actions.dim() != 3 or actions.shape[0] != n or actions.shape[1] not in (P - 1, P) or actions.shape[2] != ACTION_DIM:
                 raise ValueError(f"actions: expected shape ({n}, {P - 1} or {P}, 16), got {tuple(actions.shape)}")
-            controller.validate_actions(actions, "actions")
-            act_ids = self.model.action_ids(controller.clip_actions(actions[:, : P - 1]))
+            act_ids = self._action_ids(actions[:, : P - 1])
         else:
             act_ids = torch.zeros(n, 0, ACTION_DIM, dtype=torch.long, device=self.device)
 
@@ -206,6 +207,7 @@ class DreamEngine:
         self.images[ids] = imgs
         self.actions[ids] = acts
         self.n_frames[ids] = keep
+        self._prompted[ids.cpu().numpy()] = True
         self.has_pending[ids] = False
         self.since_refresh[ids] = 0  # next step re-prefills these slots
         if seeds is not None:
@@ -255,24 +257,34 @@ class DreamEngine:
 
     # ------------------------------------------------------------------ stepping
     @torch.no_grad()
-    def step(self, actions=None, decode: bool = True, predict_actions: bool = False) -> StepResult:
+    def _action_ids(self, actions: torch.Tensor, checked: bool = False) -> torch.Tensor:
+        """Controller vectors -> action-vocab ids: validated and clipped here, once, unless the caller did."""
+        if not checked:
+            controller.validate_actions(actions, "actions")
+            actions = controller.clip_actions(actions)
+        return action_tokens(controller.to_wham(actions, check=False), check=False)
+
+    def step(self, actions=None, decode: bool = True, predict_actions: bool = False,
+             checked: bool = False) -> StepResult:
         """Take action a at each slot's newest frame and dream the next frame, for all slots.
 
         ``actions`` (N, 16) controller vectors (sticks in [-1, 1]; out-of-range values are
         clipped). ``actions=None`` lets the model act (behaviour-policy / full generation):
         each slot takes the action the model predicts at its newest frame. With
         ``predict_actions`` the model's action at the new frame is decoded too (16 more tokens).
+        ``checked=True``: the caller validated ``actions`` (shape, finite) and clipped them to the
+        Box at its own boundary (the env does), so the step adds no check of its own.
         """
-        ids = torch.arange(self.num_envs, device=self.device)
-        self._check_ready(ids)
+        self._check_ready()
         if actions is None:
             self._ensure_pending()
             act_ids = self.pending.clone()
             predict_actions = True  # the next step will need the model's action again
         else:
             actions = _as_tensor(actions, self.device, torch.float32)
-            controller.validate_actions(actions, "actions", batch=self.num_envs)
-            act_ids = self.model.action_ids(controller.clip_actions(actions))
+            if not checked and tuple(actions.shape) != (self.num_envs, ACTION_DIM):
+                raise ValueError(f"actions: expected shape ({self.num_envs}, {ACTION_DIM}), got {tuple(actions.shape)}")
+            act_ids = self._action_ids(actions, checked)
         self.actions[:, -1] = act_ids
 
         n_new = self.tpi + (ACTION_DIM if predict_actions else 0)
@@ -306,7 +318,7 @@ class DreamEngine:
 
         Sampled once and kept: a following ``step(None)`` takes exactly this action.
         """
-        self._check_ready(torch.arange(self.num_envs, device=self.device))
+        self._check_ready()
         self._ensure_pending()
         return controller.from_wham(action_values(self.pending))
 

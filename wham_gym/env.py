@@ -267,7 +267,8 @@ class WHAMVectorEnv(VectorEnv):
     def step(self, actions):
         """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
         prev = self.engine.images[:, -1].clone()
-        r = self.rollout.step(self._check_actions(actions), decode=self._decode, predict_actions=self.predict_actions)
+        r = self.rollout.step(self._check_actions(actions), decode=self._decode, predict_actions=self.predict_actions,
+                              checked=True)  # validated and clipped once, here at the boundary
         res, steps = r.dreamt, r.steps
         frames = None if r.frames is None else self._adapt(r.frames)
         self._reinjected = r.reinjected

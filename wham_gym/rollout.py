@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import controller
 from .engine import DreamEngine, StepResult
 from .prompts import fit_frames
 from .reinjection import Reinjection, default_schedule
@@ -72,19 +73,21 @@ class Rollout:
         else:
             self.steps[torch.as_tensor(env_ids, device=self.device)] = 0
 
-    def step(self, actions: torch.Tensor | None, *, decode: bool = True, predict_actions: bool = False) -> RolloutStep:
+    def step(self, actions: torch.Tensor | None, *, decode: bool = True, predict_actions: bool = False,
+             checked: bool = False) -> RolloutStep:
         """Dream one step for every slot with ``actions`` (N, 16) on the engine's device (None: the model acts).
 
-        ``actions`` are taken as given: the caller validates them at its boundary (the env,
-        :func:`run`); the engine clips them to the controller's Box.
+        ``checked=True``: the caller validated the actions and clipped them to the controller's
+        Box at its boundary (the env, :func:`run`); else the engine does, once.
         """
         source = self.reinjection.source if self.reinjection is not None else None
         if source is not None and source.drives_actions:  # replay: the recording's actions drive the dream
-            actions = torch.as_tensor(source.actions(), device=self.device)
+            actions, checked = torch.as_tensor(source.actions(), device=self.device), False
         acting = actions is None
         if acting:  # the model's action at each newest frame, sampled once: step(None) takes exactly it
             actions = self.engine.predict_actions()
-        res = self.engine.step(None if acting else actions, decode=decode, predict_actions=predict_actions)
+        res = self.engine.step(None if acting else actions, decode=decode, predict_actions=predict_actions,
+                               checked=checked or acting)
         self.steps += 1
         no = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         step = RolloutStep(dreamt=res, tokens=res.tokens, frames=res.frames, actions=actions, steps=self.steps.clone(),
@@ -140,13 +143,13 @@ ActionSource = Callable[[int, "np.ndarray | None"], "np.ndarray | torch.Tensor |
 
 
 def _as_actions(a, n: int, device) -> torch.Tensor:
+    """A step's actions from an action source, validated and clipped to the controller's Box (run's boundary)."""
     a = torch.as_tensor(np.asarray(a, np.float32) if not torch.is_tensor(a) else a, dtype=torch.float32,
                         device=device)
     if tuple(a.shape) != (n, 16):
         raise ValueError(f"actions: expected ({n}, 16) controller vectors per step, got {tuple(a.shape)}")
-    if not bool(torch.isfinite(a).all()):
-        raise ValueError("actions: controller vectors must be finite (found NaN or inf)")
-    return a
+    controller.validate_actions(a, "actions")
+    return controller.clip_actions(a)
 
 
 def run(rollout: Rollout, steps: int, actions, *, decode: bool = True, keep_frames: bool = True,
@@ -178,7 +181,7 @@ def run(rollout: Rollout, steps: int, actions, *, decode: bool = True, keep_fram
         if predict:  # the model's action at each slot's newest frame, sampled once (kept from the last step)
             out["predicted"].append(engine.predict_actions().numpy(force=True))
         r = rollout.step(None if a is None else _as_actions(a, N, rollout.device), decode=decode,
-                         predict_actions=predict)
+                         predict_actions=predict, checked=True)
         out["actions"].append(r.actions.numpy(force=True))
         out["tokens"].append(r.tokens.numpy(force=True))
         out["nll"].append(r.dreamt.nll.float().numpy(force=True))

@@ -458,7 +458,6 @@ def load_own(path, device="cpu", dtype=None):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-
     path = Path(path)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
@@ -491,7 +490,6 @@ def load_own(path, device="cpu", dtype=None):
 
 def _load_reward_model(path: Path, device):
     from safetensors.torch import load_file
-
 
     cfg = json.loads((path / REWARD_CONFIG_FILE).read_text())
     cfg["reward_values"] = tuple(cfg.get("reward_values", ()))

@@ -24,13 +24,16 @@ ACTION_DIM_OFFSETS = np.array(
 ACTION_DIM_HIGH = np.array([BUTTON_VOCAB - 1] * NUM_BUTTONS + [NUM_STICK_BINS - 1] * NUM_STICKS, dtype=np.int64)
 
 
-def action_tokens(wham_actions: torch.Tensor) -> torch.Tensor:
+def action_tokens(wham_actions: torch.Tensor, check: bool = True) -> torch.Tensor:
     """WHAM world-space actions (buttons 0/1, sticks as bins) -> action-vocab ids (long).
 
-    Like the reference, ``value + offset`` is truncated toward zero by ``.long()``.
+    Like the reference, ``value + offset`` is truncated toward zero by ``.long()``. ``check=False``
+    skips the range test (a host sync on a GPU) for actions made by :func:`controller.to_wham`.
     """
     offsets = torch.as_tensor(ACTION_DIM_OFFSETS, device=wham_actions.device)
     ids = (wham_actions.float() + offsets).long()
+    if not check:
+        return ids
     low = offsets
     high = offsets + torch.as_tensor(ACTION_DIM_HIGH, device=wham_actions.device)
     if bool(((ids < low) | (ids > high)).any()):

@@ -39,7 +39,6 @@ class Predictor(nn.Module):
 
 def build_tokenizer(config: WHAMConfig) -> nn.Module:
     if config.tokenizer.kind == "vit":
-
         return ViTVQGAN(config.tokenizer)
 
     return TamingVQGAN(config.tokenizer)
