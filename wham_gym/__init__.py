@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from . import controller
 from .engine import DreamEngine, StepResult
 from .model import WHAMConfig, build_model, load_model
 
-__version__ = "0.1.0"
+try:  # pyproject.toml is the one place the version is written
+    __version__ = _metadata.version("wham-gym")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def _register_envs() -> None:

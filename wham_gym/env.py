@@ -230,7 +230,7 @@ class WHAMVectorEnv(VectorEnv):
             prompts = [Prompt(fit_frames(f, self.model_size, True, "real episode"), a) for f, a in zip(frames, actions)]
         else:
             prompts = self.prompt_bank.sample(rng, n, self.prompt_frames, size=self.model_size,
-                                              resize=self.resize_prompts)
+                                              resize=self.resize_prompts, option="env")
         seeds = rng.integers(0, 2**62, size=n)
         lengths = np.array([len(p) for p in prompts])
         for P in np.unique(lengths):  # one engine reset per prompt length (usually one)

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from . import controller
-from .data.episodes import EpisodeFormatError, is_complete
+from .data.episodes import EpisodeFormatError, is_complete, read_episode
 from .data.reader import load_episode, open_episodes
 from .data.windows import sample_windows
 
@@ -174,6 +174,7 @@ class PromptBank:
         sources = open_episodes(paths).sources
         for s in sources:
             if os.path.isfile(s) and not is_complete(s):
+                read_episode(s)  # raises, saying what the file is and what a prompt source must be
                 raise EpisodeFormatError(f"{s}: unreadable prompt source (not a complete .npz with images and actions)")
         return cls(sources, cache_size=cache_size)
 
@@ -211,7 +212,7 @@ class PromptBank:
         return prompt
 
     def sample(self, rng: np.random.Generator, n: int, length: int, size: tuple[int, int] | None = None,
-               resize: bool = False) -> list[Prompt]:
+               resize: bool = False, option: str | None = None) -> list[Prompt]:
         """``n`` prompts of ``length`` frames (fewer if an episode is shorter), fitted to ``size`` if given.
 
         Windows come from :func:`~wham_gym.data.windows.sample_windows` (an episode uniformly, then a
@@ -224,7 +225,7 @@ class PromptBank:
             ep = self._episode(i)
             frames = np.ascontiguousarray(ep.frames[start:start + P])
             if size is not None:
-                frames = fit_frames(frames, size, resize, where=ep.source or "prompt")
+                frames = fit_frames(frames, size, resize, where=ep.source or "prompt", option=option)
             actions = np.ascontiguousarray(ep.actions[start:start + P - 1], dtype=np.float32)
             out.append(Prompt(frames, actions, source=ep.source, start=start))
         return out
