@@ -22,6 +22,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 import torch
 
 if __package__ in (None, ""):  # run as a file: make the agents package importable
@@ -109,15 +110,23 @@ def summarize(returns, lengths, seconds: float) -> dict:
             "steps": int(lengths.sum()), "seconds": round(seconds, 3)}
 
 
-def run_episodes(policy, venv, episodes: int, *, seed: int | None = EVAL_SEED, deterministic: bool = True) -> dict:
-    """Play ``episodes`` episodes (spread evenly over the envs, so short ones are not favoured); mean/std etc."""
+def run_episodes(policy, venv, episodes: int, *, seed: int | None = EVAL_SEED, deterministic: bool = True,
+                 progress: str | None = None) -> dict:
+    """Play ``episodes`` episodes (spread evenly over the envs, so short ones are not favoured); mean/std etc.
+
+    ``progress``: a label, to show a progress bar of finished episodes (dream evaluations take minutes).
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if seed is not None:
         venv.seed(seed)
     start = time.perf_counter()
-    returns, lengths = evaluate_policy(policy, venv, n_eval_episodes=episodes, deterministic=deterministic,
-                                       return_episode_rewards=True, warn=False)
+    with tqdm(total=episodes, desc=progress, unit="episode", disable=progress is None, leave=False) as bar:
+        def count(local_vars, _globals):  # SB3 calls this every step; episode_counts says how many ended
+            bar.update(int(np.sum(local_vars["episode_counts"])) - bar.n)
+
+        returns, lengths = evaluate_policy(policy, venv, n_eval_episodes=episodes, deterministic=deterministic,
+                                           return_episode_rewards=True, warn=False, callback=count)
     return summarize(returns, lengths, time.perf_counter() - start)
 
 
@@ -153,13 +162,14 @@ class Evaluator:
         return self._venvs[key]
 
     def run(self, policy, world: str, episodes: int, wrapping: Wrapping | None = None,
-            deterministic: bool = True) -> dict:
+            deterministic: bool = True, progress: bool = False) -> dict:
         wrapping = wrapping or policy.wrapping
         n = min(self.num_envs, episodes)
         if isinstance(policy, BehaviourAgent) and policy.engine.num_envs != n:
             raise ValueError(f"BehaviourAgent needs one slot per eval env: {n} here, {policy.engine.num_envs} given")
         venv = self.venv(world, wrapping, n)
-        return run_episodes(policy, venv, episodes, seed=self.seed, deterministic=deterministic)
+        return run_episodes(policy, venv, episodes, seed=self.seed, deterministic=deterministic,
+                            progress=f"evaluating in the {world}" if progress else None)
 
     def close(self) -> None:
         for venv in self._venvs.values():

@@ -215,6 +215,10 @@ class Periodic(BaseCallback):
         self.next_eval = self._next(n, self.cfg["eval_every"])
         self.next_ckpt = self._next(n, self.cfg["checkpoint_every"])
         if self.cfg["eval_every"] and n == 0 and not self.run.eval_entries():
+            if self.progress:
+                worlds = " and ".join(self.cfg["eval_worlds"])
+                tqdm.write(f"evaluating the untrained policy in the {worlds} first (where the learning curves "
+                           "start; --eval-every 0 skips periodic evaluations)")
             self.evaluate()  # the untrained policy: where the learning curves start
 
     def _on_step(self) -> bool:
@@ -239,7 +243,8 @@ class Periodic(BaseCallback):
         episodes = ({"real": cfg["final_episodes"], "dream": cfg["final_dream_episodes"]} if final
                     else {"real": cfg["eval_episodes"], "dream": cfg["dream_eval_episodes"]})
         out = {w: self.evaluator.run(self.model, w, episodes[w], self.wrapping,
-                                     deterministic=not cfg["stochastic_eval"]) for w in cfg["eval_worlds"]}
+                                     deterministic=not cfg["stochastic_eval"], progress=self.progress)
+               for w in cfg["eval_worlds"]}
         for w, r in out.items():
             self.logger.record(f"eval/{w}_return", r["mean"])
             self.logger.record(f"eval/{w}_return_std", r["std"])
