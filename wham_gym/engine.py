@@ -309,7 +309,7 @@ class DreamEngine:
         else:
             self.has_pending[:] = False
         # Tokens sampled within the valid range need no boundary check (which would sync the host).
-        frames = self.model.tokenizer.decode(img).permute(0, 2, 3, 1) if decode else None
+        frames = self.model.tokenizer.decode(img, check=False).permute(0, 2, 3, 1) if decode else None
         return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
 
     @torch.no_grad()

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_images, check_tokens
 from .config import ViTTokenizerConfig
 
 # ImageNet statistics, channels R, G, B (§5 pre-processing).
@@ -240,14 +241,15 @@ class ViTVQGAN(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B,3,H,W) -> long (B,N)."""
-        _check_images(images, 3, self.height, self.width)
+        check_images(images, 3, self.height, self.width)
         x = self.preprocess(images.to(self.device))
         return self.quantize(self.encode_latents(x))[1]
 
     @torch.no_grad()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """long (B,N) -> uint8 (B,3,H,W)."""
-        _check_tokens(tokens, self.tokens_per_image, self.vocab_size)
+    def decode(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """long (B,N) -> uint8 (B,3,H,W). ``check=False``: ids known valid (the engine's own)."""
+        if check:
+            check_tokens(tokens, self.tokens_per_image, self.vocab_size)
         codes = self.vq_vae.lookup(tokens.to(self.device, torch.long))
         return self.postprocess(self.decode_codes(codes))
 
@@ -257,24 +259,3 @@ def _channel_stats(device) -> tuple[torch.Tensor, torch.Tensor]:
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     return mean, std
 
-
-def _check_images(images, channels: int, height: int, width: int) -> None:
-    expected = f"uint8 tensor of shape (B, {channels}, {height}, {width})"
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images: expected a {expected}, got {type(images).__name__}")
-    if images.dim() != 4 or tuple(images.shape[1:]) != (channels, height, width):
-        raise ValueError(f"images: expected a {expected}, got shape {tuple(images.shape)}")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"images: expected a {expected}, got dtype {images.dtype}")
-
-
-def _check_tokens(tokens, num_tokens: int, vocab_size: int) -> None:
-    expected = f"integer tensor of shape (B, {num_tokens}) with ids in [0, {vocab_size - 1}]"
-    if not isinstance(tokens, torch.Tensor):
-        raise ValueError(f"tokens: expected an {expected}, got {type(tokens).__name__}")
-    if tokens.dim() != 2 or tokens.shape[1] != num_tokens:
-        raise ValueError(f"tokens: expected an {expected}, got shape {tuple(tokens.shape)}")
-    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-        raise ValueError(f"tokens: expected an {expected}, got dtype {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(f"tokens: expected an {expected}, got ids in [{int(tokens.min())}, {int(tokens.max())}]")
