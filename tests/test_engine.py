@@ -247,3 +247,20 @@ def test_kv_cache_size_formula_and_largest_n():
     assert max_envs(cfg, 80 * 2**30, torch.bfloat16, headroom=1.0) == 80 * 2**30 // per_slot  # 69 on an 80 GB card
     eng = DreamEngine(load_model("tiny"), 2)
     assert sum(c.k.numel() + c.v.numel() for c in eng.caches) * 4 == kv_cache_bytes(eng.config, 2, torch.float32)
+
+
+def test_full_windows_take_the_causal_prefill_and_stay_exact(model64):
+    # Every slot holds a whole window: the prefill runs as plain causal attention (no mask).
+    rng = np.random.default_rng(3)
+    N, sampling = 2, dict(temperature=0.9)
+    eng = DreamEngine(model64, N, seed=5, **sampling)
+    prompts = [random_prompt(model64, 10, rng) for _ in range(N)]
+    eng.reset(None, tokens=torch.stack([p[0] for p in prompts]), actions=torch.stack([p[1] for p in prompts]),
+              seeds=[1, 2])
+    actions = [random_actions(rng, N) for _ in range(2)]
+    got = [eng.step(a, decode=False).tokens for a in actions]
+    assert eng._uniform  # the path this test is about
+    for b in range(N):
+        ref, _ = reference_rollout(model64, prompts[b][0], action_ids(model64, prompts[b][1]),
+                                   [action_ids(model64, a[b]) for a in actions], [1, 2][b], sampling)
+        assert [t[b].tolist() for t in got] == ref

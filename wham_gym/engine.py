@@ -326,7 +326,7 @@ class DreamEngine:
         """Sample the action at the newest frame for slots that have none (policy pass)."""
         if bool(self.has_pending.all()):
             return
-        seqs, lengths, _ = self._inputs(policy=True)
+        seqs, lengths, _ = self._inputs(policy=True)  # (starts are 0 for a policy pass)
         starts = torch.zeros_like(lengths)
         new, _, _ = self._generate(seqs, lengths, starts, first=self.tpi, n_new=ACTION_DIM)
         need = ~self.has_pending
@@ -357,8 +357,11 @@ class DreamEngine:
             drop = (n - (self.window - self.refresh_every + 1)).clamp_min(0)
             lengths = torch.where(refresh, lengths - drop * tps, lengths)
             offset = torch.where(refresh, offset + drop * tps, offset)
-        L = int(lengths.max())  # host sync once per step, to size the prefill
+        # The step's one host sync: the prefill's size, and whether every slot fills it from position 0.
+        L, shortest, live = torch.stack([lengths.max(), lengths.min(), (starts + lengths).max()]).tolist()
         index = (offset[:, None] + torch.arange(L, device=self.device)).clamp_max(flat.shape[1] - 1)
+        self._uniform = shortest == L and live == L  # all slots: L tokens at positions 0..L-1
+        self._live = live
         return flat.gather(1, index), lengths, starts
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
@@ -376,10 +379,13 @@ class DreamEngine:
         self.draws = self.draws + n_new
 
         # Attention reads only the live prefix of the cache: the longest slot's positions.
-        live = int((starts + lengths).max())  # the step's one host sync, before the token loop
+        live = self._live  # (from _inputs' host sync)
         keys = self._positions
-        mask = self._additive(keys[None, None, :live] <= pos[:, :, None])
-        last = gpt(seqs, pos=pos, mask=mask[:, None], caches=self.caches, gather=lengths - 1)[:, 0]
+        if self._uniform:  # every slot prefills a whole window from position 0 (the steady state)
+            mask = None  # causal attention: the fused kernel, no (N, L, L) mask to build or read
+        else:
+            mask = self._additive(keys[None, None, :live] <= pos[:, :, None])[:, None]
+        last = gpt(seqs, pos=pos, mask=mask, caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
         # Decode mask, updated in place: each fed token opens its own position for its slot.
         dmask = self._additive(keys[None, :live + n_new] < cur[:, None])

@@ -76,6 +76,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif mask is None:  # a prefill from position 0 for every row: causal attention over these tokens
+            cache.write(pos, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             k, v = cache.write(pos, k, v)
             n = mask.shape[-1]  # attend over the live prefix of the cache only
@@ -163,7 +166,8 @@ class GPT(nn.Module):
         With ``caches`` (from :meth:`new_caches`): ``pos`` (B, T) gives each token's
         position, its keys and values are written into the caches there, and attention
         runs over the first ``mask.shape[-1]`` cache positions under ``mask``
-        (B, 1, T, n) bool (True = may attend).
+        (B, 1, T, n) (additive, 0 = may attend). ``mask=None`` with caches means every row
+        holds T tokens at positions 0..T-1: plain causal attention, the fast kernel.
         ``gather`` (B,) picks one position per row to project to logits (B, 1, V),
         so a right-padded prefill never builds logits for every position.
         """
