@@ -402,3 +402,27 @@ def test_gymnasium_record_video_and_human_rendering_wrap_the_vector_env(tiny, tm
     single = gym.make("wham_gym/WHAM-v0", model=tiny, render_mode="human")
     single.reset(seed=0)
     single.close()
+
+
+def test_env_over_parts_built_by_hand(tiny):
+    from wham_gym.engine import DreamEngine
+    from wham_gym.reinjection import Reinjection, RetrievalSource, Schedule
+    from wham_gym.rollout import Rollout
+
+    engine = DreamEngine(tiny, 3, temperature=0.7, seed=1)
+    env = WHAMVectorEnv(model=engine)
+    assert env.num_envs == 3 and env.engine is engine and env.engine.sampling["temperature"] == 0.7
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3, 180, 300, 3)
+    frames = np.zeros((4, 180, 300, 3), np.uint8)
+    roll = Rollout(DreamEngine(tiny, 2), Reinjection(RetrievalSource(tiny, frames), Schedule(every=1)))
+    env = WHAMVectorEnv(2, roll)
+    env.reset(seed=0)
+    *_, info = env.step(env.action_space.sample())
+    assert info["reinjected"].all() and env.rollout is roll
+    with pytest.raises(ValueError, match="temperature.*DreamEngine's settings"):
+        WHAMVectorEnv(model=engine, temperature=1.0)
+    with pytest.raises(ValueError, match="num_envs=5"):
+        WHAMVectorEnv(5, engine)
+    with pytest.raises(ValueError, match="carries its own"):
+        WHAMVectorEnv(2, roll, reinjection=roll.reinjection)

@@ -83,7 +83,9 @@ class WHAMVectorEnv(VectorEnv):
 
     Args:
         num_envs: number of parallel dreams N.
-        model: anything :func:`wham_gym.load_model` takes, or a built model (default: the embedded default).
+        model: anything :func:`wham_gym.load_model` takes, a built model (default: the embedded default), or
+            the env's parts built by you: a :class:`~wham_gym.engine.DreamEngine` (its N, device and sampling
+            settings are the env's) or a :class:`~wham_gym.rollout.Rollout` (an engine plus its reinjection).
         prompts: where resets start: None (the model card's prompts, else a flat gray frame), a
             :class:`~wham_gym.prompts.PromptBank`, a path or list of paths (``.npz`` episodes,
             Demonstrator folders, folders of them), or (frames, actions) arrays.
@@ -124,13 +126,10 @@ class WHAMVectorEnv(VectorEnv):
             raise ValueError(f"render_mode: expected None or one of {RENDER_MODES}, got {render_mode!r}")
         if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
-        if not isinstance(model, torch.nn.Module):
-            model = load_model(model, device=device or "cpu", dtype=dtype)
-        engine = DreamEngine(model, num_envs, device=device, dtype=dtype, temperature=temperature,
-                             top_k=top_k, top_p=top_p, deterministic=deterministic,
-                             context_steps=context_steps, refresh_every=refresh_every)
-        self.rollout = Rollout(engine, reinjection)
-        self.engine = engine
+        engine_settings = dict(device=device, dtype=dtype, temperature=temperature, top_k=top_k, top_p=top_p,
+                               deterministic=deterministic, context_steps=context_steps, refresh_every=refresh_every)
+        self.rollout = _rollout(num_envs, model, reinjection, engine_settings)
+        self.engine = self.rollout.engine
         self.reinjection = reinjection = self.rollout.reinjection
         self.model = self.engine.model
         self.device = self.engine.device
@@ -404,6 +403,30 @@ class WHAMVectorEnv(VectorEnv):
     def close_extras(self, **kwargs) -> None:
         if self.reinjection is not None and hasattr(self.reinjection.source, "close"):
             self.reinjection.source.close()  # lockstep worker processes
+
+
+_ENGINE_DEFAULTS = dict(device=None, dtype=None, temperature=0.9, top_k=None, top_p=None, deterministic=False,
+                        context_steps=None, refresh_every=1)
+
+
+def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollout:
+    """The env's rollout: built from a model and settings, or around the engine / rollout given as ``model``."""
+    if isinstance(model, (DreamEngine, Rollout)):
+        changed = sorted(k for k, v in engine_settings.items() if v != _ENGINE_DEFAULTS[k])
+        if changed:
+            raise ValueError(f"{changed}: these are the DreamEngine's settings; set them on the "
+                             f"{type(model).__name__} you pass, not on the env")
+        engine = model.engine if isinstance(model, Rollout) else model
+        if num_envs not in (1, engine.num_envs):  # 1 is the default: the engine's own N then
+            raise ValueError(f"num_envs={num_envs} but the {type(model).__name__} given has {engine.num_envs} slots")
+        if isinstance(model, Rollout):
+            if reinjection is not None:
+                raise ValueError("reinjection: the Rollout given carries its own; pass it there")
+            return model
+        return Rollout(model, reinjection)
+    if not isinstance(model, torch.nn.Module):
+        model = load_model(model, device=engine_settings["device"] or "cpu", dtype=engine_settings["dtype"])
+    return Rollout(DreamEngine(model, num_envs, **engine_settings), reinjection)
 
 
 def _index(obs, j: int):
