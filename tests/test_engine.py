@@ -264,3 +264,67 @@ def test_full_windows_take_the_causal_prefill_and_stay_exact(model64):
         ref, _ = reference_rollout(model64, prompts[b][0], action_ids(model64, prompts[b][1]),
                                    [action_ids(model64, a[b]) for a in actions], [1, 2][b], sampling)
         assert [t[b].tolist() for t in got] == ref
+
+
+# ---------------------------------------------------------------- diagonal decoding
+def _model_with_grid(rows, cols, seed=0):
+    from wham_gym.model import build_model
+    from wham_gym.model.config import ViTTokenizerConfig, make_config
+
+    tok = ViTTokenizerConfig(width=30 * cols, height=30 * rows, patch_size=30, transf_dim=32, embedding_dim=8,
+                             num_layers=1, head_size=16, vocab_size=64)
+    m = build_model(make_config(tok, n_layer=2, n_head=2, n_embd=32), seed=seed).double()
+    with torch.no_grad():
+        for p in m.gpt.parameters():
+            p.mul_(4.0)
+    return m
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 6), (5, 1)])
+def test_diagonal_decoding_is_raster_decoding_on_a_line(rows, cols):
+    # With one row (or one column) every anti-diagonal holds one token and each token's raster
+    # predecessor is already known: diagonal decoding must then equal exact decoding token for token.
+    model = _model_with_grid(rows, cols)
+    rng = np.random.default_rng(0)
+    imgs, acts = random_prompt(model, 4, rng)
+    runs = {}
+    for decoding in ("exact", "diagonal"):
+        eng = DreamEngine(model, 2, seed=3, temperature=0.9, decoding=decoding)
+        eng.reset(None, tokens=imgs[None].repeat(2, 1, 1), actions=acts[None].repeat(2, 1, 1))
+        steps = [random_actions(np.random.default_rng(1), 2) for _ in range(3)]
+        runs[decoding] = [(r.tokens, r.nll, r.predicted_actions) for r in
+                          (eng.step(a, decode=False, predict_actions=True) for a in steps)]
+    for (t1, n1, p1), (t2, n2, p2) in zip(runs["exact"], runs["diagonal"]):
+        assert torch.equal(t1, t2) and torch.equal(p1, p2)
+        assert torch.allclose(n1, n2)
+
+
+def test_diagonal_decoding_on_a_grid_is_valid_seeded_and_slot_independent(model64):
+    rng = np.random.default_rng(2)
+    prompts = [random_prompt(model64, P, rng) for P in (3, 9, 5)]
+    actions = [random_actions(rng, 3) for _ in range(3)]
+
+    def run(slots, seed_of):
+        eng = DreamEngine(model64, len(slots), decoding="diagonal", temperature=1.0)
+        for j, b in enumerate(slots):
+            imgs, acts = prompts[b]
+            eng.reset([j], tokens=imgs[None], actions=acts[None], seeds=[seed_of[b]])
+        return [eng.step(a[slots], decode=False).tokens for a in actions]
+
+    seeds = {0: 5, 1: 6, 2: 7}
+    together = run([0, 1, 2], seeds)
+    alone = run([1], seeds)
+    assert all(torch.equal(t[1], a[0]) for t, a in zip(together, alone))  # a slot ignores its neighbours
+    assert all(torch.equal(t, u) for t, u in zip(together, run([0, 1, 2], seeds)))  # seeded: reproducible
+    lo, hi = model64.vocab.range_low, model64.vocab.range_high
+    for t in together:
+        assert (t[:, 0] >= lo[0]).all() and (t >= 0).all() and (t <= hi[1]).all()  # each in its valid range
+    exact = DreamEngine(model64, 3, temperature=1.0)  # on a 6x10 grid it is an approximation: it differs
+    for b, (imgs, acts) in enumerate(prompts):
+        exact.reset([b], tokens=imgs[None], actions=acts[None], seeds=[seeds[b]])
+    assert not torch.equal(exact.step(actions[0], decode=False).tokens, together[0])
+
+
+def test_decoding_option_is_checked(model64):
+    with pytest.raises(ValueError, match="decoding.*exact.*diagonal"):
+        DreamEngine(model64, 1, decoding="parallel")

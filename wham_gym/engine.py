@@ -62,6 +62,9 @@ def _check_fits(config, num_envs: int, dtype, device: torch.device) -> None:
             f"{torch.tensor([], dtype=dtype).element_size()} B = {kv_cache_bytes(config, 1, dtype) / 2**20:.0f} MiB each)")
 
 
+DECODINGS = ("exact", "diagonal")
+
+
 def _as_tensor(x, device, dtype=None):
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -85,12 +88,16 @@ class DreamEngine:
         refresh_every: 1 (exact, default) re-prefills the window every step. k > 1 keeps the
             KV cache across steps and re-prefills only every k steps, so the context varies
             between ``context_steps - k`` and ``context_steps - 1`` steps: an approximation.
+        decoding: ``"exact"`` (default) samples a frame's tokens one per forward pass in raster
+            order, as WHAM does. ``"diagonal"`` samples them one anti-diagonal of the token grid
+            per pass (rows + cols - 1 passes instead of rows x cols), a training-free approximation
+            after DiagD (arXiv 2503.14070); see :meth:`_decode_diagonal`.
     """
 
     def __init__(self, model, num_envs: int, *, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
                  deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
-                 refresh_every: int = 1):
+                 refresh_every: int = 1, decoding: str = "exact"):
 
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -110,6 +117,12 @@ class DreamEngine:
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p,
                              min_tokens_to_keep=min_tokens_to_keep, deterministic=deterministic)
         self.refresh_every = refresh_every
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding: expected one of {DECODINGS}, got {decoding!r}")
+        self.decoding = decoding
+        tok = model.tokenizer
+        self._grid = (tok.rows, tok.cols) if hasattr(tok, "rows") else (tok.side, tok.side)
+        self._diagonals: dict[int, torch.Tensor] = {}
 
         self.window = W = self.context_steps - 1
         self.tpi, self.tps = cfg.tokens_per_image, cfg.tokens_per_step
@@ -369,13 +382,16 @@ class DreamEngine:
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
 
     def _generate(self, seqs, lengths, starts, first: int, n_new: int):
-        """Prefill ``seqs`` then sample ``n_new`` tokens at positions-in-step ``first``.. for all slots."""
-        gpt, s = self.model.gpt, self.sampling
+        """Prefill ``seqs`` then sample ``n_new`` tokens at positions-in-step ``first``.. for all slots.
+
+        Returns the tokens (N, n_new) and the mean NLL and entropy of the image tokens sampled.
+        """
+        gpt = self.model.gpt
         N, L = seqs.shape
         ar = torch.arange(L, device=self.device)
         valid = ar[None, :] < lengths[:, None]
         pos = torch.where(valid, starts[:, None] + ar[None, :], torch.full_like(seqs, self._pad_pos))
-        u = uniforms(self.seeds, self.draws, n_new)
+        u = uniforms(self.seeds, self.draws, n_new)  # draw g of a step belongs to token g, whatever the order
         self.draws = self.draws + n_new
 
         # Attention reads only the live prefix of the cache: the longest slot's positions.
@@ -387,29 +403,98 @@ class DreamEngine:
             mask = self._additive(keys[None, None, :live] <= pos[:, :, None])[:, None]
         last = gpt(seqs, pos=pos, mask=mask, caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
-        # Decode mask, updated in place: each fed token opens its own position for its slot.
-        dmask = self._additive(keys[None, :live + n_new] < cur[:, None])
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
-        nll = torch.zeros(N, dtype=torch.float64, device=self.device)
-        ent = torch.zeros(N, dtype=torch.float64, device=self.device)
-        n_img = 0
-        for g in range(n_new):
-            k = first + g
-            lo, hi = self._range_lo[k], self._range_hi[k]
-            last = last.float()
-            tok = draw(filter_logits(last, lo, hi, **s, outside=self._outside[k]), u[:, g])
-            out[:, g] = tok
-            if k < self.tpi:  # uncertainty of image tokens, from the model's own distribution over the valid range
-                logp = last[:, lo:hi + 1].double().log_softmax(-1)
-                nll -= logp.gather(1, (tok - lo)[:, None]).squeeze(1)
-                ent -= (logp.exp() * logp).nan_to_num().sum(-1)
-                n_img += 1
+        stats = torch.zeros(2, N, dtype=torch.float64, device=self.device)  # summed NLL and entropy
+        if self.decoding == "diagonal" and first == 0:
+            g0, last, cur = self._decode_diagonal(last, cur, live, u, out, stats), None, cur + self.tpi - 1
+        else:
+            g0 = 0
+        self._decode_sequential(last, cur, live, u, out, stats, first, g0, n_new)
+        n_img = max(min(self.tpi - first, n_new), 0)
+        nll, ent = (stats / n_img) if n_img else stats
+        return out, nll.float(), ent.float()
+
+    def _sample(self, logits: torch.Tensor, k: int, u: torch.Tensor):
+        """Draw tokens for rows of ``logits`` (M, V) at position-in-step ``k``; their NLL and entropy if image tokens."""
+        lo, hi = self._range_lo[k], self._range_hi[k]
+        logits = logits.float()
+        tok = draw(filter_logits(logits, lo, hi, **self.sampling, outside=self._outside[k]), u)
+        if k >= self.tpi:
+            return tok, None, None
+        # Uncertainty of image tokens, from the model's own distribution over the valid range.
+        logp = logits[:, lo:hi + 1].double().log_softmax(-1)
+        nll = -logp.gather(1, (tok - lo)[:, None]).squeeze(1)
+        ent = -(logp.exp() * logp).nan_to_num().sum(-1)
+        return tok, nll, ent
+
+    def _decode_sequential(self, last, cur, live, u, out, stats, first: int, g0: int, n_new: int) -> None:
+        """Tokens ``g0``.. one per pass (WHAM's order). ``last``: logits for token ``g0`` (None: token ``g0`` is
+        already in ``out``, sampled but not fed, at position ``cur``)."""
+        gpt = self.model.gpt
+        # Decode mask, updated in place: each fed token opens its own position for its slot.
+        dmask = self._additive(self._positions[None, :live + n_new] < cur[:, None])
+        for g in range(g0, n_new):
+            if last is not None:
+                tok, nll, ent = self._sample(last, first + g, u[:, g])
+                out[:, g] = tok
+                if nll is not None:
+                    stats[0] += nll
+                    stats[1] += ent
             if g == n_new - 1:
                 break
             dmask.scatter_(1, cur[:, None], 0.0)
-            last = gpt(tok[:, None], pos=cur[:, None], mask=dmask[:, None, None, :live + g + 1],
+            last = gpt(out[:, g:g + 1], pos=cur[:, None], mask=dmask[:, None, None, :live + g + 1],
                        caches=self.caches)[:, -1]
             cur = cur + 1
-        if n_img:
-            nll, ent = nll / n_img, ent / n_img
-        return out, nll.float(), ent.float()
+
+    def _decode_diagonal(self, last, cur, live, u, out, stats) -> int:
+        """A frame's image tokens one anti-diagonal of the (rows, cols) grid per pass; returns the next token index.
+
+        Token (r, c) is raster index r*cols + c at position ``cur + index``; diagonal d holds the
+        tokens with r + c = d. Pass d feeds the tokens sampled in pass d-1, each at its own position,
+        and samples diagonal d from their outputs: token (r, c)'s logits come from its left
+        neighbour (r, c-1), exactly as in raster decoding, but its context lacks the raster
+        predecessors not yet sampled (the rows below-left; they are masked out). A row's first
+        token (d, 0) needs its raster predecessor (d-1, cols-1), sampled only later: the previous
+        frame's token there stands in (frames change little from step to step), and is overwritten
+        in the cache when the real one is fed. Each token keeps its own random draw, so a slot's
+        dream depends only on its seed and inputs, as in exact decoding.
+        """
+        gpt, (R, C) = self.model.gpt, self._grid
+        N, dev = self.num_envs, self.device
+        keys = self._positions[None, None, :live + self.tpi]
+        filled = keys[:, 0] < cur[:, None]  # (N, P): positions a query may attend to (the prefill's so far)
+        prev = self.images[:, -1]  # the newest frame now: the previous one of the frame being dreamt
+        tok, nll, ent = self._sample(last, 0, u[:, 0])
+        out[:, 0] = tok
+        stats[0] += nll
+        stats[1] += ent
+        for d in range(1, R + C - 1):
+            fed = self._diagonal(d - 1)  # raster indices sampled last pass, fed now
+            targets = self._diagonal(d)
+            inputs = [out[:, fed]]
+            index = fed
+            if d < R and C > 1:  # row d's first token: a stand-in for its raster predecessor (d-1, C-1)
+                inputs.append(prev[:, d * C - 1:d * C])
+                index = torch.cat([fed, torch.tensor([d * C - 1], device=dev)])
+            pos = cur[:, None] + index[None, :]  # (N, Q)
+            filled.scatter_(1, pos, True)  # tokens fed together see each other, in raster order
+            allowed = filled[:, None, :] & (keys <= pos[:, :, None])  # (N, Q, P)
+            logits = gpt(torch.cat(inputs, 1), pos=pos, mask=self._additive(allowed)[:, None], caches=self.caches)
+            # Query j predicts the token after index[j]; keep those on diagonal d.
+            keep = torch.isin(index + 1, targets)
+            tgt = index[keep] + 1
+            rows = logits[:, keep].reshape(-1, logits.shape[-1])
+            tok, nll, ent = self._sample(rows, 1, u[:, tgt].reshape(-1))  # every image token past the first
+            out[:, tgt] = tok.view(N, -1)                                    # has the same valid range
+            stats[0] += nll.view(N, -1).sum(1)
+            stats[1] += ent.view(N, -1).sum(1)
+        return self.tpi - 1  # the last image token is sampled, not yet fed
+
+    def _diagonal(self, d: int) -> torch.Tensor:
+        """Raster indices of the grid's anti-diagonal ``d`` (r + c = d), top row first."""
+        if d not in self._diagonals:
+            R, C = self._grid
+            self._diagonals[d] = torch.tensor([r * C + d - r for r in range(max(0, d - C + 1), min(R - 1, d) + 1)],
+                                              device=self.device)
+        return self._diagonals[d]

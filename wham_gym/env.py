@@ -102,7 +102,7 @@ class WHAMVectorEnv(VectorEnv):
         reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
         render_mode: None or "rgb_array": ``render()`` returns one frame per env (Gymnasium's vector
             convention), so ``gymnasium.wrappers.vector.RecordVideo`` and ``HumanRendering`` wrap the env.
-        device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every:
+        device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every, decoding:
             passed to :class:`~wham_gym.engine.DreamEngine`.
     """
 
@@ -114,7 +114,8 @@ class WHAMVectorEnv(VectorEnv):
                  reward_fn=None, termination_fn=None, predict_actions: bool = False,
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
-                 context_steps: int | None = None, refresh_every: int = 1, reinjection=None):
+                 context_steps: int | None = None, refresh_every: int = 1, reinjection=None,
+                 decoding: str = "exact"):
 
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
@@ -127,7 +128,8 @@ class WHAMVectorEnv(VectorEnv):
         if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
         engine_settings = dict(device=device, dtype=dtype, temperature=temperature, top_k=top_k, top_p=top_p,
-                               deterministic=deterministic, context_steps=context_steps, refresh_every=refresh_every)
+                               deterministic=deterministic, context_steps=context_steps, refresh_every=refresh_every,
+                               decoding=decoding)
         self.rollout = _rollout(num_envs, model, reinjection, engine_settings)
         self.engine = self.rollout.engine
         self.reinjection = reinjection = self.rollout.reinjection
@@ -406,7 +408,7 @@ class WHAMVectorEnv(VectorEnv):
 
 
 _ENGINE_DEFAULTS = dict(device=None, dtype=None, temperature=0.9, top_k=None, top_p=None, deterministic=False,
-                        context_steps=None, refresh_every=1)
+                        context_steps=None, refresh_every=1, decoding="exact")
 
 
 def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollout:

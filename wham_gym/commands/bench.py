@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("both", "frames", "tokens"), default="both",
                    help="engine variants: with decoding to frames, tokens only, or both (default)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference algorithm")
+    p.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
+                   help="the engine's decoding: exact (WHAM's, default) or diagonal (one anti-diagonal per pass)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +50,7 @@ def run_bench(args: argparse.Namespace) -> int:
         variants.append("reference")
     result = benchmark.benchmark(model=args.model, device=args.device, dtype=args.dtype, num_envs=num_envs,
                                  steps=args.steps, warmup=args.warmup, variants=variants, seed=args.seed,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, decoding=args.decoding)
     meta = result["meta"]
     print(f"\n{meta['model']} on {meta['device_name']}, engine {meta['dtype']}, reference float32, "
           f"torch {meta['torch']}; bandwidth {meta['bandwidth_B_per_s'] / 1e9:.1f} GB/s, "

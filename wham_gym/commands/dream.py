@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: WHAM's 0.9)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
+                   help="exact (WHAM's order, default) or diagonal (a frame's tokens one anti-diagonal per pass: "
+                        "faster, approximate)")
     p.add_argument("--upscale", type=int, nargs="*", default=[], metavar="S",
                    help="also write Lanczos-upscaled frames, e.g. --upscale 2 4; videos use the largest")
     p.add_argument("--playback-fps", type=int, default=10,
@@ -75,7 +78,7 @@ def run_dream(args: argparse.Namespace) -> int:
     result = dream(model, args.prompt, steps=args.steps, actions=args.actions, num=args.num, seed=args.seed,
                    context=args.context, start=args.start, predict=not args.no_predicted,
                    resize_prompt=args.resize_prompt, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p)
+                   top_p=args.top_p, decoding=args.decoding)
     out = export_dream(result, args.out, upscale_factors=args.upscale, gif=not args.no_gif, mp4=not args.no_mp4,
                        summary=not args.no_summary, playback_fps=args.playback_fps, overwrite=args.overwrite)
     _report(result, out)

@@ -244,10 +244,11 @@ def _time_steps(step, actions, device, warmup: int, progress=None) -> list[float
     return times
 
 
-def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed: int = 0, progress=None):
+def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed: int = 0, progress=None,
+               decoding: str = "exact"):
     """Per-step seconds for ``steps`` timed engine steps (world-model mode) of N slots with full windows."""
 
-    roll = Rollout(DreamEngine(model, num_envs, seed=seed))
+    roll = Rollout(DreamEngine(model, num_envs, seed=seed, decoding=decoding))
     tokens, acts = full_window_prompt(model, num_envs, seed)
     roll.reset(None, tokens=tokens, actions=acts)
     rng = np.random.default_rng(seed + 1)
@@ -328,7 +329,7 @@ def parse_num_envs(text: str) -> list[int]:
 
 
 def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), steps: int = 4, warmup: int = 1,
-              variants=VARIANTS, seed: int = 0, progress: bool = True, log=print) -> dict:
+              variants=VARIANTS, seed: int = 0, progress: bool = True, log=print, decoding: str = "exact") -> dict:
     """Run the sweep; returns {"meta": ..., "rows": [...]} (see CSV_COLUMNS for a row's fields).
 
     The engine runs in ``dtype``; the reference always in fp32 (as WHAM's), from the
@@ -360,6 +361,7 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
     flops_rate = measure_matmul_rate(device, torch_dtype)
     meta = {
         "model": cfg.name, "device": str(device), "device_name": device_name(device), "dtype": dtype,
+        "decoding": decoding,
         "reference_dtype": "float32", "torch": torch.__version__, "date": date.today().isoformat(),
         "bandwidth_B_per_s": bandwidth, "matmul_flop_per_s": flops_rate, "steps": steps, "warmup": warmup,
         "config": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
@@ -388,7 +390,7 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
                         times = run_reference(m, n, steps, warmup, decode=True, seed=seed, progress=bar)
                     else:
                         times = run_engine(m, n, steps, warmup, decode=variant == "engine-frames", seed=seed,
-                                           progress=bar)
+                                           progress=bar, decoding=decoding)
             except Exception as exc:  # noqa: BLE001 - only OOM is handled; the rest re-raises
                 if not _is_oom(exc):
                     raise

@@ -179,7 +179,7 @@ def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int) -> t
 
 @torch.no_grad()
 def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3),
-                     keep_frames: bool = False) -> dict:
+                     keep_frames: bool = False, decoding: str = "exact") -> dict:
     """Does the dream answer the controller like the game does?
 
     From each start (a game seed, then a real prompt window of standing still), the game
@@ -202,7 +202,7 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     actions = np.stack([_probe_action(i, v) for _, i, v in PROBES])
     for seed in seeds:
         prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps)
-        roll = Rollout(DreamEngine(model, k, seed=seed))
+        roll = Rollout(DreamEngine(model, k, seed=seed, decoding=decoding))
         roll.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
         dreamt = run(roll, steps, np.repeat(actions[:, None], steps, 1)).frames
         dream = np.concatenate([np.repeat(prompt[None, -1:], k, 0), dreamt], 1)  # (k, steps + 1, H, W, 3)
