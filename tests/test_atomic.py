@@ -16,6 +16,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(OSError):
         atomic_write(path, fail, binary=False)
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, like any file we write (not mkstemp's 0600)
 
 
 def test_atomic_dir_replaces_only_when_complete(tmp_path):
