@@ -9,11 +9,14 @@ from wham_gym import load_model
 
 
 def pytest_configure(config):
-    # One torch thread for the whole suite, subprocesses included: its models are tiny, and on a
-    # shared 2-core machine more threads than free cores make torch 3-20x slower (measured in an
-    # earlier session: 759 s under load with torch's default threads, 227 s with one).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
+    # Torch threads for the suite (subprocesses included): the cores other processes leave free,
+    # at least one. A loaded machine is then not oversubscribed (an earlier session measured 759 s
+    # under load with torch's default threads against 227 s with one), and an idle one keeps both.
+    cores = os.cpu_count() or 1
+    free = max(1, cores - int(round(os.getloadavg()[0])))
+    threads = min(torch.get_num_threads(), free)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

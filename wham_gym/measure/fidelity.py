@@ -149,10 +149,11 @@ def zoom_factor(a: np.ndarray, b: np.ndarray, scales: np.ndarray | None = None) 
 
 # The probe actions of the action-following test: (name, controller index, stick value).
 WALK, TURN = controller.index_of("left_stick_y"), controller.index_of("right_stick_x")
-# Turning at right stick x = -/+0.625, bin middles (5 deg/tic in Doom): -/+0.5 would bin asymmetrically,
-# to -0.375 and +0.625, so the left probe turned slower than the right one (before 2026-12-01).
+# Turning at right stick x = -/+0.375, bin middles (3 deg/tic in Doom, about 35 px a step): -/+0.5 bins
+# asymmetrically, to -0.375 and +0.625, so before 2026-12-01 the left probe turned slower than the right.
+# (At 5 deg/tic the shift estimator below aliases on the maze's repeating textures.)
 PROBES = (("still", None, 0.0), ("forward", WALK, -1.0), ("backward", WALK, 1.0),
-          ("turn left", TURN, -0.625), ("turn right", TURN, 0.625))
+          ("turn left", TURN, -0.375), ("turn right", TURN, 0.375))
 
 
 def _probe_action(index, value) -> np.ndarray:

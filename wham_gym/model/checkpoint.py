@@ -17,8 +17,6 @@ import collections
 import json
 import os
 import pickle
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_dir
 from .config import (
     GPT_MODEL_SIZES,
     GPTConfig,
@@ -421,11 +420,7 @@ def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict |
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite, hint="pass overwrite=True (--overwrite)") as tmp:
         tensors = {}
         for key, value in model.state_dict().items():
             if key == "predictor.gpt_model.lm_head.weight" or key.startswith("reward_model."):
@@ -442,14 +437,7 @@ def save_model(model, out_dir, *, dtype: torch.dtype | None = None, card: dict |
                       str(tmp / REWARD_WEIGHTS_FILE))
             (tmp / REWARD_CONFIG_FILE).write_text(json.dumps(reward.config.to_dict(), indent=2))
         for f in tmp.iterdir():
-            f.chmod(0o644)
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            f.chmod(0o644)  # a model directory is meant to be shared
     return out_dir
 
 
