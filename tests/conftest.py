@@ -13,7 +13,7 @@ def pytest_configure(config):
     # at least one. A loaded machine is then not oversubscribed (an earlier session measured 759 s
     # under load with torch's default threads against 227 s with one), and an idle one keeps both.
     cores = os.cpu_count() or 1
-    free = max(1, cores - int(round(os.getloadavg()[0])))
+    free = max(1, cores - int(os.getloadavg()[0]))  # whole cores kept busy by others
     threads = min(torch.get_num_threads(), free)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
