@@ -31,7 +31,7 @@ from .wrappers import Wrapping, parse_obs_size
 
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
-            "max_episode_steps")
+            "max_episode_steps", "action_set")
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -45,7 +45,7 @@ def read_json(path: str) -> Any:
 
 def wrapping_from_config(cfg: dict) -> Wrapping:
     return Wrapping(obs_size=parse_obs_size(cfg.get("obs_size")), frame_stack=int(cfg.get("frame_stack", 1)),
-                    rescale=True)
+                    rescale=True, action_set=cfg.get("action_set"))
 
 
 class RunDir:

@@ -34,6 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.logger import configure  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
+from wham_gym.action_sets import action_set_for  # noqa: E402
 from agents.runs import RunDir, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, make_dream_venv, make_real_venv,  # noqa: E402
                              lockstep_reinjection, parse_obs_size, retrieval_reinjection)
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world", choices=WORLDS, default="dream", help="where the agent trains")
     ap.add_argument("--model", default="default", help="world model: a preset, a model directory or a checkpoint")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO, help="Doom scenario of the real game (the model's)")
+    ap.add_argument("--action-set", default=None,
+                    help="act through a named action set (wham_gym.action_sets, e.g. take_cover: Discrete none/left/"
+                         "right) instead of the 16-dim controller Box; PPO only")
     ap.add_argument("--steps", type=int, default=100_000, help="total env steps (transitions) to train for")
     ap.add_argument("--num-envs", type=int, default=8, help="parallel envs (dreams share one batched engine)")
     ap.add_argument("--max-episode-steps", type=int, default=DEFAULT_MAX_STEPS, help="episode cap in both worlds")
@@ -122,6 +126,10 @@ def make_config(args: argparse.Namespace) -> dict:
     positive("dream_eval_episodes", args.dream_eval_episodes)
     positive("final_dream_episodes", args.final_dream_episodes)
     obs_size = parse_obs_size(args.obs_size)
+    if args.action_set is not None:
+        action_set_for(args.action_set)  # an unknown name: the error lists the known sets
+        if args.algo != "ppo":
+            raise ValueError("--action-set gives a Discrete action space: use --algo ppo (SAC needs a Box)")
     if args.reinjection != "none" and args.world != "dream":
         raise ValueError(f"--reinjection {args.reinjection} applies to dream training; got --world {args.world}")
     worlds = [w for w in args.eval_worlds.split(",") if w]

@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv
 from wham_gym import controller
 from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
 from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
+from wham_gym.action_sets_sb3 import VecDiscreteActions
 from wham_gym.sb3 import WHAMVecEnv
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
@@ -48,11 +49,13 @@ def parse_obs_size(text: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Wrapping:
     """What the agent sees and how it acts: downscale to ``obs_size`` (None: 180x300), stack ``frame_stack`` frames,
-    ``rescale`` actions from [-1, 1]. :data:`RAW` is the bare world (full frames, controller actions)."""
+    ``rescale`` actions from [-1, 1], or act through ``action_set``'s presets (``Discrete(n)``).
+    :data:`RAW` is the bare world (full frames, controller actions)."""
 
     obs_size: tuple[int, int] | None = (72, 120)
     frame_stack: int = 4
     rescale: bool = True
+    action_set: str | None = None  # a wham_gym.action_sets name: Discrete(n) over its presets instead of the Box
 
     def __post_init__(self):
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
@@ -120,7 +123,9 @@ class VecResize(VecEnvWrapper):
 def wrap(venv: VecEnv, wrapping: Wrapping) -> VecEnv:
     """The wrapper stack of the module docstring, identical for both worlds."""
     venv = VecMonitor(venv)
-    if wrapping.rescale:
+    if wrapping.action_set is not None:
+        venv = VecDiscreteActions(venv, wrapping.action_set)
+    elif wrapping.rescale:
         venv = VecRescaleAction(venv)
     if wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE:
         venv = VecResize(venv, wrapping.obs_size)

@@ -289,3 +289,18 @@ def test_compare_rows_from_other_processes_are_kept(tmp_path):
     assert results["rows"] == {"random": {"v": "theirs"}, "ppo-real": {"v": "ours"},
                                "ppo-dream": {"v": "theirs, newer"}}
     assert list(results["rows"]) == ["random", "ppo-real", "ppo-dream"]  # the table's order
+
+
+def test_ppo_with_an_action_set_in_the_real_game(tmp_path):
+    out = tmp_path / "ppo-take-cover"
+    result = train_sb3.train(["--world", "real", "--scenario", "take_cover", "--action-set", "take_cover",
+                              "--steps", "32", "--n-steps", "16", "--eval-every", "0", "--eval-worlds", "real",
+                              "--out", str(out), *TINY_RUN])
+    assert result["timesteps"] >= 32
+    assert runs.read_json(out / "config.json")["action_set"] == "take_cover"
+    from stable_baselines3 import PPO
+
+    policy = PPO.load(str(out / "final.zip"), device="cpu")
+    assert policy.action_space.n == 3  # none / left / right
+    with pytest.raises(SystemExit):  # SAC needs a Box: refused at the boundary
+        train_sb3.train(["--algo", "sac", "--action-set", "take_cover", "--out", str(tmp_path / "sac"), *TINY_RUN])
