@@ -328,3 +328,41 @@ def test_diagonal_decoding_on_a_grid_is_valid_seeded_and_slot_independent(model6
 def test_decoding_option_is_checked(model64):
     with pytest.raises(ValueError, match="decoding.*exact.*diagonal"):
         DreamEngine(model64, 1, decoding="parallel")
+
+
+class _HostSyncs(torch.overrides.TorchFunctionMode):
+    """Counts tensor calls that wait for the device and copy to the host (on a GPU, each stalls the stream)."""
+
+    SYNCS = {"__bool__", "item", "tolist", "cpu", "numpy", "__int__", "__float__", "__index__", "nonzero"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.SYNCS:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("decoding", ["exact", "diagonal"])
+def test_a_step_syncs_the_host_once(decoding):
+    # The documented one: sizing the prefill (a tolist of three numbers). Validation is the caller's
+    # (checked=True, as the env and run() do); the engine's public step adds one for its own check.
+    model = load_model("tiny")
+    eng = DreamEngine(model, 3, decoding=decoding)
+    eng.reset(None, frames=np.zeros((3, 1, 180, 300, 3), np.uint8))
+    a = torch.zeros(3, 16)
+    eng.step(a)
+    for kwargs in (dict(), dict(predict_actions=True), dict(decode=False)):
+        with _HostSyncs() as syncs:
+            eng.step(a, checked=True, **kwargs)
+        assert syncs.calls == ["tolist"], kwargs
+    eng.step(a, checked=True, predict_actions=True)
+    with _HostSyncs() as syncs:
+        eng.step(None)  # the model acts, taking the action it predicted last step: no policy pass
+    assert syncs.calls == ["tolist"]
+    with _HostSyncs() as syncs:
+        eng.step(a)
+    assert sorted(syncs.calls) == ["__bool__", "tolist"]  # + the public step's finite-check of the actions

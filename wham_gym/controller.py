@@ -116,12 +116,15 @@ def sticks_to_bins(sticks, check: bool = True):
     return bins
 
 
-def bins_to_sticks(bins):
-    """WHAM stick bin indices 0..10 -> the bins' middle values in [-1, 1] (float32)."""
+def bins_to_sticks(bins, check: bool = True):
+    """WHAM stick bin indices 0..10 -> the bins' middle values in [-1, 1] (float32).
+
+    ``check=False`` skips the range test (a host sync on a GPU) for bins the engine sampled itself.
+    """
     if torch.is_tensor(bins):
         middles = torch.as_tensor(STICK_BIN_MIDDLES, dtype=torch.float32, device=bins.device)
         idx = bins.long()
-        if bool(((idx < 0) | (idx >= NUM_STICK_BINS)).any()):
+        if check and bool(((idx < 0) | (idx >= NUM_STICK_BINS)).any()):
             raise ValueError(f"stick bins must be integers in 0..{NUM_STICK_BINS - 1}")
         return middles[idx]
     idx = np.asarray(bins).astype(np.int64)
@@ -193,12 +196,16 @@ def to_wham(actions, buttons: str = "threshold", check: bool = True):
     return out
 
 
-def from_wham(wham_actions):
-    """WHAM world-space actions (sticks as bins) -> controller vectors (sticks at bin middles)."""
-    validate_actions(wham_actions, "wham_actions")
+def from_wham(wham_actions, check: bool = True):
+    """WHAM world-space actions (sticks as bins) -> controller vectors (sticks at bin middles).
+
+    ``check=False``: values known valid (the engine's own sampled actions), no host sync.
+    """
+    if check:
+        validate_actions(wham_actions, "wham_actions")
     if torch.is_tensor(wham_actions):
         w = wham_actions.float()
-        return torch.cat([w[..., :NUM_BUTTONS], bins_to_sticks(w[..., STICK_SLICE])], -1)
+        return torch.cat([w[..., :NUM_BUTTONS], bins_to_sticks(w[..., STICK_SLICE], check)], -1)
     w = np.asarray(wham_actions, dtype=np.float32)
     out = w.copy()
     out[..., STICK_SLICE] = bins_to_sticks(w[..., STICK_SLICE])

@@ -141,6 +141,7 @@ class DreamEngine:
         self._prompted = np.zeros(N, bool)  # host copy of n_frames > 0: checked without a device sync
         self.pending = torch.zeros(N, ACTION_DIM, dtype=torch.long, device=dev)  # predicted action ids
         self.has_pending = torch.zeros(N, dtype=torch.bool, device=dev)
+        self._all_pending = False  # host copy of has_pending.all(): read without a device sync
         self.cache_len = torch.zeros(N, dtype=torch.long, device=dev)  # refresh_every > 1 only
         self.since_refresh = torch.zeros(N, dtype=torch.long, device=dev)
         base = 0 if seed is None else int(seed)
@@ -222,6 +223,7 @@ class DreamEngine:
         self.n_frames[ids] = keep
         self._prompted[ids.cpu().numpy()] = True
         self.has_pending[ids] = False
+        self._all_pending = False
         self.since_refresh[ids] = 0  # next step re-prefills these slots
         if seeds is not None:
             seeds = _as_tensor(seeds, self.device, torch.long).reshape(-1)
@@ -260,6 +262,7 @@ class DreamEngine:
             raise ValueError(f"replace_frames: {k} frames, but a slot holds only {int(self.n_frames[ids].min())}")
         self.images[ids, -k:] = tokens
         self.has_pending[ids] = False
+        self._all_pending = False
         self.since_refresh[ids] = 0
 
     def context_tokens(self, env_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,9 +321,11 @@ class DreamEngine:
         if predict_actions:
             self.pending = new[:, self.tpi:] - self._action_offset
             self.has_pending[:] = True
-            predicted = controller.from_wham(action_values(self.pending))
+            self._all_pending = True
+            predicted = controller.from_wham(action_values(self.pending), check=False)
         else:
             self.has_pending[:] = False
+            self._all_pending = False
         # Tokens sampled within the valid range need no boundary check (which would sync the host).
         frames = self.model.tokenizer.decode(img, check=False).permute(0, 2, 3, 1) if decode else None
         return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
@@ -333,11 +338,11 @@ class DreamEngine:
         """
         self._check_ready()
         self._ensure_pending()
-        return controller.from_wham(action_values(self.pending))
+        return controller.from_wham(action_values(self.pending), check=False)
 
     def _ensure_pending(self) -> None:
         """Sample the action at the newest frame for slots that have none (policy pass)."""
-        if bool(self.has_pending.all()):
+        if self._all_pending:
             return
         seqs, lengths, _ = self._inputs(policy=True)  # (starts are 0 for a policy pass)
         starts = torch.zeros_like(lengths)
@@ -345,6 +350,7 @@ class DreamEngine:
         need = ~self.has_pending
         self.pending[need] = new[need] - self._action_offset
         self.has_pending[:] = True
+        self._all_pending = True
         self.since_refresh[:] = 0  # the cache now holds this pass, not the dream window
 
     def _inputs(self, policy: bool = False):
