@@ -13,35 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from datetime import date
+from unittest import mock
 
 import numpy as np
 import torch
 
 from wham_gym.engine import DreamEngine
-from wham_gym.measure.benchmark import full_window_prompt, random_actions
+from wham_gym.measure.benchmark import run_engine
 from wham_gym.model import load_model
 
 
-def time_steps(model, n: int, steps: int, masked: bool) -> float:
-    eng = DreamEngine(model, n, seed=0)
-    tokens, acts = full_window_prompt(model, n)
-    eng.reset(None, tokens=tokens, actions=acts)
-    if masked:  # the old path: build and read an (N, L, L) mask even when every window is full
-        inputs = eng._inputs
-
-        def masked_inputs(*a, **k):
-            out = inputs(*a, **k)
-            eng._uniform = False
-            return out
-        eng._inputs = masked_inputs
-    rng = np.random.default_rng(1)
-    eng.step(random_actions(rng, n))  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        eng.step(random_actions(rng, n))
-    return (time.perf_counter() - t0) / steps
+def seconds_per_step(model, n: int, steps: int, masked: bool) -> float:
+    # masked: the old path, an (N, L, L) mask even when every window is full.
+    with mock.patch.object(DreamEngine, "_causal_prefill", not masked):
+        return float(np.mean(run_engine(model, n, steps, warmup=1, decode=True)))
 
 
 def main() -> None:
@@ -56,7 +42,7 @@ def main() -> None:
     for threads in map(int, args.threads.split(",")):
         torch.set_num_threads(threads)
         for n in map(int, args.num_envs.split(",")):
-            masked, causal = (time_steps(model, n, args.steps, m) for m in (True, False))
+            masked, causal = (seconds_per_step(model, n, args.steps, m) for m in (True, False))
             rows.append({"threads": threads, "num_envs": n, "masked_s_per_step": round(masked, 3),
                          "causal_s_per_step": round(causal, 3), "masked_env_frames_per_s": round(n / masked, 2),
                          "causal_env_frames_per_s": round(n / causal, 2), "speedup": round(masked / causal, 2)})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from datetime import date
 
 import gymnasium as gym
@@ -24,8 +23,7 @@ import torch
 
 import wham_gym  # noqa: F401  (registers wham_gym/Doom-v0)
 from wham_gym.atomic import atomic_write
-from wham_gym.engine import DreamEngine
-from wham_gym.measure.benchmark import full_window_prompt, random_actions
+from wham_gym.measure.benchmark import run_engine
 from wham_gym.measure.drift import Policy, measure
 from wham_gym.measure.fidelity import action_following, live_windows
 from wham_gym.model import load_model
@@ -35,15 +33,8 @@ DECODINGS = ("exact", "diagonal")
 
 
 def speed(model, n: int, steps: int, decoding: str) -> float:
-    eng = DreamEngine(model, n, seed=0, decoding=decoding)
-    tokens, acts = full_window_prompt(model, n)
-    eng.reset(None, tokens=tokens, actions=acts)
-    rng = np.random.default_rng(1)
-    eng.step(random_actions(rng, n))  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        eng.step(random_actions(rng, n))
-    return n * steps / (time.perf_counter() - t0)
+    """env-frames/s of engine steps with full windows, frames decoded (one warm-up step)."""
+    return n * steps / float(np.sum(run_engine(model, n, steps, warmup=1, decode=True, decoding=decoding)))
 
 
 def main() -> None:

@@ -366,3 +366,11 @@ def test_a_step_syncs_the_host_once(decoding):
     with _HostSyncs() as syncs:
         eng.step(a)
     assert sorted(syncs.calls) == ["__bool__", "tolist"]  # + the public step's finite-check of the actions
+
+
+def test_a_step_builds_no_autograd_graph():
+    # Dreaming is inference: a step must not record operations for backward (memory and time).
+    eng = DreamEngine(load_model("tiny"), 2)
+    eng.reset(None, frames=np.zeros((2, 1, 180, 300, 3), np.uint8))
+    out = eng.step(torch.zeros(2, 16), predict_actions=True)
+    assert not (out.nll.requires_grad or out.entropy.requires_grad or out.frames.requires_grad)

@@ -94,6 +94,9 @@ class DreamEngine:
             after DiagD (arXiv 2503.14070); see :meth:`_decode_diagonal`.
     """
 
+    # Full windows prefill with plain causal attention; False forces the masked prefill (for A/B timing).
+    _causal_prefill = True
+
     def __init__(self, model, num_envs: int, *, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
                  deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
@@ -122,7 +125,6 @@ class DreamEngine:
         self.decoding = decoding
         tok = model.tokenizer
         self._grid = (tok.rows, tok.cols) if hasattr(tok, "rows") else (tok.side, tok.side)
-        self._diagonals: dict[int, torch.Tensor] = {}
 
         self.window = W = self.context_steps - 1
         self.tpi, self.tps = cfg.tokens_per_image, cfg.tokens_per_step
@@ -156,6 +158,8 @@ class DreamEngine:
         _check_fits(cfg, N, self.dtype, torch.device(dev))  # a clear error instead of a raw CUDA OOM
         self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev)  # ours: engines may share a model
         self._positions = torch.arange(S, device=dev)
+        self._uniform = False  # whether the last prefill took that path
+        self._plan = self._diagonal_plan() if decoding == "diagonal" else None
 
     # ------------------------------------------------------------------ slots
     def _ids(self, env_ids) -> torch.Tensor:
@@ -272,7 +276,6 @@ class DreamEngine:
         return self.images[env_id, W - n:].clone(), self.actions[env_id, W - n:W - 1].clone()
 
     # ------------------------------------------------------------------ stepping
-    @torch.no_grad()
     def _action_ids(self, actions: torch.Tensor, checked: bool = False) -> torch.Tensor:
         """Controller vectors -> action-vocab ids: validated and clipped here, once, unless the caller did."""
         if not checked:
@@ -280,6 +283,7 @@ class DreamEngine:
             actions = controller.clip_actions(actions)
         return action_tokens(controller.to_wham(actions, check=False), check=False)
 
+    @torch.no_grad()
     def step(self, actions=None, decode: bool = True, predict_actions: bool = False,
              checked: bool = False) -> StepResult:
         """Take action a at each slot's newest frame and dream the next frame, for all slots.
@@ -304,8 +308,8 @@ class DreamEngine:
         self.actions[:, -1] = act_ids
 
         n_new = self.tpi + (ACTION_DIM if predict_actions else 0)
-        seqs, lengths, starts = self._inputs()
-        new, nll, ent = self._generate(seqs, lengths, starts, first=0, n_new=n_new)
+        seqs, lengths, starts, live, uniform = self._inputs()
+        new, nll, ent = self._generate(seqs, lengths, starts, live, uniform, first=0, n_new=n_new)
         img = new[:, : self.tpi]
 
         # Refresh-mode cache bookkeeping: the last sampled token is never fed back.
@@ -344,9 +348,7 @@ class DreamEngine:
         """Sample the action at the newest frame for slots that have none (policy pass)."""
         if self._all_pending:
             return
-        seqs, lengths, _ = self._inputs(policy=True)  # (starts are 0 for a policy pass)
-        starts = torch.zeros_like(lengths)
-        new, _, _ = self._generate(seqs, lengths, starts, first=self.tpi, n_new=ACTION_DIM)
+        new, _, _ = self._generate(*self._inputs(policy=True), first=self.tpi, n_new=ACTION_DIM)
         need = ~self.has_pending
         self.pending[need] = new[need] - self._action_offset
         self.has_pending[:] = True
@@ -379,18 +381,19 @@ class DreamEngine:
         # The step's one host sync: the prefill's size, and whether every slot fills it from position 0.
         L, shortest, live = torch.stack([lengths.max(), lengths.min(), (starts + lengths).max()]).tolist()
         index = (offset[:, None] + torch.arange(L, device=self.device)).clamp_max(flat.shape[1] - 1)
-        self._uniform = shortest == L and live == L  # all slots: L tokens at positions 0..L-1
-        self._live = live
-        return flat.gather(1, index), lengths, starts
+        uniform = shortest == L and live == L  # every slot: L tokens at positions 0..L-1
+        return flat.gather(1, index), lengths, starts, live, uniform
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         """Bool attention mask -> additive (0 / -inf) in the model dtype, built once for all layers."""
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
 
-    def _generate(self, seqs, lengths, starts, first: int, n_new: int):
+    def _generate(self, seqs, lengths, starts, live: int, uniform: bool, first: int, n_new: int):
         """Prefill ``seqs`` then sample ``n_new`` tokens at positions-in-step ``first``.. for all slots.
 
-        Returns the tokens (N, n_new) and the mean NLL and entropy of the image tokens sampled.
+        ``live``: the longest slot's positions; ``uniform``: every slot prefills ``L`` tokens at
+        positions 0..L-1 (both from :meth:`_inputs`). Returns the tokens (N, n_new) and the mean
+        NLL and entropy of the image tokens sampled.
         """
         gpt = self.model.gpt
         N, L = seqs.shape
@@ -401,8 +404,8 @@ class DreamEngine:
         self.draws = self.draws + n_new
 
         # Attention reads only the live prefix of the cache: the longest slot's positions.
-        live = self._live  # (from _inputs' host sync)
         keys = self._positions
+        self._uniform = uniform and self._causal_prefill
         if self._uniform:  # every slot prefills a whole window from position 0 (the steady state)
             mask = None  # causal attention: the fused kernel, no (N, L, L) mask to build or read
         else:
@@ -411,10 +414,10 @@ class DreamEngine:
         cur = starts + lengths  # position of the next token to feed
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
         stats = torch.zeros(2, N, dtype=torch.float64, device=self.device)  # summed NLL and entropy
-        if self.decoding == "diagonal" and first == 0:
-            g0, last, cur = self._decode_diagonal(last, cur, live, u, out, stats), None, cur + self.tpi - 1
-        else:
-            g0 = 0
+        g0 = 0
+        if self._plan is not None and first == 0:
+            g0 = self._decode_diagonal(last, cur, live, u, out, stats)
+            last, cur = None, cur + g0  # token g0 is sampled, not yet fed
         self._decode_sequential(last, cur, live, u, out, stats, first, g0, n_new)
         n_img = max(min(self.tpi - first, n_new), 0)
         nll, ent = (stats / n_img) if n_img else stats
@@ -466,8 +469,7 @@ class DreamEngine:
         in the cache when the real one is fed. Each token keeps its own random draw, so a slot's
         dream depends only on its seed and inputs, as in exact decoding.
         """
-        gpt, (R, C) = self.model.gpt, self._grid
-        N, dev = self.num_envs, self.device
+        gpt, N = self.model.gpt, self.num_envs
         keys = self._positions[None, None, :live + self.tpi]
         filled = keys[:, 0] < cur[:, None]  # (N, P): positions a query may attend to (the prefill's so far)
         prev = self.images[:, -1]  # the newest frame now: the previous one of the frame being dreamt
@@ -475,32 +477,41 @@ class DreamEngine:
         out[:, 0] = tok
         stats[0] += nll
         stats[1] += ent
-        for d in range(1, R + C - 1):
-            fed = self._diagonal(d - 1)  # raster indices sampled last pass, fed now
-            targets = self._diagonal(d)
-            inputs = [out[:, fed]]
-            index = fed
-            if d < R and C > 1:  # row d's first token: a stand-in for its raster predecessor (d-1, C-1)
-                inputs.append(prev[:, d * C - 1:d * C])
-                index = torch.cat([fed, torch.tensor([d * C - 1], device=dev)])
+        for fed, standin, index, keep, targets in self._plan:
+            inputs = out[:, fed]  # the tokens sampled last pass
+            if standin is not None:  # a row's first token: its raster predecessor stood in by the previous frame's
+                inputs = torch.cat([inputs, prev[:, standin]], 1)
             pos = cur[:, None] + index[None, :]  # (N, Q)
             filled.scatter_(1, pos, True)  # tokens fed together see each other, in raster order
             allowed = filled[:, None, :] & (keys <= pos[:, :, None])  # (N, Q, P)
-            logits = gpt(torch.cat(inputs, 1), pos=pos, mask=self._additive(allowed)[:, None], caches=self.caches)
-            # Query j predicts the token after index[j]; keep those on diagonal d.
-            keep = torch.isin(index + 1, targets)
-            tgt = index[keep] + 1
-            rows = logits[:, keep].reshape(-1, logits.shape[-1])
-            tok, nll, ent = self._sample(rows, 1, u[:, tgt].reshape(-1))  # every image token past the first
-            out[:, tgt] = tok.view(N, -1)                                    # has the same valid range
+            logits = gpt(inputs, pos=pos, mask=self._additive(allowed)[:, None], caches=self.caches)
+            rows = logits[:, keep].reshape(-1, logits.shape[-1])  # the queries whose next token is on this diagonal
+            tok, nll, ent = self._sample(rows, 1, u[:, targets].reshape(-1))  # every image token past the first
+            out[:, targets] = tok.view(N, -1)                                    # has the same valid range
             stats[0] += nll.view(N, -1).sum(1)
             stats[1] += ent.view(N, -1).sum(1)
         return self.tpi - 1  # the last image token is sampled, not yet fed
 
-    def _diagonal(self, d: int) -> torch.Tensor:
-        """Raster indices of the grid's anti-diagonal ``d`` (r + c = d), top row first."""
-        if d not in self._diagonals:
-            R, C = self._grid
-            self._diagonals[d] = torch.tensor([r * C + d - r for r in range(max(0, d - C + 1), min(R - 1, d) + 1)],
-                                              device=self.device)
-        return self._diagonals[d]
+    def _diagonal_plan(self) -> list[tuple]:
+        """Pass d = 1 .. rows+cols-2 of diagonal decoding, as index tensors built once (no host work per pass).
+
+        Each pass: ``fed`` (the raster indices of diagonal d-1), ``standin`` (the previous frame's
+        index standing in for row d's first token's predecessor, or None), ``index`` (the positions
+        fed, the stand-in last), ``keep`` (the queries whose next token lies on diagonal d) and
+        ``targets`` (those tokens' raster indices).
+        """
+        R, C = self._grid
+
+        def diagonal(d: int) -> list[int]:  # raster indices with r + c = d, top row first
+            return [r * C + d - r for r in range(max(0, d - C + 1), min(R - 1, d) + 1)]
+
+        plan = []
+        for d in range(1, R + C - 1):
+            fed, on_d = diagonal(d - 1), set(diagonal(d))
+            standin = [d * C - 1] if d < R and C > 1 else None
+            index = fed + (standin or [])
+            keep = [j for j, i in enumerate(index) if i + 1 in on_d]
+            as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=self.device)  # noqa: E731
+            plan.append((as_tensor(fed), None if standin is None else as_tensor(standin), as_tensor(index),
+                         as_tensor(keep), as_tensor([index[j] + 1 for j in keep])))
+        return plan

@@ -45,6 +45,7 @@ reductions in attention/matmul may differ run to run and flip a near-tie token.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -407,14 +408,11 @@ class WHAMVectorEnv(VectorEnv):
             self.reinjection.source.close()  # lockstep worker processes
 
 
-_ENGINE_DEFAULTS = dict(device=None, dtype=None, temperature=0.9, top_k=None, top_p=None, deterministic=False,
-                        context_steps=None, refresh_every=1, decoding="exact")
-
-
 def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollout:
     """The env's rollout: built from a model and settings, or around the engine / rollout given as ``model``."""
     if isinstance(model, (DreamEngine, Rollout)):
-        changed = sorted(k for k, v in engine_settings.items() if v != _ENGINE_DEFAULTS[k])
+        defaults = inspect.signature(WHAMVectorEnv.__init__).parameters
+        changed = sorted(k for k, v in engine_settings.items() if v != defaults[k].default)
         if changed:
             raise ValueError(f"{changed}: these are the DreamEngine's settings; set them on the "
                              f"{type(model).__name__} you pass, not on the env")

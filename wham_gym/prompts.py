@@ -99,11 +99,6 @@ def resize_linear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 frames (..., H, W, 3) to ``size`` = (height, width) as WHAM's server does."""
-    return resize_linear(np.asarray(frames), size)
-
-
 # Each API's switch for resizing prompts, which a size error tells the user to pass.
 RESIZE_OPTIONS = {"env": "resize_prompts=True", "dream": "resize_prompt=True (wham-gym dream: --resize-prompt)"}
 
@@ -120,7 +115,7 @@ def fit_frames(frames: np.ndarray, size: tuple[int, int], resize: bool = False, 
     if have == tuple(size):
         return frames
     if have == WHAM_SIZE or resize:
-        return resize_frames(frames, size)
+        return resize_linear(np.asarray(frames), size)
     hint = RESIZE_OPTIONS.get(option, option) if option else (
         f"{RESIZE_OPTIONS['env']} (WHAMVectorEnv, gym.make) or {RESIZE_OPTIONS['dream']}")
     raise ValueError(

@@ -152,7 +152,7 @@ def _as_actions(a, n: int, device) -> torch.Tensor:
     return controller.clip_actions(a)
 
 
-def run(rollout: Rollout, steps: int, actions, *, decode: bool = True, keep_frames: bool = True,
+def run(rollout: Rollout, steps: int, actions: np.ndarray | ActionSource, *, decode: bool = True, keep_frames: bool = True,
         predict: bool = False, start_frames: np.ndarray | None = None, progress: bool = False,
         desc: str = "dreaming") -> Trajectory:
     """Step ``rollout`` ``steps`` times under ``actions`` (see the module docstring) and collect the results.

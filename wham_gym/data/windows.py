@@ -40,22 +40,20 @@ def sample_windows(lengths: Sequence[int], length: int, n: int, rng: np.random.G
         if len(lengths) == 0:
             raise ValueError("no episodes to draw windows from")
         episodes = rng.integers(len(lengths), size=n).astype(np.int64)
-        totals = [int(lengths[int(e)]) for e in episodes]
-        sizes = np.minimum(totals, length).astype(np.int64)
-        starts = np.array([int(rng.integers(T - P + 1)) for T, P in zip(totals, sizes)], np.int64)
-        return episodes, starts, sizes
-    lengths = np.asarray(lengths, np.int64)
-    eligible = np.flatnonzero(lengths >= length)
-    if len(eligible) == 0:
-        raise ValueError(f"no episode has the {length} steps a window needs "
-                         f"(longest: {int(lengths.max()) if len(lengths) else 0})")
-    if per == "window":
-        flat = rng.integers(0, count_windows(lengths, length), n)
-        which, starts = window_at(lengths, length, flat)
-        return which, starts, np.full(n, length, np.int64)
-    episodes = eligible[rng.integers(len(eligible), size=n)].astype(np.int64)
-    starts = np.array([int(rng.integers(int(T) - length + 1)) for T in lengths[episodes]], np.int64)
-    return episodes, starts, np.full(n, length, np.int64)
+    else:
+        lengths = np.asarray(lengths, np.int64)
+        eligible = np.flatnonzero(lengths >= length)
+        if len(eligible) == 0:
+            raise ValueError(f"no episode has the {length} steps a window needs "
+                             f"(longest: {int(lengths.max()) if len(lengths) else 0})")
+        if per == "window":
+            which, starts = window_at(lengths, length, rng.integers(0, count_windows(lengths, length), n))
+            return which, starts, np.full(n, length, np.int64)
+        episodes = eligible[rng.integers(len(eligible), size=n)].astype(np.int64)
+    totals = [int(lengths[int(e)]) for e in episodes]  # each drawn episode's length, read once
+    sizes = np.minimum(totals, length).astype(np.int64)
+    starts = np.array([int(rng.integers(T - P + 1)) for T, P in zip(totals, sizes)], np.int64)
+    return episodes, starts, sizes
 
 
 def count_windows(lengths: Sequence[int], length: int) -> int:
