@@ -31,7 +31,9 @@ from .wrappers import Wrapping, parse_obs_size
 
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
-            "max_episode_steps", "action_set")
+            "max_episode_steps", "action_set", "grayscale", "reward_scale")
+# Identity settings newer than some run directories, and the value those runs had.
+LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0}
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -45,7 +47,8 @@ def read_json(path: str) -> Any:
 
 def wrapping_from_config(cfg: dict) -> Wrapping:
     return Wrapping(obs_size=parse_obs_size(cfg.get("obs_size")), frame_stack=int(cfg.get("frame_stack", 1)),
-                    rescale=True, action_set=cfg.get("action_set"))
+                    rescale=True, action_set=cfg.get("action_set"), grayscale=bool(cfg.get("grayscale", False)),
+                    reward_scale=float(cfg.get("reward_scale", 1.0)))
 
 
 class RunDir:
@@ -66,7 +69,9 @@ class RunDir:
         old = self.read_config()
         if old is None:
             return
-        diff = [f"{k}: {old.get(k)!r} there, {cfg.get(k)!r} now" for k in IDENTITY if old.get(k) != cfg.get(k)]
+        # settings added later read as their default in older runs' configs
+        diff = [f"{k}: {old.get(k, LATER.get(k))!r} there, {cfg.get(k)!r} now" for k in IDENTITY
+                if old.get(k, LATER.get(k)) != cfg.get(k)]
         if diff:
             raise ValueError(f"{self.path} holds a run with other settings ({'; '.join(diff)}); "
                              "pass another --out, or delete that directory to start over")

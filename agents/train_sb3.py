@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("observations and actions")
     g.add_argument("--obs-size", default="72x120", help="HxW to downscale frames to, or 'full' (180x300)")
     g.add_argument("--frame-stack", type=int, default=4, help="frames stacked per observation (1: none)")
+    g.add_argument("--grayscale", action="store_true", help="one gray channel per frame instead of RGB")
+    g.add_argument("--reward-scale", type=float, default=1.0,
+                   help="multiply the reward the agent learns from (returns are reported unscaled); "
+                        "take_cover pays ~3.5 tics per step, 0.1 keeps PPO's value loss small")
     g = ap.add_argument_group("reinjection (dream training only)")
     g.add_argument("--reinjection", choices=("none", "retrieval", "lockstep"), default="none",
                    help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "

@@ -3,7 +3,8 @@
     base VecEnv     N dreams in one WHAMVecEnv (one batched engine), or N Doom games (Dummy/SubprocVecEnv)
     VecMonitor      episode returns and lengths in the world's own reward, before any wrapper touches them
     VecRescaleAction  the agent acts in [-1, 1]^16; mapped onto the controller Box (buttons [0, 1], sticks [-1, 1])
-    VecResize       180x300 frames downscaled (bilinear, antialiased) to ``obs_size``
+    VecScaleReward  training reward times ``reward_scale`` (after VecMonitor: episode statistics stay in the world's unit)
+    VecResize       180x300 frames downscaled (bilinear, antialiased) to ``obs_size``, optionally to grayscale
     VecFrameStack   the last K frames stacked on the channel axis (SB3's)
 
 SB3 adds ``VecTransposeImage`` (channel-first for its CNN) by itself, at training and at ``predict``.
@@ -49,17 +50,22 @@ def parse_obs_size(text: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Wrapping:
     """What the agent sees and how it acts: downscale to ``obs_size`` (None: 180x300), stack ``frame_stack`` frames,
-    ``rescale`` actions from [-1, 1], or act through ``action_set``'s presets (``Discrete(n)``).
+    ``rescale`` actions from [-1, 1], or act through ``action_set``'s presets (``Discrete(n)``); ``grayscale``
+    frames (one channel); ``reward_scale`` multiplies the reward the agent learns from (not the returns reported).
     :data:`RAW` is the bare world (full frames, controller actions)."""
 
     obs_size: tuple[int, int] | None = (72, 120)
     frame_stack: int = 4
     rescale: bool = True
     action_set: str | None = None  # a wham_gym.action_sets name: Discrete(n) over its presets instead of the Box
+    grayscale: bool = False
+    reward_scale: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+        if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
+            raise ValueError(f"reward_scale must be a finite number > 0, got {self.reward_scale!r}")
 
 
 RAW = Wrapping(obs_size=None, frame_stack=1, rescale=False)
@@ -93,42 +99,76 @@ class VecRescaleAction(VecEnvWrapper):
         return self.venv.step_wait()
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(..., H, W, 3) uint8 -> (..., h, w, 3): bilinear with antialiasing (an area-like average when shrinking)."""
+class VecScaleReward(VecEnvWrapper):
+    """The reward the agent learns from, times ``scale``. take_cover pays ~3.5 per step: unscaled, PPO's value
+    loss (hundreds to thousands) swamps the policy's gradient in the shared CNN."""
+
+    def __init__(self, venv: VecEnv, scale: float):
+        self.scale = float(scale)
+        super().__init__(venv)
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        return obs, (rew * self.scale).astype(np.float32), dones, infos
+
+
+# ITU-R BT.601 luma, as cv2 / PIL convert RGB to gray
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int] | None, grayscale: bool = False) -> np.ndarray:
+    """(..., H, W, 3) uint8 -> (..., h, w, 3): bilinear with antialiasing (an area-like average when shrinking);
+    ``size`` None keeps H x W. ``grayscale``: (..., h, w, 1), luma rounded to uint8."""
     lead = frames.shape[:-3]
+    size = tuple(size) if size is not None else frames.shape[-3:-1]
     # uint8 in, uint8 out: torch's channels-last uint8 kernel is ~35x faster than going through float.
     x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return np.ascontiguousarray(x.permute(0, 2, 3, 1).reshape(*lead, *size, 3).numpy())
+    if x.shape[-2:] != size:
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    x = x.permute(0, 2, 3, 1)
+    if grayscale:
+        x = (x.float() @ LUMA).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(-1)
+    return np.ascontiguousarray(x.reshape(*lead, *size, x.shape[-1]).numpy())
 
 
 class VecResize(VecEnvWrapper):
-    """Downscale observations (and ``terminal_observation``) to ``size`` = (height, width)."""
+    """Downscale observations (and ``terminal_observation``) to ``size`` = (height, width) (None: keep),
+    optionally to one gray channel."""
 
-    def __init__(self, venv: VecEnv, size: tuple[int, int]):
-        self.size = tuple(size)
-        super().__init__(venv, observation_space=spaces.Box(0, 255, (*self.size, 3), np.uint8))
+    def __init__(self, venv: VecEnv, size: tuple[int, int] | None, grayscale: bool = False):
+        self.size = tuple(size) if size is not None else tuple(venv.observation_space.shape[:2])
+        self.grayscale = bool(grayscale)
+        super().__init__(venv, observation_space=spaces.Box(0, 255, (*self.size, 1 if grayscale else 3), np.uint8))
+
+    def _frames(self, frames):
+        return resize_frames(frames, self.size, self.grayscale)
 
     def reset(self):
-        return resize_frames(self.venv.reset(), self.size)
+        return self._frames(self.venv.reset())
 
     def step_wait(self):
         obs, rew, dones, infos = self.venv.step_wait()
         for info in infos:
             if info.get("terminal_observation") is not None:
-                info["terminal_observation"] = resize_frames(info["terminal_observation"], self.size)
-        return resize_frames(obs, self.size), rew, dones, infos
+                info["terminal_observation"] = self._frames(info["terminal_observation"])
+        return self._frames(obs), rew, dones, infos
 
 
 def wrap(venv: VecEnv, wrapping: Wrapping) -> VecEnv:
     """The wrapper stack of the module docstring, identical for both worlds."""
     venv = VecMonitor(venv)
+    if wrapping.reward_scale != 1.0:
+        venv = VecScaleReward(venv, wrapping.reward_scale)
     if wrapping.action_set is not None:
         venv = VecDiscreteActions(venv, wrapping.action_set)
     elif wrapping.rescale:
         venv = VecRescaleAction(venv)
-    if wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE:
-        venv = VecResize(venv, wrapping.obs_size)
+    resize = wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE
+    if resize or wrapping.grayscale:
+        venv = VecResize(venv, wrapping.obs_size, wrapping.grayscale)
     if wrapping.frame_stack > 1:
         venv = VecFrameStack(venv, wrapping.frame_stack, channels_order="last")
     return venv

@@ -82,6 +82,34 @@ def test_resize_frames():
     assert out.shape == (2, 72, 120, 3) and out.dtype == np.uint8
     flat = np.full((180, 300, 3), 77, np.uint8)
     assert (wrappers.resize_frames(flat, (36, 60)) == 77).all()
+    # grayscale: one channel of BT.601 luma, rounded, at full size or downscaled
+    gray = wrappers.resize_frames(frames, None, grayscale=True)
+    luma = frames.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert gray.shape == (2, 180, 300, 1) and np.abs(gray[..., 0] - luma).max() <= 0.5 + 1e-3
+    pure = np.zeros((1, 4, 4, 3), np.uint8)
+    pure[..., 1] = 255  # pure green -> 0.587 * 255 = 149.7
+    assert (wrappers.resize_frames(pure, (2, 2), grayscale=True) == 150).all()
+
+
+def test_reward_scale_and_grayscale_in_the_wrapper_stack():
+    plain = Wrapping(obs_size=(36, 60), frame_stack=2, action_set="take_cover")
+    scaled = Wrapping(obs_size=(36, 60), frame_stack=2, action_set="take_cover", grayscale=True, reward_scale=0.03)
+    venvs = [wrappers.make_real_venv("take_cover", 1, w, max_steps=4, seed=3) for w in (plain, scaled)]
+    try:
+        assert venvs[1].observation_space.shape == (36, 60, 2)  # one gray channel per stacked frame
+        for venv in venvs:
+            venv.reset()
+        for t in range(4):
+            steps = [venv.step(np.array([1])) for venv in venvs]
+        (_, r0, d0, i0), (_, r1, d1, i1) = steps
+        assert r0[0] > 0 and np.isclose(r1[0], 0.03 * r0[0])  # the agent learns from the scaled reward...
+        assert d0[0] and d1[0] and i0[0]["episode"]["r"] == i1[0]["episode"]["r"] > 0  # ...returns stay in tics
+    finally:
+        for venv in venvs:
+            venv.close()
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="reward_scale"):
+            Wrapping(reward_scale=bad)
 
 
 def test_behaviour_agent_sees_the_real_frames(tiny):
@@ -291,16 +319,24 @@ def test_compare_rows_from_other_processes_are_kept(tmp_path):
     assert list(results["rows"]) == ["random", "ppo-real", "ppo-dream"]  # the table's order
 
 
-def test_ppo_with_an_action_set_in_the_real_game(tmp_path):
+def test_ppo_with_an_action_set_in_the_real_game(tmp_path, capsys):
     out = tmp_path / "ppo-take-cover"
     result = train_sb3.train(["--world", "real", "--scenario", "take_cover", "--action-set", "take_cover",
-                              "--steps", "32", "--n-steps", "16", "--eval-every", "0", "--eval-worlds", "real",
+                              "--grayscale", "--reward-scale", "0.03", "--steps", "32", "--n-steps", "16", "--eval-every", "0", "--eval-worlds", "real",
                               "--out", str(out), *TINY_RUN])
     assert result["timesteps"] >= 32
-    assert runs.read_json(out / "config.json")["action_set"] == "take_cover"
+    cfg = runs.read_json(out / "config.json")
+    assert (cfg["action_set"], cfg["grayscale"], cfg["reward_scale"]) == ("take_cover", True, 0.03)
+    assert runs.wrapping_from_config(cfg).grayscale
     from stable_baselines3 import PPO
 
     policy = PPO.load(str(out / "final.zip"), device="cpu")
     assert policy.action_space.n == 3  # none / left / right
+    assert policy.observation_space.shape[0] == 2  # 2 stacked gray frames (TINY_RUN), channel-first for the CNN
+    with pytest.raises(SystemExit):  # resuming with another reward scale is refused, saying why
+        train_sb3.train(["--world", "real", "--scenario", "take_cover", "--action-set", "take_cover",
+                         "--grayscale", "--reward-scale", "0.1", "--steps", "64", "--n-steps", "16",
+                         "--eval-every", "0", "--eval-worlds", "real", "--out", str(out), *TINY_RUN])
+    assert "reward_scale: 0.03 there, 0.1 now" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # SAC needs a Box: refused at the boundary
         train_sb3.train(["--algo", "sac", "--action-set", "take_cover", "--out", str(tmp_path / "sac"), *TINY_RUN])
