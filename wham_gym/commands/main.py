@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "wham_gym.commands.bench",  # bench
     "wham_gym.commands.drift",  # drift
     "wham_gym.commands.games",  # record, play-doom
+    "wham_gym.commands.serve",  # serve
 )
 
 
