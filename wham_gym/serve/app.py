@@ -150,7 +150,7 @@ class DreamServer:
     async def _form(self, request: Request):
         """A multipart form's ``json`` field (parsed) and its file parts (name -> bytes)."""
         ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
+        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):  # as Flask's form
             raise BadRequest(f"expected a multipart/form-data body (field 'json' + PNG file parts), received "
                              f"content-type {ctype or 'none'!r}", status=415)
         try:
@@ -215,7 +215,7 @@ class DreamServer:
         """A session's prompt and settings from JSON (drawn from the model's prompt bank) or multipart steps."""
         cfg = self.model.config
         ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
+        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             body, files = await self._form(request)
             frames, tokens, actions = await run_in_threadpool(
                 parse_steps, body, files, size=self.size, tokens_per_image=cfg.tokens_per_image,
