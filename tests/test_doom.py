@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wham_gym import controller
-from wham_gym.games.explore import ExplorePolicy, RandomPolicy, make_policy
+from wham_gym.games.explore import ExplorePolicy, RandomPolicy, StrafePolicy, make_policy
 
 vizdoom = pytest.importorskip("vizdoom")
 
@@ -216,6 +216,33 @@ def test_explore_policy_turns_toward_visible_enemy():
     assert turns[-1] > 0.3  # enemy on the right -> turn right
     info = {"labels": [{"name": "DoomImp", "x": 145, "y": 60, "width": 10, "height": 40}]}
     assert policy.act(obs, info)[0] == 1.0  # in the sights -> fire
+
+
+def test_strafe_policy_holds_left_still_right_and_moves_the_player():
+    policy = make_policy("strafe", seed=1)
+    acts = np.stack([policy.act(None) for _ in range(600)])
+    x = acts[:, controller.index_of("left_stick_x")]
+    assert set(np.unique(x)) == {-1.0, 0.0, 1.0}  # take_cover's presets: left, still, right
+    others = np.delete(acts, controller.index_of("left_stick_x"), axis=1)
+    assert not others.any()  # nothing else pressed or moved
+    runs = np.diff(np.flatnonzero(np.diff(x) != 0))  # run lengths between changes
+    assert 1.8 < runs.mean() < 5  # held for a while (a change to the same value hides some switches)
+    policy.reset(seed=1)
+    assert np.array_equal(np.stack([policy.act(None) for _ in range(600)]), acts)  # seeded
+    env = DoomEnv("take_cover", max_steps=40)
+    try:
+        _, info = env.reset(seed=0)
+        policy = StrafePolicy(seed=0)
+        policy.direction, policy.left = 1.0, 10**9  # strafe right for the whole run
+        x0 = info["position_y"], info["position_x"]
+        for _ in range(10):
+            _, _, terminated, _, info = env.step(policy.act(None))
+        moved = np.hypot(info["position_y"] - x0[0], info["position_x"] - x0[1])
+        assert moved > 50  # ten held steps cross a good part of the room
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="mean_hold"):
+        StrafePolicy(mean_hold=0.5)
 
 
 def test_explore_policy_explores_the_real_game():

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--scenario", default=None, help="vizdoom scenario name or .cfg path (default: deathmatch)")
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default: 1)")
-    p.add_argument("--policy", choices=("explore", "random"), default="explore", help="data-collection policy")
+    p.add_argument("--policy", choices=("explore", "random", "strafe"), default="explore",
+                   help="data-collection policy: explore (steering exploration), random (white-noise controller), "
+                        "strafe (random left / still / right, held; take_cover's action set)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode cap at 10 Hz (default: the scenario's timeout)")

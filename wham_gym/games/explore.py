@@ -191,11 +191,40 @@ class RandomPolicy:
         return self.space.sample()
 
 
-POLICIES = {"explore": ExplorePolicy, "random": RandomPolicy}
+class StrafePolicy:
+    """Random strafing held for a while: left stick x in {-1, 0, +1} (left, still, right), kept for a
+    geometric number of steps (mean ``mean_hold``), nothing else pressed.
+
+    The data policy for ``take_cover``, whose action set is exactly these three presets: a world model
+    of that scenario sees every action the agent will take, and a held strafe crosses the room, which
+    white-noise sticks (``random``) never do.
+    """
+
+    def __init__(self, seed: int | None = None, mean_hold: float = 3.0):
+        if mean_hold < 1:
+            raise ValueError(f"mean_hold must be >= 1 step, got {mean_hold}")
+        self.mean_hold = mean_hold
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.direction, self.left = 0.0, 0
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        if self.left <= 0:
+            self.direction = float(self.rng.integers(-1, 2))
+            self.left = int(self.rng.geometric(1.0 / self.mean_hold))
+        self.left -= 1
+        action = np.zeros(controller.ACTION_DIM, np.float32)
+        action[controller.index_of("left_stick_x")] = self.direction
+        return action
+
+
+POLICIES = {"explore": ExplorePolicy, "random": RandomPolicy, "strafe": StrafePolicy}
 
 
 def make_policy(name: str, seed: int | None = None):
-    """A data-collection policy by name: ``explore`` or ``random``."""
+    """A data-collection policy by name: ``explore``, ``random`` or ``strafe``."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
     return POLICIES[name](seed=seed)
