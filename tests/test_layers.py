@@ -17,7 +17,7 @@ LAYERS = [
     {"model", "data"},  # networks and file formats
     {"engine", "games"},  # the hot path; the real game
     {"rollout", "env", "prompts", "rewards", "reinjection", "sb3", "action_sets", "action_sets_sb3"},  # environments
-    {"dream", "measure", "train", "serve"},  # tools built on environments and rollouts
+    {"dream", "measure", "train", "serve", "cluster"},  # tools built on environments and rollouts (cluster: on Ray)
     {"commands", "__init__", "__main__"},  # the command line and the package facade
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -23,6 +23,8 @@ def _register_envs() -> None:
         # 1000 steps = 100 s of game time at WHAM's 10 Hz.
         register(id="wham_gym/WHAM-v0", entry_point="wham_gym.env:WHAMEnv",
                  vector_entry_point="wham_gym.env:WHAMVectorEnv", max_episode_steps=1000)
+    if "wham_gym/WHAM-Ray-v0" not in registry:  # the vector env over Ray actors (extra [ray]); make_vec only
+        register(id="wham_gym/WHAM-Ray-v0", vector_entry_point="wham_gym.cluster:RayVectorEnv")
 
 
 _register_envs()

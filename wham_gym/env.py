@@ -228,12 +228,20 @@ class WHAMVectorEnv(VectorEnv):
         if prompt is not None:
             prompts = self._option_prompts(prompt, n)
         elif self.reinjection is not None and self.reinjection.source.starts_episodes:  # replay / lockstep
-            frames, actions = self.reinjection.source.start(ids.cpu().numpy(), rng, self.prompt_frames, autoreset)
-            prompts = [Prompt(fit_frames(f, self.model_size, True, "real episode"), a) for f, a in zip(frames, actions)]
+            prompts = self._source_prompts(ids, rng, autoreset)
         else:
             prompts = self.prompt_bank.sample(rng, n, self.prompt_frames, size=self.model_size,
                                               resize=self.resize_prompts, option="env")
-        seeds = rng.integers(0, 2**62, size=n)
+        return self._start_slots(ids, prompts, rng.integers(0, 2**62, size=n))
+
+    def _source_prompts(self, ids: torch.Tensor, rng: np.random.Generator, autoreset: bool) -> list[Prompt]:
+        """Prompts from a reinjection source that starts episodes (replay, lockstep)."""
+        frames, actions = self.reinjection.source.start(ids.cpu().numpy(), rng, self.prompt_frames, autoreset)
+        return [Prompt(fit_frames(f, self.model_size, True, "real episode"), a) for f, a in zip(frames, actions)]
+
+    def _start_slots(self, ids: torch.Tensor, prompts: list[Prompt], seeds: np.ndarray) -> torch.Tensor:
+        """Prompt slots ``ids`` and restart their random streams at ``seeds`` (the draws made, here or by a
+        driver that draws for several envs: ``wham_gym.cluster``); their newest tokens."""
         lengths = np.array([len(p) for p in prompts])
         for P in np.unique(lengths):  # one engine reset per prompt length (usually one)
             sel = np.flatnonzero(lengths == P)
