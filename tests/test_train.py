@@ -158,3 +158,58 @@ def test_a_card_records_the_recipe_that_reproduces_it():
         Recipe.from_card({"recipe": {**card["recipe"], "flux_capacitor": 1}})
     with pytest.raises(ValueError, match="no recipe"):
         Recipe.from_card({"name": "official"})
+
+
+@pytest.fixture(scope="module")
+def ending_episodes(tmp_path_factory):
+    """Three episodes in the recorder's file format: two end in death (terminated), one in a timeout."""
+    from wham_gym import controller
+    from wham_gym.data.episodes import Episode, write_episode
+
+    out = tmp_path_factory.mktemp("ending")
+    rng = np.random.default_rng(0)
+    for i, (T, dies) in enumerate([(7, True), (5, False), (6, True)]):
+        term = np.zeros(T, bool)
+        term[-1] = dies
+        write_episode(out / f"episode_{i:06d}.npz", Episode(
+            images=rng.integers(40, 200, (T, 3, 180, 300), dtype=np.uint8),
+            wham_actions=controller.to_wham(rng.uniform(-1, 1, (T, 16)).astype(np.float32)).astype(np.float32),
+            rewards=np.full(T, 3.5, np.float32), terminated=term, truncated=~term & (np.arange(T) == T - 1),
+            scenario="take_cover", seed=i))
+    return sorted(str(p) for p in out.iterdir())
+
+
+def test_end_frames_make_episode_ends_visible(ending_episodes, tmp_path):
+    from wham_gym import controller
+    from wham_gym.model.vocab import action_tokens
+    from wham_gym.train.data import frame_bank
+    from wham_gym.train.reward import transitions
+
+    model = tiny_model()
+    plain = tokenize_episodes(model, ending_episodes, tmp_path, progress=False)
+    ended = tokenize_episodes(model, ending_episodes, tmp_path, progress=False, end_frame="black")  # same cache dir
+    black = model.tokenizer.encode(torch.zeros(1, 3, 180, 300, dtype=torch.uint8)).numpy()[0]
+    neutral = action_tokens(torch.from_numpy(controller.to_wham(np.zeros(16, np.float32))[None])).numpy()[0]
+    for p, e, dies in zip(plain, ended, (True, False, True)):
+        assert not p.ended and e.ended == dies
+        T = len(p.tokens)
+        assert len(e.tokens) == T + dies and np.array_equal(e.tokens[:T], p.tokens)
+        if dies:  # one more step: the black frame, a neutral action, no reward, not itself an end
+            assert np.array_equal(e.tokens[-1], black) and np.array_equal(e.action_ids[-1], neutral)
+            assert e.rewards[-1] == 0 and e.terminated.tolist() == [False] * (T - 1) + [True, False]
+
+    # The reward model's transitions: as many as recorded steps; a death's next frame is the end frame.
+    tp, te = transitions(plain), transitions(ended)
+    assert len(te["reward"]) == len(tp["reward"]) == 18
+    deaths = np.flatnonzero(te["term"])
+    assert deaths.tolist() == [6, 17]
+    assert all(np.array_equal(te["next"][i], black) for i in deaths)
+    assert not any(np.array_equal(te["prev"][i], black) for i in range(18))  # no transition starts at an end
+    assert np.array_equal(te["next"][:6], tp["next"][:6])
+
+    # The tokenizer's frame bank holds the end frames too (one per death), when asked.
+    bank = frame_bank(ending_episodes, 100, end_frame="black")
+    assert len(bank) == 20 and int((bank.reshape(20, -1).max(1) == 0).sum()) == 2
+    assert len(frame_bank(ending_episodes, 100)) == 18
+    with pytest.raises(ValueError, match="end_frame"):
+        tokenize_episodes(model, ending_episodes, tmp_path, progress=False, end_frame="red")

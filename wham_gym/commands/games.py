@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode cap at 10 Hz (default: the scenario's timeout)")
     p.add_argument("--seed", type=int, default=0, help="base seed; each episode's seeds derive from it (default: 0)")
+    p.add_argument("--hud", action="store_true",
+                   help="draw Doom's status bar (health, face) into the frames, so damage is visible")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_record)
 
@@ -64,6 +66,7 @@ def run_record(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_steps=args.max_steps,
         seed=args.seed,
+        env_kwargs={"render_hud": True} if args.hud else None,
         progress=not args.no_progress,
     )
     run = manifest["last_run"]

@@ -60,10 +60,10 @@ def run_train(args: argparse.Namespace) -> int:
     model = tokenizer_stage(args.data, run, recipe, args.device, progress)
     if args.stage == "world-model":
         train_world_model(model, args.data, run / "world_model", replace(recipe.world_model_train, device=args.device),
-                          progress=progress)
+                          progress=progress, end_frame=recipe.end_frame)
     elif args.stage == "reward":
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
-                           progress=progress)
+                           progress=progress, end_frame=recipe.end_frame)
     return 0
 
 

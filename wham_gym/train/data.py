@@ -18,6 +18,25 @@ from ..data.reader import load_episode, open_episodes
 from ..atomic import atomic_write
 from ..data.windows import count_windows, sample_windows, window_at
 from ..model.vocab import action_tokens
+from ..controller import ACTION_DIM, to_wham
+
+# How an episode's end looks to the world model. The game renders nothing after an episode ends
+# (vizdoom has no state then), so a recording's last frame is the one before the fatal step and a
+# model trained on it never shows an end, and the termination model must guess it from the frame
+# before. With ``"black"``, a terminated episode gets one more frame, black, after its last action:
+# the world model learns to dream the end (a fade to black) and the termination model to see it.
+END_FRAMES = (None, "black")
+
+
+def check_end_frame(end_frame) -> None:
+    if end_frame not in END_FRAMES:
+        raise ValueError(f"end_frame: expected one of {END_FRAMES}, got {end_frame!r}")
+
+
+def end_image(height: int, width: int, end_frame: str) -> np.ndarray:
+    """The (3, H, W) uint8 frame shown after a terminated episode's last action."""
+    check_end_frame(end_frame)
+    return np.zeros((3, height, width), np.uint8)
 
 
 def split_sources(data, val_fraction: float = 0.1) -> tuple[list[str], list[str]]:
@@ -34,12 +53,16 @@ def split_sources(data, val_fraction: float = 0.1) -> tuple[list[str], list[str]
     return train, val
 
 
-def frame_bank(sources: list[str], max_frames: int, seed: int = 0) -> np.ndarray:
-    """Up to ``max_frames`` frames (M, 3, H, W) uint8, spread evenly over the episodes."""
-    lengths = []
+def frame_bank(sources: list[str], max_frames: int, seed: int = 0, end_frame: str | None = None) -> np.ndarray:
+    """Up to ``max_frames`` frames (M, 3, H, W) uint8, spread evenly over the episodes (with ``end_frame``,
+    a terminated episode counts its end frame as one more frame, as the world model will see it)."""
+    check_end_frame(end_frame)
+    lengths, ends = [], []
     for s in sources:
         with np.load(s) as z:  # header only: frame count without decompressing the images
             lengths.append(z["actions"].shape[0] if s.endswith(".npz") else 0)
+            ends.append(end_frame is not None and "terminated" in z.files and bool(z["terminated"][-1]))
+    lengths = [n + e for n, e in zip(lengths, ends)]
     total = sum(lengths)
     keep = min(max_frames, total)
     rng = np.random.default_rng(seed)
@@ -50,7 +73,10 @@ def frame_bank(sources: list[str], max_frames: int, seed: int = 0) -> np.ndarray
         offset += n
         if len(idx) == 0:
             continue
-        images = load_episode(s).images[idx]
+        images = load_episode(s).images
+        if idx[-1] == len(images):  # the end frame
+            images = np.concatenate([images, end_image(*images.shape[2:], end_frame)[None]])
+        images = images[idx]
         if out is None:
             out = np.empty((keep, *images.shape[1:]), np.uint8)
         out[at:at + len(idx)] = images
@@ -65,10 +91,16 @@ class TokenEpisode:
     rewards: np.ndarray  # (T,) float32 (zeros when the source has none)
     terminated: np.ndarray  # (T,) bool
     source: str
+    ended: bool = False  # the last step is an end frame (see END_FRAMES): a frame to dream, not a transition
 
 
-def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, progress: bool = True) -> list[TokenEpisode]:
-    """Image tokens of every frame, computed once per (tokenizer weights, episode) and cached as .npz."""
+def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, progress: bool = True,
+                      end_frame: str | None = None) -> list[TokenEpisode]:
+    """Image tokens of every frame, computed once per (tokenizer weights, episode) and cached as .npz.
+
+    ``end_frame``: a terminated episode gets one more step after its last action, the end frame's tokens with a
+    neutral action, reward 0 and not terminated (``ended`` marks it)."""
+    check_end_frame(end_frame)
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
@@ -79,21 +111,30 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
         digest.update(v.detach().cpu().float().numpy().tobytes()[:4096])
     key = digest.hexdigest()[:12]
     out = []
+    suffix = f"-end-{end_frame}" if end_frame else ""
     for s in tqdm(sources, desc="tokenizing", unit="episode", disable=not progress):
-        path = cache_dir / f"{Path(s).stem}-{hashlib.sha1(s.encode()).hexdigest()[:8]}-{key}.npz"
+        path = cache_dir / f"{Path(s).stem}-{hashlib.sha1(s.encode()).hexdigest()[:8]}-{key}{suffix}.npz"
         if not path.is_file():
             ep = load_episode(s)
-            with torch.no_grad():
-                tokens = torch.cat([tok.encode(torch.from_numpy(ep.images[i:i + batch]).to(model.device))
-                                    for i in range(0, len(ep), batch)]).cpu().numpy()
-            ids = action_tokens(torch.from_numpy(ep.wham_actions)).numpy().astype(np.int8)
+            images, wham_actions = ep.images, ep.wham_actions
             rewards = ep.rewards if ep.rewards is not None else np.zeros(len(ep), np.float32)
             term = ep.terminated if ep.terminated is not None else np.zeros(len(ep), bool)
+            ended = end_frame is not None and bool(term[-1])
+            if ended:
+                images = np.concatenate([images, end_image(*images.shape[2:], end_frame)[None]])
+                wham_actions = np.concatenate([wham_actions, to_wham(np.zeros(ACTION_DIM, np.float32))[None]])
+                rewards, term = np.append(rewards, 0.0), np.append(term, False)
+            with torch.no_grad():
+                tokens = torch.cat([tok.encode(torch.from_numpy(images[i:i + batch]).to(model.device))
+                                    for i in range(0, len(images), batch)]).cpu().numpy()
+            ids = action_tokens(torch.from_numpy(np.ascontiguousarray(wham_actions, np.float32))).numpy().astype(np.int8)
             arrays = dict(tokens=tokens.astype(np.int32 if tok.vocab_size > 32767 else np.int16),
-                          action_ids=ids, rewards=rewards.astype(np.float32), terminated=term.astype(bool))
+                          action_ids=ids, rewards=rewards.astype(np.float32), terminated=term.astype(bool),
+                          ended=np.array(ended))
             atomic_write(path, lambda f: np.savez(f, **arrays))
         with np.load(path) as z:
-            out.append(TokenEpisode(z["tokens"], z["action_ids"], z["rewards"], z["terminated"], s))
+            ended = bool(z["ended"]) if "ended" in z.files else False
+            out.append(TokenEpisode(z["tokens"], z["action_ids"], z["rewards"], z["terminated"], s, ended))
     return out
 
 

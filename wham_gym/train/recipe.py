@@ -51,6 +51,9 @@ class Recipe:
     reward_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, batch_size=256, lr=1e-3, warmup_steps=50, checkpoint_every=100, validate_every=300))
     max_frames: int = 20000
+    # How an episode's end looks in the training data (wham_gym.train.data.END_FRAMES): None, or "black"
+    # for a black frame after each terminated episode, so dreams show ends and termination can see them.
+    end_frame: str | None = None
     # Dead-code restarts of the tokenizer (see CodeUsage and the A/B behind its defaults).
     code_decay: float = CODE_DECAY
     code_threshold: float = CODE_THRESHOLD
@@ -114,7 +117,8 @@ def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress
     around it, its GPT untrained, for the later stages."""
     tok, _ = train_tokenizer(data, Path(run_dir) / "tokenizer", recipe.tokenizer,
                              replace(recipe.tokenizer_train, device=device), max_frames=recipe.max_frames,
-                             code_usage=(recipe.code_decay, recipe.code_threshold), progress=progress)
+                             code_usage=(recipe.code_decay, recipe.code_threshold), progress=progress,
+                             end_frame=recipe.end_frame)
     model = build_model(recipe.model_config(), device=device)
     model.tokenizer.load_state_dict(tok.state_dict())
     return model
@@ -127,9 +131,9 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
     model = tokenizer_stage(data, run_dir, recipe, device, progress)
     cache = run_dir / "token-cache"
     train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
-                      progress=progress, cache_dir=cache)
+                      progress=progress, cache_dir=cache, end_frame=recipe.end_frame)
     train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
-                       progress=progress, cache_dir=cache)
+                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame)
     return assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
 
 

@@ -23,17 +23,20 @@ def transitions(episodes: list[TokenEpisode]) -> dict[str, np.ndarray]:
 
     ``rewards[t]`` and ``terminated[t]`` belong to the action taken at frame t. The frame
     after an episode's last action is not recorded; a terminal transition gets its own
-    last frame as the "next" frame, which is what the dream shows at an end.
+    last frame as the "next" frame, which is what the dream shows at an end, unless the
+    episode has an end frame (``ended``): then that is the next frame, and the end frame
+    itself starts no transition.
     """
     prev, act, nxt, rew, term = [], [], [], [], []
     for e in episodes:
         T = len(e.tokens)
         nxt_idx = np.minimum(np.arange(1, T + 1), T - 1)
-        prev.append(e.tokens)
-        act.append(e.action_ids)
-        nxt.append(e.tokens[nxt_idx])
-        rew.append(e.rewards)
-        term.append(e.terminated)
+        keep = slice(0, T - 1 if e.ended else T)
+        prev.append(e.tokens[keep])
+        act.append(e.action_ids[keep])
+        nxt.append(e.tokens[nxt_idx][keep])
+        rew.append(e.rewards[keep])
+        term.append(e.terminated[keep])
     return {"prev": np.concatenate(prev), "act": np.concatenate(act), "next": np.concatenate(nxt),
             "reward": np.concatenate(rew).astype(np.float32), "term": np.concatenate(term).astype(np.float32)}
 
@@ -53,13 +56,14 @@ def reward_loss(rm: RewardModel, batch: dict[str, torch.Tensor]) -> tuple[torch.
 
 
 def train_reward_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
-                       stop_after: int | None = None, cache_dir=None) -> tuple[RewardModel, dict]:
+                       stop_after: int | None = None, cache_dir=None,
+                       end_frame: str | None = None) -> tuple[RewardModel, dict]:
     run_dir = Path(run_dir)
     device = torch.device(cfg.device)
     train_src, val_src = split_sources(data)
     cache = Path(cache_dir) if cache_dir else run_dir / "token-cache"  # shared by stages that tokenize the same data
-    tr = transitions(tokenize_episodes(model, train_src, cache, progress=progress))
-    va = transitions(tokenize_episodes(model, val_src, cache, progress=progress))
+    tr = transitions(tokenize_episodes(model, train_src, cache, progress=progress, end_frame=end_frame))
+    va = transitions(tokenize_episodes(model, val_src, cache, progress=progress, end_frame=end_frame))
     values, w_reward = class_weights(tr["reward"])
     _, w_term = class_weights(tr["term"])
     tensors = {k: torch.from_numpy(v.astype(np.int64) if k in ("prev", "act", "next") else v) for k, v in tr.items()}

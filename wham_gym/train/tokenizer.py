@@ -75,14 +75,15 @@ class CodeUsage:
 
 def train_tokenizer(data, run_dir, tokenizer: ViTTokenizerConfig, cfg: TrainConfig, *, max_frames: int = 20000,
                     restart_every: int = 50, code_usage: tuple[float, float] = (CODE_DECAY, CODE_THRESHOLD),
-                    progress: bool = True, stop_after: int | None = None) -> tuple[ViTVQGAN, dict]:
+                    progress: bool = True, stop_after: int | None = None,
+                    end_frame: str | None = None) -> tuple[ViTVQGAN, dict]:
     """Train (or resume) a tokenizer in ``run_dir``; returns it with validation metrics.
 
     ``code_usage`` is CodeUsage's (decay, threshold) for dead-code restarts."""
     run_dir = Path(run_dir)
     train_src, val_src = split_sources(data)
-    frames = frame_bank(train_src, max_frames, seed=cfg.seed)
-    val_frames = frame_bank(val_src, min(512, max_frames), seed=cfg.seed + 1)
+    frames = frame_bank(train_src, max_frames, seed=cfg.seed, end_frame=end_frame)
+    val_frames = frame_bank(val_src, min(512, max_frames), seed=cfg.seed + 1, end_frame=end_frame)
     if frames.shape[2:] != (tokenizer.height, tokenizer.width):
         raise ValueError(f"frames are {frames.shape[3]}x{frames.shape[2]}, tokenizer expects {tokenizer.width}x{tokenizer.height}")
     device = torch.device(cfg.device)

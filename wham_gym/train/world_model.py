@@ -36,15 +36,17 @@ def lm_loss(model, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 
 def train_world_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
-                      stop_after: int | None = None, cache_dir=None, val_windows: int = 64) -> dict:
+                      stop_after: int | None = None, cache_dir=None, val_windows: int = 64,
+                      end_frame: str | None = None) -> dict:
     """Train (or resume) ``model.gpt`` on ``data``; the tokenizer stays frozen."""
     run_dir = Path(run_dir)
     device = torch.device(cfg.device)
     model.to(device)
     train_src, val_src = split_sources(data)
     cache = Path(cache_dir) if cache_dir else run_dir / "token-cache"  # shared by stages that tokenize the same data
-    sampler = WindowSampler(tokenize_episodes(model, train_src, cache, progress=progress), model.config.seq_len)
-    val_sampler = WindowSampler(tokenize_episodes(model, val_src, cache, progress=progress), model.config.seq_len)
+    tokens = lambda src: tokenize_episodes(model, src, cache, progress=progress, end_frame=end_frame)  # noqa: E731
+    sampler = WindowSampler(tokens(train_src), model.config.seq_len)
+    val_sampler = WindowSampler(tokens(val_src), model.config.seq_len)
     val_flat = np.linspace(0, len(val_sampler) - 1, min(val_windows, len(val_sampler))).astype(np.int64)
     val_ids = sequences(model, *val_sampler.gather(val_flat), device)
     for p in model.tokenizer.parameters():
