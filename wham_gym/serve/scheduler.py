@@ -78,7 +78,7 @@ class Scheduler:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model, self.registry, self.rule = model, registry, rule
         self.max_batch = min(max_batch, RELEASE_MAX_BATCH) if rule == "release" else max_batch
-        self.pool = EnginePool(model, 2 * self.max_batch)
+        self.pool = EnginePool(model, self.max_batch)  # one engine at a time: its KV cache is the memory that grows with B
         reward_net = getattr(model, "reward_model", None)
         self.rewards = TokenRewardModel(reward_net) if reward_net is not None else None
         self.sweep_every = sweep_every
