@@ -70,3 +70,18 @@ def test_action_following_measures_the_game_and_the_dream(tmp_path):
     spec.loader.exec_module(fid)
     fid.probe_picture(out, tmp_path / "probes.png")
     assert Image.open(tmp_path / "probes.png").size == (2 * 2 * 300 // 2, k * 180 // 2)  # steps 0, 2 of each
+
+
+def test_strafe_probes_in_take_cover_with_its_status_bar():
+    from wham_gym.measure.fidelity import STRAFE_PROBES
+
+    pytest.importorskip("vizdoom")
+    out = action_following(load_model("tiny"), scenario="take_cover", steps=3, seeds=(0,), probes=STRAFE_PROBES,
+                           env_kwargs={"render_hud": True}, keep_frames=True)
+    assert out["probes"] == ["still", "strafe left", "strafe right"]
+    game = {name: m["game"] for name, m in out["per_step"].items()}
+    # Strafing right moves the room left in view (as turning right does), strafing left the other way.
+    # (standing still, moving monsters and fireballs nudge the estimate by a pixel or so)
+    assert game["strafe right"] > game["still"] + 3 and game["strafe left"] < game["still"] - 3
+    hud = out["game"][0, 0, 160:]  # the status bar the data was recorded with is in the game's frames
+    assert hud.std() > 20

@@ -24,9 +24,9 @@ def register(sub) -> None:
         s.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count (quick trials)")
         s.add_argument("--name", default=None, help="model name written in its config and card (default: the "
                        "--out folder's name, e.g. runs/m1 -> m1; never the shipped model's wham-doom-small)")
-        s.add_argument("--recipe", default=None, metavar="CARD",
-                       help="train with the recipe a model card.json records (or a model directory holding one), "
-                            "e.g. wham_gym/assets/default to reproduce the default")
+        s.add_argument("--recipe", default=None, metavar="NAME|CARD",
+                       help="a named recipe (default, take_cover), or the recipe a model card.json records (or a "
+                            "model directory holding one), e.g. wham_gym/assets/default to reproduce the default")
         s.add_argument("--no-progress", action="store_true")
         s.set_defaults(func=run_train)
 
@@ -68,15 +68,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _recipe(path: str):
-    """The recipe a card records; errors reach the CLI's boundary as ValueError / FileNotFoundError."""
+    """A named recipe or the one a card records; errors reach the CLI's boundary as ValueError / FileNotFoundError."""
     import json
     from pathlib import Path
 
-    from ..train.recipe import Recipe
+    from ..train.recipe import RECIPES, Recipe
 
+    if path in RECIPES and not Path(path).exists():
+        return RECIPES[path]()
     card = Path(path) / "card.json" if Path(path).is_dir() else Path(path)
     if not card.is_file():
-        raise FileNotFoundError(f"--recipe {path}: expected a model card.json or a model directory holding one")
+        raise FileNotFoundError(f"--recipe {path}: expected a recipe name ({', '.join(RECIPES)}), a model card.json "
+                                "or a model directory holding one")
     try:
         return Recipe.from_card(json.loads(card.read_text()))
     except ValueError as e:

@@ -154,6 +154,10 @@ WALK, TURN = controller.index_of("left_stick_y"), controller.index_of("right_sti
 # (At 5 deg/tic the shift estimator below aliases on the maze's repeating textures.)
 PROBES = (("still", None, 0.0), ("forward", WALK, -1.0), ("backward", WALK, 1.0),
           ("turn left", TURN, -0.375), ("turn right", TURN, 0.375))
+# take_cover's actions: strafing at full stick (left stick x = -/+1) shifts the far wall sideways.
+STRAFE = controller.index_of("left_stick_x")
+STRAFE_PROBES = (("still", None, 0.0), ("strafe left", STRAFE, -1.0), ("strafe right", STRAFE, 1.0))
+SIDEWAYS = (TURN, STRAFE)  # probes measured by horizontal shift; the others by zoom
 
 
 def _probe_action(index, value) -> np.ndarray:
@@ -163,14 +167,15 @@ def _probe_action(index, value) -> np.ndarray:
     return a
 
 
-def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int, probes=PROBES,
+                   env_kwargs: dict | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The prompt (standing still) and each probe's continuation, all from the same start of the game."""
     import gymnasium as gym
 
-    env = gym.make("wham_gym/Doom-v0", scenario=scenario)
+    env = gym.make("wham_gym/Doom-v0", scenario=scenario, **(env_kwargs or {}))
     still, runs = _probe_action(None, 0.0), []
     try:
-        for _, index, value in PROBES:
+        for _, index, value in probes:
             obs, _ = env.reset(seed=seed)  # the game is deterministic: every probe starts from the same state
             prompt = [obs] + [env.step(still)[0] for _ in range(prompt_steps - 1)]
             a = _probe_action(index, value)
@@ -182,7 +187,8 @@ def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int) -> t
 
 @torch.no_grad()
 def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3),
-                     keep_frames: bool = False, decoding: str = "exact") -> dict:
+                     keep_frames: bool = False, decoding: str = "exact", probes=PROBES,
+                     env_kwargs: dict | None = None) -> dict:
     """Does the dream answer the controller like the game does?
 
     From each start (a game seed, then a real prompt window of standing still), the game
@@ -196,28 +202,30 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
       dream that ignores actions scores about that.
 
     ``keep_frames`` adds the first start's frames, ``game`` and ``dream`` (probe, step, H, W, 3),
-    for a picture.
+    for a picture. ``probes``: :data:`PROBES` (walk, turn) or :data:`STRAFE_PROBES` (take_cover);
+    ``env_kwargs`` go to the game (e.g. ``render_hud``, as the model's data was recorded; the shift is
+    measured on the frames' upper part, above a status bar).
     """
-    k = len(PROBES)
+    k = len(probes)
     confusion = np.zeros((k, k))
-    moves = {name: {"game": [], "dream": []} for name, *_ in PROBES}
+    moves = {name: {"game": [], "dream": []} for name, *_ in probes}
     kept = {}
-    actions = np.stack([_probe_action(i, v) for _, i, v in PROBES])
+    actions = np.stack([_probe_action(i, v) for _, i, v in probes])
     for seed in seeds:
-        prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps)
+        prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps, probes, env_kwargs)
         roll = Rollout(DreamEngine(model, k, seed=seed, decoding=decoding))
         roll.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
         dreamt = run(roll, steps, np.repeat(actions[:, None], steps, 1)).frames
         dream = np.concatenate([np.repeat(prompt[None, -1:], k, 0), dreamt], 1)  # (k, steps + 1, H, W, 3)
         if keep_frames and not kept:
             kept = {"game": np.stack(game), "dream": dream}
-        for i, (name, index, _) in enumerate(PROBES):
+        for i, (name, index, _) in enumerate(probes):
             for j in range(k):
                 confusion[i, j] += psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item() / len(seeds)
-            measure = horizontal_shift if index == TURN else zoom_factor
+            measure = horizontal_shift if index in SIDEWAYS else zoom_factor
             for src, seq in (("game", game[i]), ("dream", dream[i])):
                 moves[name][src].append(np.mean([measure(x, y) for x, y in zip(seq[:-1], seq[1:])]))
     per_step = {name: {src: float(np.mean(v)) for src, v in m.items()} for name, m in moves.items()}
-    return {"scenario": scenario, "steps": steps, "starts": len(seeds), "probes": [p[0] for p in PROBES],
+    return {"scenario": scenario, "steps": steps, "starts": len(seeds), "probes": [p[0] for p in probes],
             "per_step": per_step, "psnr_dream_vs_game": confusion.round(3).tolist(),
             "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k))), **kept}

@@ -94,6 +94,28 @@ class Recipe:
                        reward_train=s(self.reward_train))
 
 
+def take_cover_recipe() -> Recipe:
+    """The take_cover model's recipe (issue 21): fewer tokens per frame than the default, for dream speed,
+    and end frames, so dreams end when the game would.
+
+    30-pixel patches give 10x6 = 60 tokens a frame (the default's 20-pixel patches: 135): the status
+    bar's health digits still fall in their own row of patches, which tells a hit from a fatal hit.
+    """
+    return Recipe(
+        tokenizer=ViTTokenizerConfig(width=300, height=180, patch_size=30, transf_dim=128, embedding_dim=16,
+                                     num_layers=2, head_size=32, vocab_size=1024),
+        n_layer=3, n_head=4, n_embd=128, seq_len=10,
+        world_model_train=TrainConfig(steps=2400, batch_size=8, lr=1e-3, warmup_steps=50, checkpoint_every=50,
+                                      validate_every=400),
+        reward_train=TrainConfig(steps=1000, batch_size=256, lr=1e-3, warmup_steps=50, checkpoint_every=100,
+                                 validate_every=250),
+        max_frames=20000, end_frame="black")
+
+
+# Recipes by name (``wham-gym train --recipe NAME``); a card.json or model directory also names one.
+RECIPES = {"default": Recipe, "take_cover": take_cover_recipe}
+
+
 def _shipped_name() -> str:
     """The embedded default model's name (its card's), which a trained model must not take by default."""
     try:
