@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ from wham_gym import load_model  # noqa: E402
 from wham_gym.engine import DreamEngine  # noqa: E402
 from wham_gym.serve.app import DreamServer  # noqa: E402
 from wham_gym.serve.client import DreamClient, RemoteWHAMEnv  # noqa: E402
+from wham_gym.serve.protocol import Sampling  # noqa: E402
+from wham_gym.serve.scheduler import pick_batch  # noqa: E402
 from wham_gym.serve.server import ServerThread  # noqa: E402
 
 STEPS = 2  # dream steps per job in these tests (the default model takes ~0.3-1 s a step on 2 cores)
@@ -177,14 +180,14 @@ def test_tokens_equal_a_local_engine_for_the_same_seed(server, default_model, pr
     _, _, http = server
     frames, actions = prompt
     future = [[1.0] + [0.0] * 11 + [-0.9, 0.2, 0.0, 0.0]]  # replaces the dreamt action at frame 0
-    bodies = [job_body(actions, n=3, top_k=1, top_p="None", seed=5, future_actions=[{"action": future[0]}]),
-              job_body(actions, n=3, temperature="0.9", seed=11)]  # argmax, then WHAM's default sampling
+    bodies = [job_body(actions, n=2, top_k=1, top_p="None", seed=5, future_actions=[{"action": future[0]}]),
+              job_body(actions, n=2, temperature="0.9", seed=11)]  # argmax, then WHAM's default sampling
     ids = [post_job(http, b, images(frames)).json()["job_ids"][0] for b in bodies]
-    got = poll_until(http, ids, 3)
+    got = poll_until(http, ids, 2)
     quantized_future = [[1.0] + [0.0] * 11 + [-0.85, 0.15, 0.0, 0.0]]
     assert got[ids[0]][0]["action"] == quantized_future[0]  # reported as bin middles
-    want_argmax = local_dream(default_model, frames, actions, 3, seed=5, future=quantized_future, top_k=1)
-    want_sampled = local_dream(default_model, frames, actions, 3, seed=11, temperature=0.9, top_p=1.0)
+    want_argmax = local_dream(default_model, frames, actions, 2, seed=5, future=quantized_future, top_k=1)
+    want_sampled = local_dream(default_model, frames, actions, 2, seed=11, temperature=0.9, top_p=1.0)
     assert [p["tokens"] for p in got[ids[0]]] == want_argmax
     assert [p["tokens"] for p in got[ids[1]]] == want_sampled
 
@@ -216,6 +219,25 @@ def test_a_dream_does_not_depend_on_its_batch_mates(tiny64):
             want.append(r.tokens[0].tolist())
             action = r.predicted_actions
         assert [p["tokens"] for p in got[ids[k]]] == want
+
+
+def test_batches_group_settings_oldest_first_and_nobody_starves():
+    a, b = Sampling(0.9, None, 1.0), Sampling(0.5, 1, None)
+    due = [SimpleNamespace(name=i, sampling=s) for i, s in enumerate([a, b, a, a, b, a, a])]
+    names = lambda batch: [s.name for s in batch]  # noqa: E731
+    assert names(pick_batch(due, 32)) == [0, 2, 3, 5, 6]  # the oldest one's group, in age order
+    assert names(pick_batch(due, 2)) == [0, 2]
+    assert names(pick_batch(due, 32, "release")) == [0]  # the release stops at the first other setting
+    assert names(pick_batch(due[2:], 32, "release")) == [2, 3]
+    assert names(pick_batch(due[2:4] + due[5:], 32, "release")) == [2, 3, 5]  # at most 3
+    # Round after round, a stepped stream goes to the back: every stream steps within a few rounds.
+    queue, stepped = list(due), {i: 0 for i in range(7)}
+    for _ in range(6):
+        batch = pick_batch(queue, 2)
+        for s in batch:
+            stepped[s.name] += 1
+        queue = [s for s in queue if s not in batch] + batch
+    assert min(stepped.values()) >= 1
 
 
 def test_cancel_stops_a_job(server, prompt):
@@ -303,8 +325,14 @@ def test_every_bad_input_is_a_4xx_with_a_message(server, prompt):
 def test_too_many_jobs_is_refused(server, prompt):
     srv, _, http = server
     frames, actions = prompt
-    r = post_job(http, job_body(actions[:1], n=1, num_parallel_predictions=7), images(frames[:1]))
+    for parallel in (7, 10**9):
+        r = post_job(http, job_body(actions[:1], n=1, num_parallel_predictions=parallel), images(frames[:1]))
+        assert r.status_code == 400 and "num_parallel_predictions" in r.text and "[1, 6]" in r.text
+    ids = post_job(http, job_body(actions[:1], n=10, num_parallel_predictions=6), images(frames[:1])).json()["job_ids"]
+    r = post_job(http, job_body(actions[:1], n=1), images(frames[:1]))
     assert r.status_code == 400 and "Too many jobs" in r.text and "max 6" in r.text
+    for job in ids:
+        assert http.get("/cancel_job", params={"job_id": job}).status_code == 200
 
 
 def test_a_client_leaving_mid_upload_leaks_nothing(server):

@@ -180,7 +180,8 @@ class DreamServer:
         body, files = await self._form(request)
         cfg = self.model.config
         spec: JobSpec = await run_in_threadpool(
-            parse_new_job, body, files, max_steps=self.limits["max_dream_steps_per_job"], seq_len=cfg.seq_len,
+            parse_new_job, body, files, max_steps=self.limits["max_dream_steps_per_job"],
+            max_jobs=self.limits["max_concurrent_jobs"], seq_len=cfg.seq_len,
             size=self.size, tokens_per_image=cfg.tokens_per_image, image_vocab=self.model.vocab.image_vocab_size)
         tokens = await run_in_threadpool(self._tokens, spec.frames, spec.tokens)
         base = spec.seed
@@ -219,7 +220,7 @@ class DreamServer:
             body, files = await self._form(request)
             frames, tokens, actions = await run_in_threadpool(
                 parse_steps, body, files, size=self.size, tokens_per_image=cfg.tokens_per_image,
-                image_vocab=self.model.vocab.image_vocab_size, wham_buttons=False)
+                image_vocab=self.model.vocab.image_vocab_size, wham_buttons=False, keep_last=cfg.seq_len - 1)
         else:
             raw = await request.body()
             body = parse_json_field(raw.decode("utf-8", "replace") if raw else "{}", "request body")

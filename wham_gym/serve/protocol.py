@@ -197,18 +197,23 @@ def parse_json_field(text, what: str = "field 'json'") -> dict:
 
 
 def parse_steps(body: dict, files: dict, *, size: tuple[int, int], tokens_per_image: int, image_vocab: int,
-                wham_buttons: bool = True):
-    """``steps`` -> (frames, tokens, actions): each step's frame (or its tokens when given) and its action."""
+                wham_buttons: bool = True, keep_last: int | None = None):
+    """``steps`` -> (frames, tokens, actions) of the newest ``keep_last`` steps (all by default): each step's
+    frame (or its tokens when given) and its action. Every step is checked; only kept images are decoded."""
     steps = body.get("steps")
     if not isinstance(steps, list) or not steps:
         raise BadRequest("steps: expected a non-empty list of {image_name, action, tokens} (the prompt), "
                          f"received {type(steps).__name__ if steps is not None else 'nothing'}")
+    first_kept = 0 if keep_last is None else max(0, len(steps) - keep_last)
     frames, tokens, actions = [], [], []
     for i, step in enumerate(steps):
         if not isinstance(step, dict):
             raise BadRequest(f"steps[{i}]: expected an object {{image_name, action, tokens}}, received "
                              f"{type(step).__name__}")
-        actions.append(parse_action(step.get("action"), f"steps[{i}].action", wham_buttons=wham_buttons))
+        action = parse_action(step.get("action"), f"steps[{i}].action", wham_buttons=wham_buttons)
+        if i < first_kept:
+            continue  # older than the context the job keeps
+        actions.append(action)
         toks = step.get("tokens")
         if toks:  # the release: tokens, when given, stand for the image
             if not isinstance(toks, list) or len(toks) != tokens_per_image or not all(
@@ -227,7 +232,7 @@ def parse_steps(body: dict, files: dict, *, size: tuple[int, int], tokens_per_im
     return frames, tokens, np.stack(actions)
 
 
-def parse_new_job(body: dict, files: dict, *, max_steps: int, seq_len: int, size: tuple[int, int],
+def parse_new_job(body: dict, files: dict, *, max_steps: int, max_jobs: int, seq_len: int, size: tuple[int, int],
                   tokens_per_image: int, image_vocab: int) -> JobSpec:
     """A ``new_job`` request's JSON (already parsed) and file parts (name -> bytes) -> :class:`JobSpec`."""
     if "num_steps_to_predict" not in body:
@@ -239,11 +244,12 @@ def parse_new_job(body: dict, files: dict, *, max_steps: int, seq_len: int, size
                          "(max_dream_steps_per_job, see GET /)")
     parallel = _number(body.get("num_parallel_predictions", 1), "num_parallel_predictions", integer=True,
                        allow_none=False)
-    if parallel < 1:
-        raise BadRequest(f"num_parallel_predictions: expected a whole number >= 1, received {parallel}")
+    if not 1 <= parallel <= max_jobs:
+        raise BadRequest(f"num_parallel_predictions: expected a whole number in [1, {max_jobs}] "
+                         f"(max_concurrent_jobs), received {parallel}")
     sampling, context = parse_sampling(body, seq_len)
     frames, tokens, actions = parse_steps(body, files, size=size, tokens_per_image=tokens_per_image,
-                                          image_vocab=image_vocab)
+                                          image_vocab=image_vocab, keep_last=context)
     future = body.get("future_actions") or []
     if not isinstance(future, list):
         raise BadRequest(f"future_actions: expected a list of {{action: [16 numbers]}}, received {type(future).__name__}")
@@ -252,9 +258,8 @@ def parse_new_job(body: dict, files: dict, *, max_steps: int, seq_len: int, size
     seed = _number(body.get("seed"), "seed", integer=True)
     if seed is not None and seed < 0:
         raise BadRequest(f"seed: expected a whole number >= 0, received {seed}")
-    keep = slice(max(0, len(frames) - context), None)  # the newest steps
     return JobSpec(num_steps=n, num_parallel=parallel, sampling=sampling, context=context,
-                   frames=frames[keep], tokens=tokens[keep], actions=actions[keep],
+                   frames=frames, tokens=tokens, actions=actions,
                    future_actions=np.stack(fut) if fut else np.zeros((0, controller.ACTION_DIM), np.float32),
                    seed=seed)
 
