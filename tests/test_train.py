@@ -27,7 +27,7 @@ def dataset(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("episodes")
     record(scenario="defend_the_center", episodes=4, policy="explore", out=str(out), workers=1, max_steps=24,
-           seed=3, progress=False)
+           seed=3, env_kwargs={"render_hud": True}, progress=False)
     return out
 
 
@@ -91,6 +91,8 @@ def test_recipe_writes_a_model_the_env_accepts(dataset, tmp_path):
     model = load_model(out)
     assert model.reward_model is not None
     assert model.card["name"] == "tiny-doom" and "world_model" in model.card["metrics"]
+    # the game as it was recorded, so tools play the game the model learned: scenario and status bar
+    assert model.card["scenario"] == "defend_the_center" and model.card["game_kwargs"] == {"render_hud": True}
     from wham_gym.prompts import make_prompt_bank
 
     bank = make_prompt_bank(None, model)  # the held-out snippets shipped inside the model directory

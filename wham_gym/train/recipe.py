@@ -188,7 +188,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
         steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
     # save_model records "data" relative to the model directory, or as the folder's name (no machine paths).
     model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
-                  "scenario": _recorded_scenario(data),
+                  "scenario": _recorded_scenario(data), "game_kwargs": _recorded_game_kwargs(data),
                   "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
                   "metrics": metrics, "torch": torch.__version__, "parameters": model.num_parameters()}
     out = save_model(model.eval(), out_dir, overwrite=overwrite)
@@ -224,9 +224,21 @@ def info_values(stem: Path) -> list[float]:
     return json.loads(stem.with_suffix(".json").read_text())["meta"].get("reward_values", [])
 
 
-def _recorded_scenario(data) -> str | None:
-    """The ViZDoom scenario of a recording (its manifest), so tools can play the game the model learned."""
+def _manifest(data) -> dict:
     manifest = Path(data) / "manifest.json" if data else None
     if manifest is None or not manifest.is_file():
-        return None
-    return json.loads(manifest.read_text()).get("scenario")
+        return {}
+    return json.loads(manifest.read_text())
+
+
+def _recorded_scenario(data) -> str | None:
+    """The ViZDoom scenario of a recording (its manifest), so tools can play the game the model learned."""
+    return _manifest(data).get("scenario")
+
+
+def _recorded_game_kwargs(data) -> dict:
+    """How the recording's game was set up beyond its scenario (e.g. ``render_hud``), so tools play the game
+    the model learned exactly as it looked; frame_skip is the env's default and left out."""
+    kwargs = dict(_manifest(data).get("env_kwargs") or {})
+    kwargs.pop("frame_skip", None)
+    return kwargs
