@@ -19,8 +19,10 @@ import json
 import sys
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 import torch
@@ -35,7 +37,7 @@ from wham_gym.engine import DreamEngine  # noqa: E402
 from wham_gym.prompts import fit_frames  # noqa: E402
 
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, Wrapping, make_dream_venv,  # noqa: E402
-                             make_real_venv)
+                             make_real_venv, wrap)
 
 WORLDS = ("real", "dream")
 EVAL_SEED = 12345  # the same starts for every policy compared
@@ -139,18 +141,23 @@ class Evaluator:
         num_envs: envs per evaluation (at most the episodes asked for).
         seed: the evaluation seed (see the module docstring).
         subprocess: real games in worker processes.
+        ray: real games on Ray actors, one per game (extra ``[ray]``): True (this process's Ray, or a new
+            local one), a cluster address, or a dict of :class:`~wham_gym.cluster.games.RayGamesVecEnv`
+            options; the same episodes as in this process.
     """
 
     def __init__(self, model=None, scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
-                 num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False):
+                 num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False, ray=False):
         self.model, self.scenario, self.max_steps = model, scenario, max_steps
-        self.num_envs, self.seed, self.subprocess = num_envs, seed, subprocess
+        self.num_envs, self.seed, self.subprocess, self.ray = num_envs, seed, subprocess, ray
         self._venvs: dict = {}
 
     def venv(self, world: str, wrapping: Wrapping, n: int):
         key = (world, wrapping, n)
         if key not in self._venvs:
-            if world == "real":
+            if world == "real" and self.ray:
+                self._venvs[key] = ray_real_venv(self.scenario, n, wrapping, self.max_steps, self.ray)
+            elif world == "real":
                 self._venvs[key] = make_real_venv(self.scenario, n, wrapping, max_steps=self.max_steps,
                                                   subprocess=self.subprocess)
             elif world == "dream":
@@ -175,6 +182,20 @@ class Evaluator:
         for venv in self._venvs.values():
             venv.close()
         self._venvs.clear()
+
+
+def ray_real_venv(scenario: str, num_envs: int, wrapping: Wrapping, max_steps: int, ray=True):
+    """``make_real_venv``'s games on Ray actors (one per game) behind the same wrappers: the same episodes.
+
+    ``ray``: True, a cluster address, or a dict of RayGamesVecEnv options.
+    """
+    from wham_gym.cluster.games import RayGamesVecEnv
+
+    options = dict(ray) if isinstance(ray, dict) else {"address": ray if isinstance(ray, str) else None}
+    # gymnasium.make with a "module:id" is importable on any worker (agents/ need not be installed there).
+    fns = [partial(gym.make, "wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps)
+           for _ in range(num_envs)]
+    return wrap(RayGamesVecEnv(fns, **options), wrapping)
 
 
 def load_policy(path: str, device: str = "auto"):
@@ -216,6 +237,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--stochastic", action="store_true", help="sample SB3 actions instead of the mean")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                    help="real games on Ray actors: this machine, or the cluster at ADDRESS (extra [ray])")
     ap.add_argument("--out", help="write the results as JSON here (else stdout)")
     args = ap.parse_args(argv)
     worlds = [w for w in args.worlds.split(",") if w]
@@ -234,7 +257,7 @@ def main(argv=None) -> dict:
         policy, wrapping = BehaviourAgent(model, n, seed=args.seed), RAW
     else:
         policy, wrapping, _ = load_policy(args.policy, device=args.device)
-    ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed)
+    ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed, ray=args.ray)
     try:
         out = {w: ev.run(policy, w, args.episodes, wrapping, deterministic=not args.stochastic) for w in worlds}
     finally:

@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import os
 import queue as queue_module
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable
@@ -119,6 +120,18 @@ def record_episode(job: dict, report: Callable[[int], None] | None = None) -> di
     return _entry(path, job["index"], episode)
 
 
+def record_episode_file(job: dict) -> tuple[dict, bytes]:
+    """:func:`record_episode` into a private temporary folder: its manifest entry and the file's bytes.
+
+    For workers that need not share the recording's filesystem (an executor's, e.g. on a Ray cluster):
+    the caller writes the bytes where they belong.
+    """
+    with tempfile.TemporaryDirectory(prefix="wham-gym-record-") as tmp:
+        entry = record_episode({**job, "out": tmp}, report=lambda n: None)
+        with open(os.path.join(tmp, entry["file"]), "rb") as f:
+            return entry, f.read()
+
+
 def _entry(path: str, index: int, episode: Episode) -> dict:
     return {
         "file": os.path.basename(path),
@@ -174,11 +187,16 @@ def record(
     seed: int = 0,
     env_kwargs: dict | None = None,
     progress: bool = True,
+    executor=None,
 ) -> dict:
     """Record ``episodes`` episodes into ``out`` with ``workers`` processes; returns the manifest.
 
     Episodes already complete in ``out`` are kept as they are; leftover temp files
     from an interrupted run are removed. ``workers=1`` records in this process.
+    ``executor``: a ``concurrent.futures.Executor`` to record on instead (e.g.
+    ``wham_gym.cluster.RayExecutor()`` on a Ray cluster); its workers send each episode
+    file back to be written here, so they need not share this filesystem. The files are
+    the same bytes whoever records them.
     """
 
     scenario = scenario or DEFAULT_SCENARIO
@@ -236,7 +254,9 @@ def record(
             bar.set_postfix(episodes=f"{len(entries)}/{episodes}")
 
     try:
-        if workers == 1 or len(todo) <= 1:
+        if executor is not None:
+            _record_on(executor, todo, out, bar, finished)
+        elif workers == 1 or len(todo) <= 1:
             for job in todo:
                 finished(record_episode(job, report=bar.update if bar is not None else (lambda n: None)))
         else:
@@ -282,6 +302,23 @@ def _record_parallel(todo: list[dict], workers: int, bar, finished: Callable[[di
                 future.cancel()
             raise
         _drain(progress, bar)
+
+
+def _record_on(executor, todo: list[dict], out: str, bar, finished: Callable[[dict], None]) -> None:
+    pending = {executor.submit(record_episode_file, job) for job in todo}
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                entry, data = future.result()
+                atomic_write(os.path.join(out, entry["file"]), lambda f, data=data: f.write(data))
+                if bar is not None:
+                    bar.update(entry["frames"])
+                finished(entry)
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise
 
 
 def _drain(progress, bar) -> None:
