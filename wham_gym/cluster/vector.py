@@ -182,6 +182,12 @@ class RayVectorEnv(VectorEnv):
                 out[k] = exc
         return out
 
+    def _check_alive(self) -> None:
+        lost = [k for k, a in enumerate(self._actors) if a is None]
+        if lost:
+            raise ActorFailure(f"{self._describe_actor(lost[0])} was lost to an earlier failure (or close()); this "
+                               "env cannot continue: close it and build a new one")
+
     def _describe_actor(self, k: int) -> str:
         s = self.slots[k]
         return f"actor {k} (slots {s[0]}-{s[-1]})"
@@ -254,6 +260,7 @@ class RayVectorEnv(VectorEnv):
         prompt = options.pop("prompt", None)
         if options:
             raise ValueError(f"reset options: unknown keys {sorted(options)}; expected 'reset_mask' and/or 'prompt'")
+        self._check_alive()
         if mask is not None:
             mask = self._check_mask(mask)
         ids = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
@@ -304,6 +311,7 @@ class RayVectorEnv(VectorEnv):
         when some slot finished: its reset is drawn after the step)."""
         if not self._started:
             raise RuntimeError("step: call reset() first")
+        self._check_alive()
         a = self._check_actions(actions)
         mode = self.autoreset_mode
         draws = self._draw(np.flatnonzero(self._pending), None) if mode == AutoresetMode.NEXT_STEP and \
