@@ -205,16 +205,16 @@ def test_a_dream_does_not_depend_on_its_batch_mates(tiny64):
     with serving(srv) as (url, http):
         ids = []
         for k, (toks, acts) in enumerate(prompts):
-            body = {"num_steps_to_predict": 4, "temperature": 1.0, "seed": 100 + k,
+            body = {"num_steps_to_predict": 3, "temperature": 1.0, "seed": 100 + k,
                     "steps": [{"image_name": "", "action": a.tolist(), "tokens": t.tolist()} for t, a in zip(toks, acts)]}
             ids.append(post_job(http, body, {}).json()["job_ids"][0])
-        got = poll_until(http, ids, 4)
+        got = poll_until(http, ids, 3)
         assert http.get("/stats").json()["mean_batch_size"] >= 1
     for k, (toks, acts) in enumerate(prompts):
         engine = DreamEngine(tiny64, 1, temperature=1.0, top_p=1.0)
         engine.reset(tokens=torch.from_numpy(toks)[None], actions=torch.from_numpy(acts[None]).float(), seeds=[100 + k])
         action, want = torch.from_numpy(acts[-1:]).float(), []
-        for _ in range(4):
+        for _ in range(3):
             r = engine.step(action, predict_actions=True, decode=False)
             want.append(r.tokens[0].tolist())
             action = r.predicted_actions
@@ -388,6 +388,31 @@ def test_a_session_equals_a_local_engine(tiny64):
     engine = DreamEngine(tiny64, 1, temperature=1.0, top_p=1.0)
     engine.reset(tokens=torch.from_numpy(toks)[None], actions=torch.from_numpy(acts[None, :2]), seeds=[9])
     want = [engine.step(torch.from_numpy(a[None]), decode=False).tokens[0].tolist() for a in acts[2:]]
+    assert got == want
+
+
+def test_a_process_worker_dreams_the_same_and_leaves_nothing_running():
+    """The engine in a child process (wham-gym serve's default): same tokens as a local engine; stopped with the server."""
+    model = load_model("tiny")
+    srv = DreamServer("tiny", worker="process", threads=1)
+    rng = np.random.default_rng(5)
+    toks = rng.integers(0, model.config.image_vocab_size, (2, 60))
+    body = {"num_steps_to_predict": 2, "seed": 21,
+            "steps": [{"image_name": "", "action": [0.0] * 12 + [0.5, 0.0, 0.0, 0.0], "tokens": t.tolist()}
+                      for t in toks]}
+    with serving(srv) as (url, http):
+        job = post_job(http, body, {}).json()["job_ids"][0]
+        got = [p["tokens"] for p in poll_until(http, [job], 2)[job]]
+        worker = srv.scheduler.stepper.proc
+        assert worker.is_alive()
+    assert not worker.is_alive()
+    engine = DreamEngine(model, 1, top_p=1.0)
+    action, want = torch.tensor([[0.0] * 12 + [0.625, 0.0, 0.0, 0.0]]), []  # 0.5 binned: the bin middle 0.625
+    engine.reset(tokens=torch.from_numpy(toks)[None], actions=action[None], seeds=[21])
+    for _ in range(2):
+        r = engine.step(action, predict_actions=True, decode=False)
+        want.append(r.tokens[0].tolist())
+        action = r.predicted_actions
     assert got == want
 
 

@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--max-sessions", type=int, default=256)
     p.add_argument("--max-upload-mb", type=float, default=32, help="largest request body in MiB (default 32)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--worker", choices=("process", "thread"), default="process",
+                   help="where the engine runs: a child process with its own GIL, so HTTP traffic never stalls "
+                        "dreaming (default), or a thread of the server's process (one copy of the weights)")
     p.add_argument("--seed", type=int, default=None, help="seed jobs in order (default: random seeds)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run_serve)
@@ -44,6 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
     server = DreamServer(args.model, device=args.device, max_concurrent_jobs=args.max_concurrent_jobs,
                          max_dream_steps_per_job=args.max_dream_steps_per_job, max_job_lifespan=args.max_job_lifespan,
                          max_batch=args.max_batch, batching=args.batching, max_sessions=args.max_sessions,
-                         max_upload_bytes=int(args.max_upload_mb * 2**20), seed=args.seed)
+                         max_upload_bytes=int(args.max_upload_mb * 2**20), seed=args.seed, worker=args.worker,
+                         threads=args.threads)
     run(server.app(), host=args.host, port=args.port, log_level=args.log_level)
     return 0

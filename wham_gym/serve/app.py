@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import uuid
 
 import numpy as np
@@ -39,6 +40,7 @@ from ..prompts import default_prompt_bank
 from .protocol import (BadRequest, JobSpec, encode_png, parse_action, parse_json_field, parse_new_job,
                        parse_sampling, parse_steps, results_zip)
 from .scheduler import Scheduler
+from .worker import LocalStepper, ProcessStepper
 from .sessions import Job, Registry, Session
 
 MAX_UPLOAD_BYTES = 32 * 2**20
@@ -90,7 +92,7 @@ class DreamServer:
     def __init__(self, model="default", *, model_name: str | None = None, device=None, max_concurrent_jobs: int = 30,
                  max_dream_steps_per_job: int = 10, max_job_lifespan: float = 600, max_batch: int = 32,
                  batching: str = "all", max_sessions: int = 256, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 seed: int | None = None):
+                 seed: int | None = None, worker: str = "thread", threads: int | None = None):
         self.model_name = model_name or (model if isinstance(model, str) else getattr(model, "card", {}).get("name"))
         self.model = load_model(model, device=device) if not isinstance(model, torch.nn.Module) else model
         cfg = self.model.config
@@ -101,14 +103,23 @@ class DreamServer:
         self.max_upload_bytes = int(max_upload_bytes)
         self.registry = Registry(max_jobs=max_concurrent_jobs, lifespan=max_job_lifespan, max_sessions=max_sessions,
                                  seed=seed)
-        self.scheduler = Scheduler(self.model, self.registry, max_batch=max_batch, rule=batching,
-                                   sweep_every=min(1.0, max_job_lifespan / 4))
+        if worker not in ("thread", "process"):
+            raise ValueError(f"worker: expected 'thread' or 'process', got {worker!r}")
+        if worker == "process" and not isinstance(model, (str, os.PathLike)):
+            raise ValueError("worker='process' loads the model by name in the child: pass a name or path, "
+                             "not a model object (or use worker='thread')")
+        self._stepper_args = (worker, model, device, threads)
+        self.scheduler = None  # built when the app starts: a process worker lives as long as the server
+        self._scheduler_args = dict(max_batch=max_batch, rule=batching, sweep_every=min(1.0, max_job_lifespan / 4),
+                                    tokens_per_image=cfg.tokens_per_image)
         self._bank = None
 
     # ------------------------------------------------------------------ app
     def app(self) -> Starlette:
         @contextlib.asynccontextmanager
         async def lifespan(app):
+            stepper = await run_in_threadpool(self._stepper)  # a process worker loads its model: seconds
+            self.scheduler = Scheduler(stepper, self.registry, **self._scheduler_args)
             self.scheduler.start()
             try:
                 yield
@@ -136,6 +147,13 @@ class DreamServer:
         app = Starlette(routes=routes, lifespan=lifespan,
                         exception_handlers={BadRequest: bad_request, HTTPException: http_error})
         return BodyLimit(app, self.max_upload_bytes)
+
+    def _stepper(self):
+        worker, spec, device, threads = self._stepper_args
+        max_batch = self._scheduler_args["max_batch"]
+        if worker == "process":
+            return ProcessStepper(spec, max_batch, device=device, threads=threads)
+        return LocalStepper(self.model, max_batch)
 
     # ------------------------------------------------------------------ the release's routes
     async def details(self, request: Request):

@@ -1,13 +1,13 @@
 """One thread that keeps a DreamEngine busy: every due stream's next step joins the next batch.
 
-Each round picks a batch from the streams with a step due (oldest first), loads their windows
-into an engine of exactly that many slots (``DreamEngine.reset`` with tokens: windows of
-different lengths batch together), restores each stream's random-stream counter, steps once and
-hands every stream its frame. The engine re-prefills each window every step anyway (WHAM's exact
-procedure), so loading windows afresh each round costs nothing extra and lets any mix of streams
-share a step. A stream's tokens depend only on its prompt, actions, settings and seed, never on
-which other streams shared its batches (the engine's slots are independent and each stream keeps
-its own draw counter), so a served dream equals a local engine's for the same seed.
+Each round picks a batch from the streams with a step due (oldest first) and hands it to a stepper
+(:mod:`.worker`: in this process, or in a child process with a GIL of its own), which loads the windows
+into an engine of exactly that many slots, restores each stream's random-stream counter and steps once;
+then every stream gets its frame. The engine re-prefills each window every step anyway (WHAM's exact
+procedure), so loading windows afresh each round costs nothing extra and lets any mix of streams share
+a step. A stream's tokens depend only on its prompt, actions, settings and seed, never on which other
+streams shared its batches (the engine's slots are independent and each stream keeps its own draw
+counter), so a served dream equals a local engine's for the same seed.
 
 Sampling settings are per engine, so a batch holds streams with equal settings: the group of the
 oldest due stream, filled up to ``max_batch`` from the other due streams with its settings, oldest
@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 
 import numpy as np
-import torch
 
-from ..engine import DreamEngine
-from ..rewards import StepContext, TokenRewardModel
 from .sessions import Job, Registry, Session
 
 RULES = ("all", "release")
@@ -52,39 +48,22 @@ def pick_batch(due: list, max_batch: int, rule: str = "all") -> list:
     return [s for s in due if s.sampling == settings][:max_batch]
 
 
-class EnginePool:
-    """Engines by slot count sharing one model; the least recently used go once slots exceed ``max_slots``."""
-
-    def __init__(self, model, max_slots: int):
-        self.model, self.max_slots = model, max_slots
-        self.engines: OrderedDict[int, DreamEngine] = OrderedDict()
-
-    def get(self, n: int) -> DreamEngine:
-        engine = self.engines.pop(n, None) or DreamEngine(self.model, n)
-        self.engines[n] = engine
-        while sum(self.engines) > self.max_slots and len(self.engines) > 1:
-            self.engines.popitem(last=False)
-        return engine
-
-
 class Scheduler:
     """The dream loop: ``start()`` runs it in a daemon thread, ``stop()`` ends it and joins."""
 
-    def __init__(self, model, registry: Registry, *, max_batch: int = 32, rule: str = "all",
-                 sweep_every: float = 1.0):
+    def __init__(self, stepper, registry: Registry, *, max_batch: int = 32, rule: str = "all",
+                 sweep_every: float = 1.0, tokens_per_image: int):
         if rule not in RULES:
             raise ValueError(f"batching rule: expected one of {RULES}, got {rule!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.model, self.registry, self.rule = model, registry, rule
-        self.max_batch = min(max_batch, RELEASE_MAX_BATCH) if rule == "release" else max_batch
-        self.pool = EnginePool(model, self.max_batch)  # one engine at a time: its KV cache is the memory that grows with B
-        reward_net = getattr(model, "reward_model", None)
-        self.rewards = TokenRewardModel(reward_net) if reward_net is not None else None
+        self.stepper, self.registry, self.rule = stepper, registry, rule  # stepper: worker.LocalStepper or
+        self.max_batch = min(max_batch, RELEASE_MAX_BATCH) if rule == "release" else max_batch  # ProcessStepper
+        self.tokens_per_image = tokens_per_image
         self.sweep_every = sweep_every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None  # a crash of the loop, reported by GET /stats
+        self.error: BaseException | None = None  # the last failed step, reported by GET /stats
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wham-gym-scheduler", daemon=True)
@@ -97,6 +76,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.stepper.close()
 
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
@@ -115,7 +95,8 @@ class Scheduler:
                 for s in batch:
                     s.running = True
             try:
-                out = self.step(batch, inputs)
+                out = self.stepper.step(inputs, batch[0].sampling.engine_kwargs(),
+                                        any(isinstance(s, Session) for s in batch))
             except Exception as exc:  # noqa: BLE001 - the loop must survive; the streams get the error
                 self.error = exc
                 out = None
@@ -128,40 +109,10 @@ class Scheduler:
         return {"tokens": np.stack(s.tokens), "actions": np.stack(s.actions), "seed": s.seed, "draws": s.draws,
                 "predict": s.wants_prediction}
 
-    @torch.no_grad()
-    def step(self, batch: list, inputs: list[dict]) -> dict:
-        """One engine step for these streams -> new tokens, frames, predicted actions, rewards (numpy)."""
-        n = len(batch)
-        engine = self.pool.get(n)
-        engine.sampling = batch[0].sampling.engine_kwargs()  # one settings group per batch (pick_batch)
-        by_length: dict[int, list[int]] = {}
-        for i, x in enumerate(inputs):
-            by_length.setdefault(len(x["tokens"]), []).append(i)
-        for P, rows in by_length.items():  # reset takes one prompt length per call
-            toks = torch.from_numpy(np.stack([inputs[i]["tokens"] for i in rows]))
-            acts = torch.from_numpy(np.stack([inputs[i]["actions"][:-1] for i in rows])) if P > 1 else None
-            seeds = torch.tensor([inputs[i]["seed"] for i in rows])
-            engine.reset(env_ids=rows, tokens=toks, actions=acts, seeds=seeds)
-        engine.draws = torch.tensor([x["draws"] for x in inputs], device=engine.device)
-        actions = torch.from_numpy(np.stack([x["actions"][-1] for x in inputs]))
-        predict = any(x["predict"] for x in inputs)
-        prev = engine.images[:, -1].clone()
-        r = engine.step(actions, predict_actions=predict)
-        out = {"tokens": r.tokens.cpu().numpy(), "frames": r.frames.cpu().numpy(),
-               "predicted": r.predicted_actions.cpu().numpy() if predict else None,
-               "reward": None, "terminated": None}
-        if self.rewards is not None and any(isinstance(s, Session) for s in batch):
-            ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=None, actions=actions,
-                              steps=torch.ones(n, dtype=torch.long), nll=r.nll, entropy=r.entropy)
-            reward, p_end = self.rewards.predict(ctx)
-            out["reward"] = reward.float().cpu().numpy()
-            out["terminated"] = (p_end >= self.rewards.termination_threshold).cpu().numpy()
-        return out
-
     def _apply(self, batch: list, out: dict | None) -> None:
         """Hand each stream its step (under the lock); streams cancelled meanwhile get nothing."""
         now = time.monotonic()
-        tpi = self.model.config.tokens_per_image
+        tpi = self.tokens_per_image
         if out is not None:
             self.registry.stats["batches"] += 1
             self.registry.stats["stream_steps"] += len(batch)
