@@ -8,8 +8,10 @@ process (asyncio + httpx). Every phase is bounded in time; the run stops by itse
 Measured per (rule, K): dream steps/s (frames received by clients over the phase), request latency
 (every HTTP request: new_job, polls) and job latency (new_job sent -> last frame received) p50/p95/p99,
 mean batch size (server-side, GET /stats), failed requests (any status other than 200/204, or a transport
-error). In the K=32 phase of each rule: the server's RSS (VmRSS) after the first 1,000 requests (warm)
-and after 10,000 more, requests counting new_job + polls (not the monitor's /stats calls).
+error). In the K=32 phase of each rule: the server's RSS (VmRSS of the HTTP process and of its dream worker
+child, summed) after the first 1,000 requests (warm) and after 10,000 more, requests counting new_job +
+polls (not the monitor's /stats calls). Frame latency: from a job's submission or its previous frame to
+the poll that brought the next frame (includes up to one poll interval).
 
     python benchmarks/serve_load.py                      # K = 1, 8, 32; both rules; writes benchmarks/results/serve_load.json
     python benchmarks/serve_load.py --clients 2 --seconds 20 --memory-requests 0   # a quick smoke run
@@ -77,7 +79,15 @@ class Server:
             time.sleep(0.2)
 
     def rss(self) -> int:
-        return rss_bytes(self.proc.pid)
+        """The server's resident memory: its HTTP process plus the dream worker child."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        total = rss_bytes(self.proc.pid)
+        for pid in children:
+            try:
+                total += rss_bytes(int(pid))
+            except (FileNotFoundError, RuntimeError):
+                pass  # e.g. multiprocessing's resource tracker exiting
+        return total
 
     def close(self) -> None:
         self.proc.terminate()
@@ -109,7 +119,7 @@ class Phase:
         self.body = json.dumps({**body, "num_steps_to_predict": steps})
         self.files = files
         self.requests = self.failed = self.frames = 0
-        self.request_latency, self.job_latency, self.errors = [], [], []
+        self.request_latency, self.job_latency, self.frame_latency, self.errors = [], [], [], []
         self.memory_requests = memory_requests
         self.rss_warm = self.rss_after = None
         self.stop = False
@@ -146,7 +156,7 @@ class Phase:
             if r is None or r.status_code != 200:
                 await asyncio.sleep(self.poll)
                 continue
-            job, got = r.json()["job_ids"][0], 0
+            job, got, last = r.json()["job_ids"][0], 0, start
             while got < self.steps and not self.done(t0):
                 await asyncio.sleep(self.poll)
                 r = await self.request(http, "GET", "/get_job_results", params={"job_ids": [job]})
@@ -155,6 +165,9 @@ class Phase:
                         n = len(json.loads(z.read("predictions.json")))
                     got += n
                     self.frames += n
+                    now = time.perf_counter()
+                    self.frame_latency += [now - last] * n  # since the job was sent or its last frame came
+                    last = now
             if got >= self.steps:
                 self.job_latency.append(time.perf_counter() - start)
             else:  # the phase ended mid-job: free the server for the next phase
@@ -168,6 +181,9 @@ class Phase:
             await asyncio.gather(*(self.client(http, t0) for _ in range(self.k)))
             wall = time.monotonic() - t0
             s1 = (await http.get("/stats")).json()
+            while s1["stepping"] or s1["live_jobs"]:  # let a cancelled batch land before the next phase
+                await asyncio.sleep(0.5)
+                s1 = (await http.get("/stats")).json()
         batches = s1["batches"] - s0["batches"]
         pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
         return {
@@ -175,6 +191,7 @@ class Phase:
             "errors": self.errors[:5], "frames": self.frames, "dream_steps_per_s": self.frames / wall,
             "mean_batch_size": (s1["stream_steps"] - s0["stream_steps"]) / batches if batches else None,
             "request_latency_s": {q: pct(self.request_latency, q) for q in (50, 95, 99)},
+            "frame_latency_s": {q: pct(self.frame_latency, q) for q in (50, 95, 99)},
             "jobs_completed": len(self.job_latency),
             "job_latency_s": {q: pct(self.job_latency, q) for q in (50, 95, 99)},
             "rss_warm": self.rss_warm, "rss_after": self.rss_after,
@@ -201,18 +218,24 @@ def main() -> None:
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "engine_threads": 1,
               "load_average_start": os.getloadavg(), "poll_s": args.poll, "steps_per_job": args.steps,
               "prompt_frames": args.prompt_frames, "runs": {}}
-    for rule in args.rules.split(","):
-        server = Server(rule, args.model, max_jobs=max(ks) * 2)
-        try:
-            report["runs"][rule] = runs = []
-            runs.append({"rss_start": server.rss()})
-            for k in ks:
+    # Both servers stay up; the rules alternate phase by phase, so a shared machine's load drifts over
+    # both alike (an idle server costs no CPU: its scheduler waits on a condition).
+    rules = args.rules.split(",")
+    servers = {}
+    try:
+        for rule in rules:
+            servers[rule] = Server(rule, args.model, max_jobs=max(ks) * 2)
+            report["runs"][rule] = [{"rss_start": servers[rule].rss()}]
+        for k in ks:
+            for rule in rules:
                 seconds = args.seconds * (2.5 if k == max(ks) else 1)
                 mem = args.memory_requests if k == max(ks) else 0
-                res = asyncio.run(Phase(server, k, seconds, args.poll, args.steps, body, files, mem).run())
-                runs.append(res)
+                res = asyncio.run(Phase(servers[rule], k, seconds, args.poll, args.steps, body, files, mem).run())
+                res["load_average"] = os.getloadavg()
+                report["runs"][rule].append(res)
                 print(json.dumps({"rule": rule, **res}), flush=True)
-        finally:
+    finally:
+        for server in servers.values():
             server.close()
     report["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

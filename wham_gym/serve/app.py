@@ -163,6 +163,7 @@ class DreamServer:
         snap = self.registry.snapshot()
         snap["batching"], snap["max_batch"] = self.scheduler.rule, self.scheduler.max_batch
         snap["error"] = None if self.scheduler.error is None else repr(self.scheduler.error)
+        snap["stepping"] = self.scheduler.stepping
         return JSONResponse(snap)
 
     async def _form(self, request: Request):

@@ -64,6 +64,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None  # the last failed step, reported by GET /stats
+        self.stepping = False  # a batch is being dreamt now (GET /stats)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wham-gym-scheduler", daemon=True)
@@ -94,12 +95,14 @@ class Scheduler:
                 inputs = [self._inputs(s) for s in batch]
                 for s in batch:
                     s.running = True
+            self.stepping = True
             try:
                 out = self.stepper.step(inputs, batch[0].sampling.engine_kwargs(),
                                         any(isinstance(s, Session) for s in batch))
             except Exception as exc:  # noqa: BLE001 - the loop must survive; the streams get the error
                 self.error = exc
                 out = None
+            self.stepping = False
             with reg.lock:
                 self._apply(batch, out)
 
