@@ -145,6 +145,46 @@ def test_reset_options_tokens_mode_and_render(local_ray, tiny):
         local.close()
 
 
+def replay_for(slots):  # a per-slot source, built on each actor for the slots it holds
+    from wham_gym.reinjection import Reinjection, ReplaySource, Schedule
+
+    rng = np.random.default_rng(0)  # the same recordings on every actor: slot k replays window k
+    frames = rng.integers(0, 256, (4, 12, 180, 300, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (4, 12, 16)).astype(np.float32)
+    return Reinjection(ReplaySource.from_windows(frames[slots], actions[slots], start=3), Schedule(every=1))
+
+
+def test_reinjection_runs_on_the_actors(local_ray, tiny):
+    """A source that serves any slot goes to the actors as it is (equal to local); per-slot ones by a factory."""
+    from wham_gym.reinjection import Reinjection, RetrievalSource, Schedule
+
+    N = 4
+    bank = np.random.default_rng(2).integers(0, 256, (6, 180, 300, 3), dtype=np.uint8)
+    kw = dict(reinjection=Reinjection(RetrievalSource(tiny, bank), Schedule(every=2)))
+    remote = RayVectorEnv(N, tiny, num_actors=2, **SMALL, **kw)
+    local = WHAMVectorEnv(N, tiny, **kw)
+    try:
+        assert_same(remote.reset(seed=4), local.reset(seed=4))
+        rng = np.random.default_rng(4)
+        for _ in range(2):
+            a = actions_for(rng, N)
+            got = remote.step(a)
+            assert_same(got, local.step(a))
+        assert got[4]["reinjected"].all()  # step 2: every slot due
+    finally:
+        remote.close()
+        local.close()
+    with pytest.raises(ValueError, match="callable slots -> Reinjection"):
+        RayVectorEnv(N, tiny, reinjection=replay_for(np.arange(N)))
+    replayed = RayVectorEnv(N, tiny, num_actors=2, reinjection=replay_for, **SMALL)
+    try:
+        replayed.reset(seed=0)  # a replay has at least one frame after its prompt: the first step reinjects it
+        *_, info = replayed.step(np.zeros((N, 16), np.float32))
+        assert info["reinjected"].all()
+    finally:
+        replayed.close()
+
+
 def test_killed_actor_restarts_its_slots_truncated(local_ray, tiny):
     """An actor killed mid-rollout: its slots start new episodes, truncated and flagged; the others go on."""
     N = 4

@@ -11,10 +11,14 @@ back as numpy (same-node results are read from Ray's shared-memory object store)
 Determinism: this driver holds the env's one Generator and draws every reset's
 prompts and sampling seeds in the order a local env with the same N draws them,
 then sends each actor its part; sampling is counter-based per slot, so on CPU the
-same seed and actions give the same observations, rewards and infos as a local
-``WHAMVectorEnv(N)`` whatever the number of actors (tested). Reinjection sources that
-start episodes (replay, lockstep) draw on the actor from a Generator the driver
-seeds: deterministic, but not the local env's stream.
+same seed and actions give the same observations (tokens and frames, bit for bit),
+terminations and infos as a local ``WHAMVectorEnv(N)`` whatever the number of actors
+(tested). Floats that come out of batched matmuls (a learned reward, NLL, entropy)
+agree to float32 rounding only: a CPU matmul rounds the last bit differently at
+another batch size. The same rounding reaches the logits, so a token drawn within
+about 1e-7 of a tie could in principle differ over very long rollouts (never seen in
+the tests). Reinjection sources that start episodes (replay, lockstep) draw on the
+actor from a Generator the driver seeds: deterministic, but not the local env's stream.
 
 Faults: every remote call has a timeout (``timeout_s``). An actor that dies or does
 not answer is killed and, with ``on_failure="restart"`` (default), replaced by a new
