@@ -91,13 +91,14 @@ class Shard:
         num_slots: the slots this shard holds.
         env_kwargs: :class:`WHAMVectorEnv` arguments (the same for every shard; ``autoreset_mode`` included).
         threads: torch threads (Ray gives the actor ``num_cpus`` cores; more threads than that oversubscribe).
+        reinjection_for: builds this shard's reinjection from a per-slot factory (else ``env_kwargs``' own).
     """
 
-    def __init__(self, num_slots: int, env_kwargs: dict, threads: int = 1):
+    def __init__(self, num_slots: int, env_kwargs: dict, threads: int = 1, reinjection_for: ReinjectionFor | None = None):
         torch.set_num_threads(max(1, int(threads)))
         kwargs = dict(env_kwargs)
-        if isinstance(kwargs.get("reinjection"), ReinjectionFor):  # per-slot sources are built here, for our slots
-            kwargs["reinjection"] = kwargs["reinjection"].build()
+        if reinjection_for is not None:  # per-slot sources are built here, for our slots
+            kwargs["reinjection"] = reinjection_for.build()
         if kwargs.get("device") is None:  # the GPU Ray assigned, else the CPU
             kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
         self.env = ShardEnv(num_slots, **kwargs)

@@ -115,8 +115,11 @@ class RayVectorEnv(VectorEnv):
         self._sizes = [len(s) for s in self.slots]
         self._options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_restarts": 0, **(actor_options or {})}
         self._threads = int(threads or max(1, int(num_cpus)))
-        self._env_kwargs = dict(env_kwargs, model=model, autoreset_mode=self.autoreset_mode, reinjection=reinjection,
-                                render_mode=render_mode, return_torch=False)
+        self._factory = reinjection if reinjection is not None and not isinstance(reinjection, Reinjection) else None
+        # Stored once in the object store, not copied per actor (a built model can be gigabytes).
+        self._env_kwargs = ray.put(dict(env_kwargs, model=model, autoreset_mode=self.autoreset_mode,
+                                        reinjection=None if self._factory else reinjection,
+                                        render_mode=render_mode, return_torch=False))
         self.restarts = [0] * len(self.slots)
         self._actors: list[Any] = [None] * len(self.slots)
         self._started = False
@@ -155,14 +158,8 @@ class RayVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ actors
     def _spawn(self, k: int):
         actor_cls = self.ray.remote(Shard)
-        return actor_cls.options(**self._options).remote(self._sizes[k], self._shard_kwargs(k), self._threads)
-
-    def _shard_kwargs(self, k: int) -> dict:
-        kwargs = dict(self._env_kwargs)
-        factory = kwargs["reinjection"]
-        if factory is not None and not isinstance(factory, Reinjection):
-            kwargs["reinjection"] = ReinjectionFor(factory, self.slots[k])
-        return kwargs
+        per_slot = ReinjectionFor(self._factory, self.slots[k]) if self._factory else None
+        return actor_cls.options(**self._options).remote(self._sizes[k], self._env_kwargs, self._threads, per_slot)
 
     def _gather(self, refs: dict[int, Any], timeout_s: float | None = None) -> dict[int, Any]:
         """Results by actor; an actor that died or did not answer in time gives its exception instead.
