@@ -112,6 +112,9 @@ def test_equal_to_local_env_in_every_autoreset_mode(local_ray, tiny, mode):
                     if "terminal_observation" in x:
                         np.testing.assert_array_equal(x["terminal_observation"], y["terminal_observation"])
             assert len(s_remote.get_images()) == N
+            from stable_baselines3 import PPO  # and an agent trains over it, unchanged
+
+            PPO("CnnPolicy", s_remote, n_steps=2, batch_size=5, n_epochs=1, device="cpu").learn(2 * N)
     finally:
         remote.close()
         local.close()
