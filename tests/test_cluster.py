@@ -188,6 +188,35 @@ def test_reinjection_runs_on_the_actors(local_ray, tiny):
         replayed.close()
 
 
+def lockstep_for(slots):  # live games on the actor, one per slot it holds
+    from functools import partial
+
+    import gymnasium as gym
+
+    from wham_gym.reinjection import LockstepSource, Reinjection, Schedule
+
+    make = partial(gym.make, "wham_gym:wham_gym/Doom-v0", scenario="defend_the_center", max_steps=3)
+    return Reinjection(LockstepSource([make] * len(slots), asynchronous=False), Schedule(every=1))
+
+
+def test_lockstep_games_end_dreams_under_same_step(local_ray, tiny):
+    """Live games on the actors: a game's end ends its dream, reset in the second round with the game's new frame."""
+    pytest.importorskip("vizdoom")
+    N = 2
+    env = RayVectorEnv(N, tiny, num_actors=2, autoreset_mode="same_step", reinjection=lockstep_for, **SMALL)
+    try:
+        env.reset(seed=0)
+        ended = False
+        for _ in range(4):  # the games truncate after 3 steps
+            obs, reward, terminated, truncated, info = env.step(np.zeros((N, 16), np.float32))
+            if truncated.any():
+                ended = True
+                assert info["_final_obs"][truncated].all() and info["step"][truncated].tolist() == [0] * truncated.sum()
+        assert ended and obs.shape == (N, 180, 300, 3)
+    finally:
+        env.close()
+
+
 def test_killed_actor_restarts_its_slots_truncated(local_ray, tiny):
     """An actor killed mid-rollout: its slots start new episodes, truncated and flagged; the others go on."""
     N = 4
