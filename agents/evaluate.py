@@ -144,22 +144,27 @@ class Evaluator:
         ray: real games on Ray actors, one per game (extra ``[ray]``): True (this process's Ray, or a new
             local one), a cluster address, or a dict of :class:`~wham_gym.cluster.games.RayGamesVecEnv`
             options; the same episodes as in this process.
+        game_kwargs: the real game's DoomEnv settings (e.g. ``{"render_hud": True}``), as the model saw it.
     """
 
     def __init__(self, model=None, scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
-                 num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False, ray=False):
+                 num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False, ray=False,
+                 game_kwargs: dict | None = None):
         self.model, self.scenario, self.max_steps = model, scenario, max_steps
         self.num_envs, self.seed, self.subprocess, self.ray = num_envs, seed, subprocess, ray
+        self.game_kwargs = dict(game_kwargs or {})
         self._venvs: dict = {}
 
     def venv(self, world: str, wrapping: Wrapping, n: int):
         key = (world, wrapping, n)
         if key not in self._venvs:
             if world == "real" and self.ray:
-                self._venvs[key] = ray_real_venv(self.scenario, n, wrapping, self.max_steps, self.ray)
+                self._venvs[key] = ray_real_venv(self.scenario, n, wrapping, self.max_steps, self.ray,
+                                                 self.game_kwargs, self.model)
             elif world == "real":
                 self._venvs[key] = make_real_venv(self.scenario, n, wrapping, max_steps=self.max_steps,
-                                                  subprocess=self.subprocess)
+                                                  subprocess=self.subprocess, game_kwargs=self.game_kwargs,
+                                                  model=self.model)
             elif world == "dream":
                 if self.model is None:
                     raise ValueError("evaluating in the dream needs a world model (Evaluator(model=...))")
@@ -184,7 +189,8 @@ class Evaluator:
         self._venvs.clear()
 
 
-def ray_real_venv(scenario: str, num_envs: int, wrapping: Wrapping, max_steps: int, ray=True):
+def ray_real_venv(scenario: str, num_envs: int, wrapping: Wrapping, max_steps: int, ray=True,
+                  game_kwargs: dict | None = None, model=None):
     """``make_real_venv``'s games on Ray actors (one per game) behind the same wrappers: the same episodes.
 
     ``ray``: True, a cluster address, or a dict of RayGamesVecEnv options.
@@ -193,9 +199,9 @@ def ray_real_venv(scenario: str, num_envs: int, wrapping: Wrapping, max_steps: i
 
     options = dict(ray) if isinstance(ray, dict) else {"address": ray if isinstance(ray, str) else None}
     # gymnasium.make with a "module:id" is importable on any worker (agents/ need not be installed there).
-    fns = [partial(gym.make, "wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps)
-           for _ in range(num_envs)]
-    return wrap(RayGamesVecEnv(fns, **options), wrapping)
+    fns = [partial(gym.make, "wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps,
+                   **(game_kwargs or {})) for _ in range(num_envs)]
+    return wrap(RayGamesVecEnv(fns, **options), wrapping, model)
 
 
 def load_policy(path: str, device: str = "auto"):
@@ -232,6 +238,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--model", default="default", help="world model for the dream and the behaviour policy")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    ap.add_argument("--hud", action="store_true", help="the real game draws its status bar (as take_cover's model "
+                    "was recorded; a trained policy's run settings decide by themselves)")
     ap.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help="episode cap in both worlds")
     ap.add_argument("--num-envs", type=int, default=10, help="envs per evaluation (dreams batch: more is faster)")
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
@@ -248,16 +256,20 @@ def main(argv=None) -> dict:
     from wham_gym import load_model
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    needs_model = "dream" in worlds or args.policy == "behaviour"
+    game_kwargs = {"render_hud": True} if args.hud else {}
+    policy_cfg = {}
+    if args.policy not in ("random", "behaviour"):
+        policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
+        game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
+    needs_model = "dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
     model = load_model(args.model, device=device) if needs_model else None
     n = min(args.num_envs, args.episodes)
     if args.policy == "random":
         policy, wrapping = RandomAgent(seed=args.seed), RAW
     elif args.policy == "behaviour":
         policy, wrapping = BehaviourAgent(model, n, seed=args.seed), RAW
-    else:
-        policy, wrapping, _ = load_policy(args.policy, device=args.device)
-    ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed, ray=args.ray)
+    ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed, ray=args.ray,
+                   game_kwargs=game_kwargs)
     try:
         out = {w: ev.run(policy, w, args.episodes, wrapping, deterministic=not args.stochastic) for w in worlds}
     finally:

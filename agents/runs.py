@@ -31,9 +31,9 @@ from .wrappers import Wrapping, parse_obs_size
 
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
-            "max_episode_steps", "action_set", "grayscale", "reward_scale")
+            "max_episode_steps", "action_set", "grayscale", "reward_scale", "game_kwargs", "tokenizer_view")
 # Identity settings newer than some run directories, and the value those runs had.
-LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0}
+LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {}, "tokenizer_view": False}
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -48,7 +48,8 @@ def read_json(path: str) -> Any:
 def wrapping_from_config(cfg: dict) -> Wrapping:
     return Wrapping(obs_size=parse_obs_size(cfg.get("obs_size")), frame_stack=int(cfg.get("frame_stack", 1)),
                     rescale=True, action_set=cfg.get("action_set"), grayscale=bool(cfg.get("grayscale", False)),
-                    reward_scale=float(cfg.get("reward_scale", 1.0)))
+                    reward_scale=float(cfg.get("reward_scale", 1.0)),
+                    tokenizer_view=bool(cfg.get("tokenizer_view", False)))
 
 
 class RunDir:

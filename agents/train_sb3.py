@@ -36,8 +36,8 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from agents.runs import RunDir, load_replay, wrapping_from_config  # noqa: E402
-from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, make_dream_venv, make_real_venv,  # noqa: E402
-                             lockstep_reinjection, parse_obs_size, retrieval_reinjection)
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, check_game, make_dream_venv,  # noqa: E402
+                             make_real_venv, lockstep_reinjection, parse_obs_size, retrieval_reinjection)
 
 ALGOS = {"ppo": PPO, "sac": SAC}
 # Per-algorithm defaults for a small CPU budget: PPO updates every n_steps x num_envs steps
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--obs-size", default="72x120", help="HxW to downscale frames to, or 'full' (180x300)")
     g.add_argument("--frame-stack", type=int, default=4, help="frames stacked per observation (1: none)")
     g.add_argument("--grayscale", action="store_true", help="one gray channel per frame instead of RGB")
+    g.add_argument("--hud", action="store_true", help="the real game draws Doom's status bar (as the take_cover "
+                   "model's data was recorded: a dream run checks the model's card agrees)")
+    g.add_argument("--tokenizer-view", action="store_true",
+                   help="the real game's frames pass through the world model's tokenizer (encode, decode), so both "
+                        "worlds look alike to the agent")
     g.add_argument("--reward-scale", type=float, default=1.0,
                    help="multiply the reward the agent learns from (returns are reported unscaled); "
                         "take_cover pays ~3.5 tics per step, 0.1 keeps PPO's value loss small")
@@ -150,6 +155,7 @@ def make_config(args: argparse.Namespace) -> dict:
     cfg["checkpoint_every"] = args.checkpoint_every or args.eval_every or 10_000
     suffix = "-" + args.reinjection if args.reinjection != "none" else ""
     cfg["out"] = args.out or os.path.join("runs", "agents", f"{args.algo}-{args.world}{suffix}")
+    cfg["game_kwargs"] = {"render_hud": True} if cfg.pop("hud") else {}
     for k in ("no_progress", "log_stdout", "threads", "subproc"):  # how to run, not what
         cfg.pop(k)
     return cfg
@@ -184,14 +190,15 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
     wrapping = wrapping_from_config(cfg)
     if cfg["world"] == "real":
         return make_real_venv(cfg["scenario"], cfg["num_envs"], wrapping, max_steps=cfg["max_episode_steps"],
-                              seed=cfg["seed"], subprocess=subprocess)
+                              seed=cfg["seed"], subprocess=subprocess, game_kwargs=cfg["game_kwargs"],
+                              model=world_model)
     reinjection = None
     if cfg["reinjection"] == "retrieval":
         reinjection = retrieval_reinjection(world_model, cfg["retrieval_bank"], cfg["retrieval_frames"],
                                             cfg["reinject_every"], cfg["reinject_nll"], seed=cfg["seed"])
     elif cfg["reinjection"] == "lockstep":
         reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
-                                           cfg["reinject_every"], cfg["reinject_nll"])
+                                           cfg["reinject_every"], cfg["reinject_nll"], game_kwargs=cfg["game_kwargs"])
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
                            reinjection=reinjection, seed=cfg["seed"])
 
@@ -296,8 +303,13 @@ def train(argv=None) -> dict:
 
     from wham_gym import load_model
 
-    needs_model = cfg["world"] == "dream" or "dream" in cfg["eval_worlds"]
+    needs_model = cfg["world"] == "dream" or "dream" in cfg["eval_worlds"] or cfg["tokenizer_view"]
     world_model = load_model(cfg["model"], device=device) if needs_model else None
+    if cfg["world"] == "dream" or cfg["tokenizer_view"]:
+        try:
+            check_game(world_model, cfg["game_kwargs"])  # both worlds must look alike
+        except ValueError as exc:
+            ap.error(str(exc))
     venv = make_train_venv(cfg, world_model, args.subproc)
     cls = ALGOS[cfg["algo"]]
     latest = run.latest_checkpoint()
@@ -320,7 +332,7 @@ def train(argv=None) -> dict:
     algo.set_logger(configure(run.path, formats))
 
     evaluator = Evaluator(world_model, cfg["scenario"], cfg["max_episode_steps"], num_envs=cfg["eval_envs"],
-                          seed=cfg["eval_seed"], subprocess=args.subproc)
+                          seed=cfg["eval_seed"], subprocess=args.subproc, game_kwargs=cfg["game_kwargs"])
     cb = Periodic(run, cfg, evaluator, state, progress=not args.no_progress)
     try:
         remaining = cfg["steps"] - state["timesteps"]

@@ -2,6 +2,8 @@
 
     base VecEnv     N dreams in one WHAMVecEnv (one batched engine), or N Doom games (Dummy/SubprocVecEnv)
     VecMonitor      episode returns and lengths in the world's own reward, before any wrapper touches them
+    VecTokenizerView  (real game, optional) frames encoded and decoded by the world model's tokenizer, so the
+                    agent sees the game as the dream draws it
     VecRescaleAction  the agent acts in [-1, 1]^16; mapped onto the controller Box (buttons [0, 1], sticks [-1, 1])
     VecScaleReward  training reward times ``reward_scale`` (after VecMonitor: episode statistics stay in the world's unit)
     VecResize       180x300 frames downscaled (bilinear, antialiased) to ``obs_size``, optionally to grayscale
@@ -60,6 +62,7 @@ class Wrapping:
     action_set: str | None = None  # a wham_gym.action_sets name: Discrete(n) over its presets instead of the Box
     grayscale: bool = False
     reward_scale: float = 1.0
+    tokenizer_view: bool = False  # real game: frames through the world model's tokenizer (encode, then decode)
 
     def __post_init__(self):
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
@@ -157,9 +160,43 @@ class VecResize(VecEnvWrapper):
         return self._frames(obs), rew, dones, infos
 
 
-def wrap(venv: VecEnv, wrapping: Wrapping) -> VecEnv:
-    """The wrapper stack of the module docstring, identical for both worlds."""
+class VecTokenizerView(VecEnvWrapper):
+    """Real frames (and ``terminal_observation``) encoded to image tokens and decoded again by ``model``'s tokenizer.
+
+    An agent trained in a dream sees decoded frames only, with the tokenizer's blur and blocks; in the real game
+    this wrapper shows it the game the same way (World Models' controller likewise saw the VAE's view of real
+    frames). A tokenizer of another size than 180x300 gets the frames resized to its size and back.
+    """
+
+    def __init__(self, venv: VecEnv, model):
+        self.model = model
+        super().__init__(venv)
+
+    @torch.no_grad()
+    def _view(self, frames: np.ndarray) -> np.ndarray:
+        tok, size = self.model.tokenizer, (self.model.config.frame_height, self.model.config.frame_width)
+        x = torch.from_numpy(np.ascontiguousarray(fit_frames(frames, size, True, "tokenizer view")))
+        x = x.permute(0, 3, 1, 2).to(self.model.device)
+        out = tok.decode(tok.encode(x), check=False).permute(0, 2, 3, 1).cpu().numpy()
+        return out if size == WHAM_SIZE else resize_frames(out, WHAM_SIZE)
+
+    def reset(self):
+        return self._view(self.venv.reset())
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if info.get("terminal_observation") is not None:
+                info["terminal_observation"] = self._view(info["terminal_observation"][None])[0]
+        return self._view(obs), rew, dones, infos
+
+
+def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
+    """The wrapper stack of the module docstring, identical for both worlds (``model``: the world model whose
+    tokenizer draws the real game with ``wrapping.tokenizer_view``; dreams are drawn by it already)."""
     venv = VecMonitor(venv)
+    if wrapping.tokenizer_view and model is not None:
+        venv = VecTokenizerView(venv, model)
     if wrapping.reward_scale != 1.0:
         venv = VecScaleReward(venv, wrapping.reward_scale)
     if wrapping.action_set is not None:
@@ -185,21 +222,38 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
     return venv
 
 
-def make_doom(scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS) -> gym.Env:
-    """One real game; a module-level function so SubprocVecEnv workers can build it."""
+def make_doom(scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
+              game_kwargs: dict | None = None) -> gym.Env:
+    """One real game (``game_kwargs``: DoomEnv settings such as ``render_hud``, as a model's card records them);
+    a module-level function so SubprocVecEnv workers can build it."""
     # "module:id": gymnasium imports wham_gym first, which registers the id in a fresh worker too.
-    return gym.make("wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps)
+    return gym.make("wham_gym:wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps, **(game_kwargs or {}))
+
+
+def check_game(model, game_kwargs: dict | None, flag: str = "--hud") -> None:
+    """Refuse a real game set up unlike the one ``model`` was recorded in (its card's ``game_kwargs``)."""
+    recorded = dict((getattr(model, "card", None) or {}).get("game_kwargs") or {})
+    if model is not None and recorded != dict(game_kwargs or {}):
+        raise ValueError(f"the world model was recorded in a game with {recorded or 'default settings'}, "
+                         f"the real game here has {dict(game_kwargs or {}) or 'default settings'}: the two worlds "
+                         f"would look different; {'pass ' + flag if recorded.get('render_hud') else 'drop ' + flag}")
 
 
 def make_real_venv(scenario: str, num_envs: int, wrapping: Wrapping = Wrapping(), *,
-                   max_steps: int = DEFAULT_MAX_STEPS, seed: int | None = None, subprocess: bool = False) -> VecEnv:
-    """N real Doom games (``wham_gym/Doom-v0``) as an SB3 VecEnv with the same wrappers as the dream."""
+                   max_steps: int = DEFAULT_MAX_STEPS, seed: int | None = None, subprocess: bool = False,
+                   game_kwargs: dict | None = None, model=None) -> VecEnv:
+    """N real Doom games (``wham_gym/Doom-v0``) as an SB3 VecEnv with the same wrappers as the dream.
+
+    ``game_kwargs``: DoomEnv settings (e.g. ``{"render_hud": True}``); ``model``: the world model whose tokenizer
+    draws the frames when ``wrapping.tokenizer_view``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-    fns = [partial(make_doom, scenario, max_steps) for _ in range(num_envs)]
+    if wrapping.tokenizer_view and model is None:
+        raise ValueError("tokenizer_view shows the real game through a world model's tokenizer: pass model=")
+    fns = [partial(make_doom, scenario, max_steps, game_kwargs) for _ in range(num_envs)]
     # Doom steps at ~1000/s in-process; worker processes pay off only when the policy is cheap.
     venv = SubprocVecEnv(fns, start_method="spawn") if subprocess else DummyVecEnv(fns)
-    venv = wrap(venv, wrapping)
+    venv = wrap(venv, wrapping, model)
     if seed is not None:
         venv.seed(seed)
     return venv
@@ -246,10 +300,12 @@ def retrieval_reinjection(model, sources=None, max_frames: int = 2048, every: in
 
 
 def lockstep_reinjection(scenario: str, num_envs: int, max_steps: int = DEFAULT_MAX_STEPS, every: int = 10,
-                         nll_above: float | None = None, asynchronous: bool = True) -> Reinjection:
+                         nll_above: float | None = None, asynchronous: bool = True,
+                         game_kwargs: dict | None = None) -> Reinjection:
     """A real game per dream env, stepped with the agent's actions in worker processes; its frame replaces
     the dream's every ``every`` steps (and/or above an NLL), and its episode ends end the dream's."""
     if every < 1 and nll_above is None:
         raise ValueError("lockstep reinjection needs every >= 1 or an nll threshold, else it never reinjects")
-    source = LockstepSource([partial(make_doom, scenario, max_steps) for _ in range(num_envs)], asynchronous)
+    source = LockstepSource([partial(make_doom, scenario, max_steps, game_kwargs) for _ in range(num_envs)],
+                            asynchronous)
     return Reinjection(source, Schedule(every=max(0, every), nll_above=nll_above))

@@ -340,3 +340,49 @@ def test_ppo_with_an_action_set_in_the_real_game(tmp_path, capsys):
     assert "reward_scale: 0.03 there, 0.1 now" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # SAC needs a Box: refused at the boundary
         train_sb3.train(["--algo", "sac", "--action-set", "take_cover", "--out", str(tmp_path / "sac"), *TINY_RUN])
+
+
+def test_tokenizer_view_and_game_settings_of_the_real_game(tiny):
+    plain = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover")
+    viewed = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover", tokenizer_view=True)
+    with pytest.raises(ValueError, match="model="):
+        wrappers.make_real_venv("take_cover", 1, viewed, max_steps=3)
+    venvs = [wrappers.make_real_venv("take_cover", 1, plain, max_steps=3, seed=5, game_kwargs={"render_hud": True}),
+             wrappers.make_real_venv("take_cover", 1, viewed, max_steps=3, seed=5, game_kwargs={"render_hud": True},
+                                     model=tiny),
+             wrappers.make_real_venv("take_cover", 1, plain, max_steps=3, seed=5)]
+    try:
+        obs = [venv.reset() for venv in venvs]
+        for t in range(3):
+            steps = [venv.step(np.array([2])) for venv in venvs]
+    finally:
+        for venv in venvs:
+            venv.close()
+    # the status bar is drawn only when asked
+    assert np.abs(obs[0][0, 160:].astype(int) - obs[2][0, 160:]).mean() > 10
+    # the tokenizer's view of a real frame is its decode(encode(frame)), also for the episode's last frame
+    with torch.no_grad():
+        expect = tiny.tokenizer.decode(tiny.tokenizer.encode(torch.from_numpy(obs[0]).permute(0, 3, 1, 2)))
+    assert np.array_equal(obs[1], expect.permute(0, 2, 3, 1).numpy())
+    (_, _, d0, i0), (_, _, d1, i1) = steps[:2]
+    assert d0[0] and d1[0]
+    with torch.no_grad():
+        last = torch.from_numpy(i0[0]["terminal_observation"][None]).permute(0, 3, 1, 2)
+        expect = tiny.tokenizer.decode(tiny.tokenizer.encode(last)).permute(0, 2, 3, 1).numpy()[0]
+    assert np.array_equal(i1[0]["terminal_observation"], expect)
+
+    # a dream and a real game set up unlike the model's recording are refused, saying how to fix it
+    class Carded:
+        card = {"game_kwargs": {"render_hud": True}}
+
+    wrappers.check_game(Carded(), {"render_hud": True})
+    with pytest.raises(ValueError, match="pass --hud"):
+        wrappers.check_game(Carded(), {})
+    with pytest.raises(ValueError, match="drop --hud"):
+        wrappers.check_game(tiny, {"render_hud": True})
+
+
+def test_train_refuses_a_dream_whose_game_looks_different(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_sb3.train(["--world", "dream", "--hud", "--steps", "8", "--out", str(tmp_path / "x"), *TINY_RUN])
+    assert "drop --hud" in capsys.readouterr().err
