@@ -83,7 +83,6 @@ class ReinjectionFor:
         return made
 
 
-
 class Shard:
     """The actor: builds its env on its own device and answers the driver's calls (numpy in, numpy out).
 

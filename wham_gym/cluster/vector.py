@@ -321,6 +321,9 @@ class RayVectorEnv(VectorEnv):
         results = self._gather(refs)
         failed = {k: r for k, r in results.items() if isinstance(r, BaseException)}
 
+        if mode != AutoresetMode.SAME_STEP and any(len(results[k][1]) for k in results if k not in failed):
+            raise RuntimeError("RayVectorEnv: an actor deferred resets outside SAME_STEP; the driver's NEXT_STEP "
+                               "bookkeeping diverged from the actor's (a bug in wham_gym.cluster)")
         if mode == AutoresetMode.SAME_STEP:  # the slots that finished: drawn now, reset in a second round
             deferred = np.concatenate([self.slots[k][results[k][1]] for k in results if k not in failed])
             if len(deferred):
