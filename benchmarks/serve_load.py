@@ -78,16 +78,30 @@ class Server:
                 raise RuntimeError(f"server did not start: {cmd}")
             time.sleep(0.2)
 
-    def rss(self) -> int:
-        """The server's resident memory: its HTTP process plus the dream worker child."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        total = rss_bytes(self.proc.pid)
-        for pid in children:
+    def processes(self) -> list[int]:
+        """The server's process and its descendants (the dream worker was started by one of its threads)."""
+        parent = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found = [self.proc.pid]
+        for pid in found:
+            found += [c for c, p in parent.items() if p == pid]
+        return found
+
+    def rss(self) -> dict:
+        """Resident memory of each of the server's processes (HTTP process first), and their total."""
+        each = {}
+        for pid in self.processes():
             try:
-                total += rss_bytes(int(pid))
-            except (FileNotFoundError, RuntimeError):
-                pass  # e.g. multiprocessing's resource tracker exiting
-        return total
+                each[pid] = rss_bytes(pid)
+            except (OSError, RuntimeError):
+                pass  # a process exiting
+        return {"total": sum(each.values()), "processes": list(each.values())}
 
     def close(self) -> None:
         self.proc.terminate()

@@ -106,6 +106,7 @@ def serving(srv):
         yield url, http
     assert not runner.thread.is_alive() and srv.scheduler._thread is None
     assert not {t for t in threading.enumerate() if t in (runner.thread, srv.scheduler._thread)}
+    assert not [t for t in threading.enumerate() if t.name.startswith("wham-gym-model")]
 
 
 @pytest.fixture(scope="module")
