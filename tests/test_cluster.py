@@ -293,3 +293,15 @@ def test_make_vec_builds_it(local_ray):
         assert torch.get_num_threads() >= 1
     finally:
         envs.close()
+
+
+def test_record_cli_on_ray_writes_the_local_bytes(local_ray, tmp_path, capsys):
+    from wham_gym.commands.main import main
+
+    args = ["record", "--scenario", "take_cover", "--policy", "strafe", "--episodes", "2", "--max-steps", "5",
+            "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "here")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--ray"]) == 0  # this process's Ray
+    here, there = sorted((tmp_path / "here").glob("*.npz")), sorted((tmp_path / "ray").glob("*.npz"))
+    assert len(here) == len(there) == 2
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(here, there))

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed; each episode's seeds derive from it (default: 0)")
     p.add_argument("--hud", action="store_true",
                    help="draw Doom's status bar (health, face) into the frames, so damage is visible")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="record on Ray workers: a new local Ray, or the cluster at ADDRESS (extra [ray]); "
+                        "the episode files are the same bytes and are written here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_record)
 
@@ -58,6 +61,11 @@ def run_record(args: argparse.Namespace) -> int:
     _require_doom()
     from wham_gym.games.recorder import record
 
+    executor = None
+    if args.ray is not None:
+        from wham_gym.cluster import RayExecutor
+
+        executor = RayExecutor(address=args.ray or None)
     manifest = record(
         out=args.out,
         scenario=args.scenario,
@@ -68,6 +76,7 @@ def run_record(args: argparse.Namespace) -> int:
         seed=args.seed,
         env_kwargs={"render_hud": True} if args.hud else None,
         progress=not args.no_progress,
+        executor=executor,
     )
     run = manifest["last_run"]
     print(
