@@ -101,12 +101,13 @@ def server(default_model):
 @contextlib.contextmanager
 def serving(srv):
     """Serve ``srv`` on a free loopback port for the block; afterwards none of its threads is left."""
+    before = set(threading.enumerate())
     runner = ServerThread(srv.app())
     with runner as url, httpx.Client(base_url=url, timeout=120) as http:
         yield url, http
     assert not runner.thread.is_alive() and srv.scheduler._thread is None
-    assert not {t for t in threading.enumerate() if t in (runner.thread, srv.scheduler._thread)}
-    assert not [t for t in threading.enumerate() if t.name.startswith("wham-gym-model")]
+    left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("wham-gym")]
+    assert not left, left
 
 
 @pytest.fixture(scope="module")
