@@ -1,0 +1,148 @@
+"""A take_cover world model against issue 21's targets, in one run.
+
+- termination: precision/recall of the model's learned termination on held-out real episodes'
+  transitions (with the recipe's end frames), and its reward error;
+- episode ends in the dream: N dreams driven by the data policy (random strafing), episodes ended by
+  the learned termination only, against the same policy's episodes in the game (mean length in steps);
+- action following: strafe left / right / still from the same real start in game and dream
+  (horizontal shift per step, and which game continuation each dream is closest to);
+- speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding.
+
+    python benchmarks/take_cover.py --model runs/take_cover/model --data data/take_cover \\
+        --out benchmarks/results/take_cover.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import wham_gym  # noqa: F401  (registers the envs)
+from wham_gym.atomic import atomic_write
+from wham_gym.env import WHAMVectorEnv
+from wham_gym.games.explore import StrafePolicy
+from wham_gym.measure.benchmark import run_engine
+from wham_gym.measure.fidelity import STRAFE_PROBES, action_following
+from wham_gym.model import load_model
+from wham_gym.train.data import split_sources, tokenize_episodes
+from wham_gym.train.reward import evaluate_reward_model, transitions
+
+
+def termination(model, data, cache) -> dict:
+    """The learned reward/termination on every held-out transition (end frames as the recipe trained)."""
+    end_frame = (model.card.get("recipe") or {}).get("end_frame")
+    _, val = split_sources(data)
+    tr = transitions(tokenize_episodes(model, val, cache, progress=False, end_frame=end_frame))
+    out = evaluate_reward_model(model.reward_model, tr, "cpu")
+    out.update(episodes=len(val), transitions=len(tr["reward"]), terminations=int(tr["term"].sum()),
+               mean_reward=float(tr["reward"].mean()), end_frame=end_frame)
+    return out
+
+
+def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int, seed: int) -> np.ndarray:
+    """Episode lengths (steps) of the strafe policy in the game."""
+    env = gym.make("wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps, **game_kwargs)
+    lengths = []
+    try:
+        for i in tqdm(range(episodes), desc="game episodes", leave=False):
+            policy = StrafePolicy(seed=seed + i)
+            obs, info = env.reset(seed=seed + i)
+            for t in range(1, max_steps + 1):
+                obs, _, term, trunc, info = env.step(policy.act(obs))
+                if term or trunc:
+                    break
+            lengths.append(t)
+    finally:
+        env.close()
+    return np.array(lengths)
+
+
+def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, decoding: str) -> dict:
+    """Episode lengths (steps) and per-step rewards of the strafe policy in N dreams, ended by the learned
+    termination (or the cap); the first ``episodes`` episodes to end."""
+    env = WHAMVectorEnv(num_envs, model, max_episode_steps=max_steps, decoding=decoding)
+    policies = [StrafePolicy(seed=seed + i) for i in range(num_envs)]
+    lengths, capped, rewards, ret = [], 0, [], np.zeros(num_envs)
+    obs, info = env.reset(seed=seed)
+    start = time.perf_counter()
+    steps = 0
+    with tqdm(total=episodes, desc="dream episodes", leave=False) as bar:
+        while len(lengths) < episodes:
+            actions = np.stack([p.act(None) for p in policies])
+            obs, rew, term, trunc, info = env.step(actions)
+            steps += num_envs
+            rewards.append(rew)
+            for i in np.flatnonzero(term | trunc):
+                lengths.append(int(info["step"][i]))
+                capped += int(trunc[i])
+                bar.update(1)
+    seconds = time.perf_counter() - start
+    env.close()
+    return {"lengths": lengths[:episodes], "capped": capped, "mean_reward": float(np.mean(rewards)),
+            "env_steps_per_s": steps / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True, help="the model's recording (held-out episodes by its split)")
+    ap.add_argument("--episodes", type=int, default=64, help="episodes in game and dream")
+    ap.add_argument("--max-steps", type=int, default=600)
+    ap.add_argument("--num-envs", default="16,32", help="N for the speed table")
+    ap.add_argument("--speed-steps", type=int, default=8)
+    ap.add_argument("--dream-envs", type=int, default=16)
+    ap.add_argument("--decoding", default="exact", help="decoding of the dream-episode run")
+    ap.add_argument("--probe-seeds", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination,ends,probes,speed")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+    model = load_model(args.model, device="cpu")
+    card = model.card or {}
+    scenario, game_kwargs = card.get("scenario") or "take_cover", card.get("game_kwargs") or {}
+    report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
+              "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+              "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
+    if "termination" not in skip:
+        report["termination"] = termination(model, args.data, f"{args.out}.token-cache")
+        print("termination", json.dumps(report["termination"]), flush=True)
+    if "ends" not in skip:
+        game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000)
+        dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, args.decoding)
+        report["episode_ends"] = {
+            "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
+            "dream": {"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
+                      "episodes": len(dream["lengths"]), "capped": dream["capped"],
+                      "mean_reward_per_step": dream["mean_reward"], "env_steps_per_s": dream["env_steps_per_s"]},
+            "ratio": float(np.mean(dream["lengths"]) / game.mean())}
+        print("episode ends", json.dumps(report["episode_ends"]), flush=True)
+    if "probes" not in skip:
+        probes = action_following(model, scenario, steps=10, seeds=tuple(range(args.probe_seeds)),
+                                  probes=STRAFE_PROBES, env_kwargs=game_kwargs)
+        report["action_following"] = probes
+        print("probes", json.dumps(probes["per_step"]), "discrimination", probes["discrimination"], flush=True)
+    if "speed" not in skip:
+        speed = {}
+        for n in [int(v) for v in args.num_envs.split(",")]:
+            for decoding in ("exact", "diagonal"):
+                sec = run_engine(model, n, args.speed_steps, warmup=1, decode=True, decoding=decoding)
+                speed[f"{decoding} N={n}"] = n * len(sec) / float(np.sum(sec))
+                print(f"speed {decoding} N={n}: {speed[f'{decoding} N={n}']:.1f} env-steps/s", flush=True)
+        report["speed"] = speed
+    atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
