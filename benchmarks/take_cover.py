@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from datetime import date
 
@@ -115,7 +116,8 @@ def main() -> None:
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
               "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
     if "termination" not in skip:
-        report["termination"] = termination(model, args.data, f"{args.out}.token-cache")
+        with tempfile.TemporaryDirectory() as cache:
+            report["termination"] = termination(model, args.data, cache)
         print("termination", json.dumps(report["termination"]), flush=True)
     if "ends" not in skip:
         game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000)
