@@ -215,3 +215,21 @@ def test_end_frames_make_episode_ends_visible(ending_episodes, tmp_path):
     assert len(frame_bank(ending_episodes, 100)) == 18
     with pytest.raises(ValueError, match="end_frame"):
         tokenize_episodes(model, ending_episodes, tmp_path, progress=False, end_frame="red")
+
+
+def test_termination_and_reward_metrics_on_a_constructed_case():
+    from wham_gym.train.reward import evaluate_reward_model
+
+    class Judge:  # predicts from the "next" frame's first token: 0 = an end, 7 = a reward of 1
+        def predict(self, prev, act, nxt):
+            return (nxt[:, 0] == 7).float(), nxt[:, 0] == 0
+
+    first = np.array([0, 0, 5, 0, 7, 7, 5, 0, 5, 5])  # predicted ends at 0, 1, 3, 7; rewards at 4, 5
+    data = {"prev": np.ones((10, 2), np.int64), "act": np.zeros((10, 16), np.int64),
+            "next": np.stack([first, first], 1),
+            "term": np.array([1, 0, 0, 1, 0, 0, 1, 0, 0, 0], np.float32),  # true ends at 0, 3, 6
+            "reward": np.array([0, 0, 0, 0, 1, 0, 0, 0, 0, 2], np.float32)}  # true rewards at 4, 9
+    m = evaluate_reward_model(Judge(), data, "cpu", batch=4)  # batches that split the data
+    assert m["term_precision"] == pytest.approx(2 / 4) and m["term_recall"] == pytest.approx(2 / 3)
+    assert m["reward_precision"] == pytest.approx(1 / 2) and m["reward_recall"] == pytest.approx(1 / 2)
+    assert m["reward_mae"] == pytest.approx((1 + 2) / 10)
