@@ -70,6 +70,21 @@ RENDER_MODES = ["rgb_array"]  # "human": Gymnasium's HumanRendering wrapper over
 RENDER_FPS = 10  # WHAM's data is 10 Hz
 
 
+def reset_arguments(env, seed, options) -> tuple[Any, Any]:
+    """A vector env's ``reset(seed=, options=)`` checked: seeds ``env``'s Generator, returns
+    (``options["reset_mask"]``, ``options["prompt"]``), refuses other keys. Shared with the Ray env."""
+    if seed is not None:
+        if not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed: expected an int (one seed for the batch; slot seeds derive from it), got {seed!r}")
+        env._np_random, env._np_random_seed = seeding.np_random(int(seed))
+    options = dict(options or {})
+    mask = options.pop("reset_mask", None)
+    prompt = options.pop("prompt", None)
+    if options:
+        raise ValueError(f"reset options: unknown keys {sorted(options)}; expected 'reset_mask' and/or 'prompt'")
+    return mask, prompt
+
+
 def _autoreset_mode(mode) -> AutoresetMode:
     if isinstance(mode, AutoresetMode):
         return mode
@@ -184,15 +199,7 @@ class WHAMVectorEnv(VectorEnv):
         ``options["prompt"]``: (frames, actions), a dict with those keys, or a Prompt; frames
         (P, H, W, 3) for every slot reset, or (n, P, H, W, 3) one per slot reset.
         """
-        if seed is not None:
-            if not isinstance(seed, (int, np.integer)):
-                raise ValueError(f"seed: expected an int (one seed for the batch; slot seeds derive from it), got {seed!r}")
-            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        prompt = options.pop("prompt", None)
-        if options:
-            raise ValueError(f"reset options: unknown keys {sorted(options)}; expected 'reset_mask' and/or 'prompt'")
+        mask, prompt = reset_arguments(self, seed, options)
         if mask is None:
             ids = torch.arange(self.num_envs, device=self.device)
             mask_t = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)

@@ -37,13 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .. import controller
 from ..engine import DreamEngine
-from ..env import WHAMVectorEnv, _autoreset_mode
+from ..env import WHAMVectorEnv, _autoreset_mode, reset_arguments
 from ..prompts import Prompt
 from ..reinjection import Reinjection
 from ..rollout import Rollout
@@ -252,15 +251,7 @@ class RayVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """As :meth:`WHAMVectorEnv.reset`: all slots, or ``options["reset_mask"]``; ``options["prompt"]``."""
-        if seed is not None:
-            if not isinstance(seed, (int, np.integer)):
-                raise ValueError(f"seed: expected an int (one seed for the batch; slot seeds derive from it), got {seed!r}")
-            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        prompt = options.pop("prompt", None)
-        if options:
-            raise ValueError(f"reset options: unknown keys {sorted(options)}; expected 'reset_mask' and/or 'prompt'")
+        mask, prompt = reset_arguments(self, seed, options)
         self._check_alive()
         if mask is not None:
             mask = self._check_mask(mask)
