@@ -137,7 +137,24 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int] | None, grayscale: b
     return np.ascontiguousarray(x.reshape(*lead, *size, x.shape[-1]).numpy())
 
 
-class VecResize(VecEnvWrapper):
+class VecFrameMap(VecEnvWrapper):
+    """Observations and ``terminal_observation`` passed through ``_frames`` ((N, H, W, C) -> (N, h, w, c))."""
+
+    def _frames(self, frames: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self):
+        return self._frames(self.venv.reset())
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if info.get("terminal_observation") is not None:
+                info["terminal_observation"] = self._frames(info["terminal_observation"][None])[0]
+        return self._frames(obs), rew, dones, infos
+
+
+class VecResize(VecFrameMap):
     """Downscale observations (and ``terminal_observation``) to ``size`` = (height, width) (None: keep),
     optionally to one gray channel."""
 
@@ -149,18 +166,8 @@ class VecResize(VecEnvWrapper):
     def _frames(self, frames):
         return resize_frames(frames, self.size, self.grayscale)
 
-    def reset(self):
-        return self._frames(self.venv.reset())
 
-    def step_wait(self):
-        obs, rew, dones, infos = self.venv.step_wait()
-        for info in infos:
-            if info.get("terminal_observation") is not None:
-                info["terminal_observation"] = self._frames(info["terminal_observation"])
-        return self._frames(obs), rew, dones, infos
-
-
-class VecTokenizerView(VecEnvWrapper):
+class VecTokenizerView(VecFrameMap):
     """Real frames (and ``terminal_observation``) encoded to image tokens and decoded again by ``model``'s tokenizer.
 
     An agent trained in a dream sees decoded frames only, with the tokenizer's blur and blocks; in the real game
@@ -173,22 +180,12 @@ class VecTokenizerView(VecEnvWrapper):
         super().__init__(venv)
 
     @torch.no_grad()
-    def _view(self, frames: np.ndarray) -> np.ndarray:
+    def _frames(self, frames: np.ndarray) -> np.ndarray:
         tok, size = self.model.tokenizer, (self.model.config.frame_height, self.model.config.frame_width)
         x = torch.from_numpy(np.ascontiguousarray(fit_frames(frames, size, True, "tokenizer view")))
         x = x.permute(0, 3, 1, 2).to(self.model.device)
         out = tok.decode(tok.encode(x), check=False).permute(0, 2, 3, 1).cpu().numpy()
         return out if size == WHAM_SIZE else resize_frames(out, WHAM_SIZE)
-
-    def reset(self):
-        return self._view(self.venv.reset())
-
-    def step_wait(self):
-        obs, rew, dones, infos = self.venv.step_wait()
-        for info in infos:
-            if info.get("terminal_observation") is not None:
-                info["terminal_observation"] = self._view(info["terminal_observation"][None])[0]
-        return self._view(obs), rew, dones, infos
 
 
 def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:

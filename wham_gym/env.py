@@ -85,6 +85,17 @@ def reset_arguments(env, seed, options) -> tuple[Any, Any]:
     return mask, prompt
 
 
+def prompt_parts(spec) -> tuple[Any, Any] | None:
+    """``options["prompt"]`` as (frames, actions): from a Prompt, a dict with those keys, or a pair; else None."""
+    if isinstance(spec, Prompt):
+        return spec.frames, spec.actions
+    if isinstance(spec, dict):
+        return spec.get("frames"), spec.get("actions")
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return tuple(spec)
+    return None
+
+
 def _autoreset_mode(mode) -> AutoresetMode:
     if isinstance(mode, AutoresetMode):
         return mode
@@ -260,14 +271,10 @@ class WHAMVectorEnv(VectorEnv):
 
     def _option_prompts(self, spec, n: int) -> list[Prompt]:
         where = "options['prompt']"
-        if isinstance(spec, Prompt):
-            frames, actions = spec.frames, spec.actions
-        elif isinstance(spec, dict):
-            frames, actions = spec.get("frames"), spec.get("actions")
-        elif isinstance(spec, (tuple, list)) and len(spec) == 2:
-            frames, actions = spec
-        else:
+        parts = prompt_parts(spec)
+        if parts is None:
             raise ValueError(f"{where}: expected (frames, actions), a dict with those keys, or a Prompt")
+        frames, actions = parts
         frames = np.asarray(frames)
         if frames.ndim == 4:
             prompts = [check_prompt(frames, actions, where)] * n

@@ -42,8 +42,7 @@ from gymnasium.vector.utils import batch_space
 
 from .. import controller
 from ..engine import DreamEngine
-from ..env import WHAMVectorEnv, _autoreset_mode, reset_arguments
-from ..prompts import Prompt
+from ..env import WHAMVectorEnv, _autoreset_mode, prompt_parts, reset_arguments
 from ..reinjection import Reinjection
 from ..rollout import Rollout
 from ._ray import ensure_initialized
@@ -426,16 +425,10 @@ class RayVectorEnv(VectorEnv):
 
 def _per_slot_prompts(prompt, n: int):
     """``options["prompt"]`` with one prompt per slot reset: (frames (n, P, H, W, 3), actions or None); else None."""
-    if prompt is None:
-        return None
-    if isinstance(prompt, Prompt):
-        frames, actions = prompt.frames, prompt.actions
-    elif isinstance(prompt, dict):
-        frames, actions = prompt.get("frames"), prompt.get("actions")
-    elif isinstance(prompt, (tuple, list)) and len(prompt) == 2:
-        frames, actions = prompt
-    else:
-        return None  # the actors raise the env's own error
+    parts = prompt_parts(prompt)
+    if parts is None:
+        return None  # no prompt, or one the actors refuse with the env's own error
+    frames, actions = parts
     frames = np.asarray(frames)
     if frames.ndim != 5 or frames.shape[0] != n:
         return None  # one prompt for every slot: sent as it is
