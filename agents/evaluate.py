@@ -145,12 +145,14 @@ class Evaluator:
             local one), a cluster address, or a dict of :class:`~wham_gym.cluster.games.RayGamesVecEnv`
             options; the same episodes as in this process.
         game_kwargs: the real game's DoomEnv settings (e.g. ``{"render_hud": True}``), as the model saw it.
+        dream_kwargs: the dream's engine settings (``temperature``, ``decoding``, ``refresh_every``, ...).
     """
 
     def __init__(self, model=None, scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
                  num_envs: int = 10, seed: int = EVAL_SEED, subprocess: bool = False, ray=False,
-                 game_kwargs: dict | None = None):
+                 game_kwargs: dict | None = None, dream_kwargs: dict | None = None):
         self.model, self.scenario, self.max_steps = model, scenario, max_steps
+        self.dream_kwargs = dict(dream_kwargs or {})
         self.num_envs, self.seed, self.subprocess, self.ray = num_envs, seed, subprocess, ray
         self.game_kwargs = dict(game_kwargs or {})
         self._venvs: dict = {}
@@ -168,7 +170,8 @@ class Evaluator:
             elif world == "dream":
                 if self.model is None:
                     raise ValueError("evaluating in the dream needs a world model (Evaluator(model=...))")
-                self._venvs[key] = make_dream_venv(self.model, n, wrapping, max_episode_steps=self.max_steps)
+                self._venvs[key] = make_dream_venv(self.model, n, wrapping, max_episode_steps=self.max_steps,
+                                                   **self.dream_kwargs)
             else:
                 raise ValueError(f"world: expected one of {WORLDS}, got {world!r}")
         return self._venvs[key]

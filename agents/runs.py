@@ -31,9 +31,13 @@ from .wrappers import Wrapping, parse_obs_size
 
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
-            "max_episode_steps", "action_set", "grayscale", "reward_scale", "game_kwargs", "tokenizer_view")
+            "max_episode_steps", "action_set", "grayscale", "reward_scale", "game_kwargs", "tokenizer_view",
+            "observe", "temperature", "decoding", "refresh_every", "context_steps")
 # Identity settings newer than some run directories, and the value those runs had.
-LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {}, "tokenizer_view": False}
+LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {}, "tokenizer_view": False,
+         "observe": "pixels", "temperature": 0.9, "decoding": "exact", "refresh_every": 1, "context_steps": None}
+# The dream's engine settings in a run's config (WHAMVectorEnv keywords).
+DREAM_SETTINGS = ("temperature", "decoding", "refresh_every", "context_steps")
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -49,7 +53,12 @@ def wrapping_from_config(cfg: dict) -> Wrapping:
     return Wrapping(obs_size=parse_obs_size(cfg.get("obs_size")), frame_stack=int(cfg.get("frame_stack", 1)),
                     rescale=True, action_set=cfg.get("action_set"), grayscale=bool(cfg.get("grayscale", False)),
                     reward_scale=float(cfg.get("reward_scale", 1.0)),
-                    tokenizer_view=bool(cfg.get("tokenizer_view", False)))
+                    tokenizer_view=bool(cfg.get("tokenizer_view", False)), observe=cfg.get("observe", "pixels"))
+
+
+def dream_settings(cfg: dict) -> dict:
+    """The dream's engine settings of a run (its config, or the defaults of runs older than them)."""
+    return {k: cfg.get(k, LATER[k]) for k in DREAM_SETTINGS}
 
 
 class RunDir:

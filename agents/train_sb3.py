@@ -35,8 +35,9 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
-from agents.runs import RunDir, load_replay, wrapping_from_config  # noqa: E402
-from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, check_game, make_dream_venv,  # noqa: E402
+from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, check_game,  # noqa: E402
+                             make_dream_venv,
                              make_real_venv, lockstep_reinjection, parse_obs_size, retrieval_reinjection)
 
 ALGOS = {"ppo": PPO, "sac": SAC}
@@ -67,9 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer-view", action="store_true",
                    help="the real game's frames pass through the world model's tokenizer (encode, decode), so both "
                         "worlds look alike to the agent")
+    g.add_argument("--observe", choices=OBSERVATIONS, default="pixels",
+                   help="pixels: frames (CnnPolicy); latent: each frame as the world model's quantised latent grid "
+                        "(the tokenizer's codebook rows of its image tokens; MlpPolicy), in the dream without "
+                        "decoding pixels and in the real game by encoding its frames")
     g.add_argument("--reward-scale", type=float, default=1.0,
                    help="multiply the reward the agent learns from (returns are reported unscaled); "
                         "take_cover pays ~3.5 tics per step, 0.1 keeps PPO's value loss small")
+    g = ap.add_argument_group("the dream (its engine settings, also for dream evaluations)")
+    g.add_argument("--temperature", type=float, default=0.9, help="sampling temperature of the dream")
+    g.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
+                   help="exact: a frame's tokens one per pass (WHAM's); diagonal: one anti-diagonal per pass")
+    g.add_argument("--refresh-every", type=int, default=1,
+                   help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
+    g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
     g = ap.add_argument_group("reinjection (dream training only)")
     g.add_argument("--reinjection", choices=("none", "retrieval", "lockstep"), default="none",
                    help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "
@@ -175,15 +187,18 @@ def device_name(device: str) -> str:
 
 def make_algo(cfg: dict, venv, device: str):
     """A fresh PPO / SAC with the run's hyper-parameters."""
+    if cfg.get("observe", "pixels") == "latent":  # a small grid of code vectors: an MLP reads it whole
+        policy, policy_kwargs = "MlpPolicy", dict(net_arch=[cfg["features_dim"], cfg["features_dim"]])
+    else:
+        policy, policy_kwargs = "CnnPolicy", dict(features_extractor_kwargs=dict(features_dim=cfg["features_dim"]))
     common = dict(learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], gamma=cfg["gamma"],
-                  seed=cfg["seed"], device=device, verbose=0,
-                  policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=cfg["features_dim"])))
+                  seed=cfg["seed"], device=device, verbose=0, policy_kwargs=policy_kwargs)
     if cfg["algo"] == "ppo":
-        return PPO("CnnPolicy", venv, n_steps=cfg["n_steps"], n_epochs=cfg["n_epochs"], ent_coef=cfg["ent_coef"],
+        return PPO(policy, venv, n_steps=cfg["n_steps"], n_epochs=cfg["n_epochs"], ent_coef=cfg["ent_coef"],
                    clip_range=cfg["clip_range"], gae_lambda=0.95, **common)
     from wham_gym.sb3 import make_sac
 
-    return make_sac(venv, buffer_size=cfg["buffer_size"], learning_starts=cfg["learning_starts"], **common)
+    return make_sac(venv, policy, buffer_size=cfg["buffer_size"], learning_starts=cfg["learning_starts"], **common)
 
 
 def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
@@ -200,7 +215,7 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
         reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
                                            cfg["reinject_every"], cfg["reinject_nll"], game_kwargs=cfg["game_kwargs"])
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
-                           reinjection=reinjection, seed=cfg["seed"])
+                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg))
 
 
 class Periodic(BaseCallback):
@@ -303,9 +318,10 @@ def train(argv=None) -> dict:
 
     from wham_gym import load_model
 
-    needs_model = cfg["world"] == "dream" or "dream" in cfg["eval_worlds"] or cfg["tokenizer_view"]
+    needs_model = (cfg["world"] == "dream" or "dream" in cfg["eval_worlds"] or cfg["tokenizer_view"]
+                   or cfg["observe"] == "latent")
     world_model = load_model(cfg["model"], device=device) if needs_model else None
-    if cfg["world"] == "dream" or cfg["tokenizer_view"]:
+    if cfg["world"] == "dream" or cfg["tokenizer_view"] or cfg["observe"] == "latent":
         try:
             check_game(world_model, cfg["game_kwargs"])  # both worlds must look alike
         except ValueError as exc:
@@ -332,7 +348,8 @@ def train(argv=None) -> dict:
     algo.set_logger(configure(run.path, formats))
 
     evaluator = Evaluator(world_model, cfg["scenario"], cfg["max_episode_steps"], num_envs=cfg["eval_envs"],
-                          seed=cfg["eval_seed"], subprocess=args.subproc, game_kwargs=cfg["game_kwargs"])
+                          seed=cfg["eval_seed"], subprocess=args.subproc, game_kwargs=cfg["game_kwargs"],
+                          dream_kwargs=dream_settings(cfg))
     cb = Periodic(run, cfg, evaluator, state, progress=not args.no_progress)
     try:
         remaining = cfg["steps"] - state["timesteps"]

@@ -4,10 +4,12 @@
     VecMonitor      episode returns and lengths in the world's own reward, before any wrapper touches them
     VecTokenizerView  (real game, optional) frames encoded and decoded by the world model's tokenizer, so the
                     agent sees the game as the dream draws it
+    VecLatentView   (``observe="latent"``, both worlds) each frame as the tokenizer's quantised latent grid: the
+                    dream hands over image tokens (no pixels decoded), the real game frames (encoded here)
     VecRescaleAction  the agent acts in [-1, 1]^16; mapped onto the controller Box (buttons [0, 1], sticks [-1, 1])
     VecScaleReward  training reward times ``reward_scale`` (after VecMonitor: episode statistics stay in the world's unit)
-    VecResize       180x300 frames downscaled (bilinear, antialiased) to ``obs_size``, optionally to grayscale
-    VecFrameStack   the last K frames stacked on the channel axis (SB3's)
+    VecResize       (pixels) 180x300 frames downscaled (bilinear, antialiased) to ``obs_size``, optionally gray
+    VecFrameStack   the last K frames (or latent grids) stacked on the channel axis (SB3's)
 
 SB3 adds ``VecTransposeImage`` (channel-first for its CNN) by itself, at training and at ``predict``.
 """
@@ -15,7 +17,7 @@ SB3 adds ``VecTransposeImage`` (channel-first for its CNN) by itself, at trainin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import gymnasium as gym
@@ -34,6 +36,7 @@ from wham_gym.sb3 import WHAMVecEnv
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
 DEFAULT_MAX_STEPS = 300  # the default model's recordings were capped at 300 steps per episode
+OBSERVATIONS = ("pixels", "latent")
 
 
 def parse_obs_size(text: str | None) -> tuple[int, int] | None:
@@ -63,8 +66,11 @@ class Wrapping:
     grayscale: bool = False
     reward_scale: float = 1.0
     tokenizer_view: bool = False  # real game: frames through the world model's tokenizer (encode, then decode)
+    observe: str = "pixels"  # or "latent": the tokenizer's quantised latent grid (rows, cols, E) in both worlds
 
     def __post_init__(self):
+        if self.observe not in OBSERVATIONS:
+            raise ValueError(f"observe: expected one of {OBSERVATIONS}, got {self.observe!r}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
         if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
@@ -188,11 +194,52 @@ class VecTokenizerView(VecFrameMap):
         return out if size == WHAM_SIZE else resize_frames(out, WHAM_SIZE)
 
 
+class VecLatentView(VecFrameMap):
+    """Each observation as the world model's quantised latent: a frame's image tokens looked up in the tokenizer's
+    codebook, a float grid (rows, cols, E) in token order (what the tokenizer's decoder reads).
+
+    The dream's observations are image tokens already (``obs_mode="tokens"``: nothing is decoded to pixels, which
+    is most of a cheap dream step's cost); the real game's frames are encoded here. Both worlds then give the agent
+    the same thing, exactly: the quantised latent of a frame, as World Models' controller read its VAE's z.
+    """
+
+    def __init__(self, venv: VecEnv, model):
+        tok = model.tokenizer
+        if not hasattr(tok, "codes"):
+            raise ValueError(f"observe='latent' needs a tokenizer with a codebook lookup; {type(tok).__name__} has none")
+        self.model, self.tpi = model, model.config.tokens_per_image
+        self.grid = (tok.rows, tok.cols) if hasattr(tok, "rows") else (tok.side, tok.side)
+        self.size = (model.config.frame_height, model.config.frame_width)
+        book = tok.codes(torch.arange(tok.vocab_size)[None])[0]  # (V, E)
+        bound = float(book.abs().max())
+        super().__init__(venv, observation_space=spaces.Box(-bound, bound, (*self.grid, book.shape[1]), np.float32))
+
+    @torch.no_grad()
+    def _frames(self, obs: np.ndarray) -> np.ndarray:
+        tok = self.model.tokenizer
+        obs = np.asarray(obs)
+        if obs.ndim == 2 and obs.shape[1] == self.tpi:  # image tokens (N, tokens_per_image): a dream's
+            tokens = torch.from_numpy(obs.astype(np.int64))
+        elif obs.ndim == 4 and obs.dtype == np.uint8:  # frames (N, H, W, 3): the real game's
+            x = torch.from_numpy(np.ascontiguousarray(fit_frames(obs, self.size, True, "latent view")))
+            tokens = tok.encode(x.permute(0, 3, 1, 2).to(self.model.device))
+        else:
+            raise ValueError(f"latent view: expected image tokens (N, {self.tpi}) or uint8 frames (N, H, W, 3), "
+                             f"got {obs.dtype} {obs.shape}")
+        codes = tok.codes(tokens).float().cpu().numpy()
+        return codes.reshape(len(obs), *self.grid, codes.shape[-1])
+
+
 def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
     """The wrapper stack of the module docstring, identical for both worlds (``model``: the world model whose
-    tokenizer draws the real game with ``wrapping.tokenizer_view``; dreams are drawn by it already)."""
+    tokenizer draws the real game with ``wrapping.tokenizer_view`` and gives both worlds' latent with
+    ``observe="latent"``; dreams are drawn by it already)."""
     venv = VecMonitor(venv)
-    if wrapping.tokenizer_view and model is not None:
+    if wrapping.observe == "latent":
+        if model is None:
+            raise ValueError("observe='latent' reads the world model's tokenizer: pass model=")
+        venv = VecLatentView(venv, model)
+    elif wrapping.tokenizer_view and model is not None:
         venv = VecTokenizerView(venv, model)
     if wrapping.reward_scale != 1.0:
         venv = VecScaleReward(venv, wrapping.reward_scale)
@@ -201,7 +248,7 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
     elif wrapping.rescale:
         venv = VecRescaleAction(venv)
     resize = wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE
-    if resize or wrapping.grayscale:
+    if wrapping.observe == "pixels" and (resize or wrapping.grayscale):
         venv = VecResize(venv, wrapping.obs_size, wrapping.grayscale)
     if wrapping.frame_stack > 1:
         venv = VecFrameStack(venv, wrapping.frame_stack, channels_order="last")
@@ -211,9 +258,12 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
 def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
                     max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
                     seed: int | None = None, **env_kwargs) -> VecEnv:
-    """N dreams of ``model`` (a loaded model, shared between envs, or a spec) with its learned reward/termination."""
+    """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward/termination;
+    ``env_kwargs`` go to :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every)."""
+    if wrapping.observe == "latent":
+        env_kwargs = {"obs_mode": "tokens", **env_kwargs}
     venv = WHAMVecEnv(num_envs, model, max_episode_steps=max_episode_steps, reinjection=reinjection, **env_kwargs)
-    venv = wrap(venv, wrapping)
+    venv = wrap(venv, replace(wrapping, tokenizer_view=False), model)  # dreams are drawn by the tokenizer already
     if seed is not None:
         venv.seed(seed)
     return venv
@@ -245,12 +295,13 @@ def make_real_venv(scenario: str, num_envs: int, wrapping: Wrapping = Wrapping()
     draws the frames when ``wrapping.tokenizer_view``."""
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-    if wrapping.tokenizer_view and model is None:
-        raise ValueError("tokenizer_view shows the real game through a world model's tokenizer: pass model=")
+    if (wrapping.tokenizer_view or wrapping.observe == "latent") and model is None:
+        raise ValueError("tokenizer_view and observe='latent' see the real game through a world model's tokenizer: "
+                         "pass model=")
     fns = [partial(make_doom, scenario, max_steps, game_kwargs) for _ in range(num_envs)]
     # Doom steps at ~1000/s in-process; worker processes pay off only when the policy is cheap.
     venv = SubprocVecEnv(fns, start_method="spawn") if subprocess else DummyVecEnv(fns)
-    venv = wrap(venv, wrapping, model)
+    venv = wrap(venv, replace(wrapping, tokenizer_view=False), model)  # dreams are drawn by the tokenizer already
     if seed is not None:
         venv.seed(seed)
     return venv

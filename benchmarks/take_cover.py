@@ -66,10 +66,11 @@ def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int
     return np.array(lengths)
 
 
-def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, decoding: str) -> dict:
+def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, **engine) -> dict:
     """Episode lengths (steps) and per-step rewards of the strafe policy in N dreams, ended by the learned
-    termination (or the cap); the first ``episodes`` episodes to end."""
-    env = WHAMVectorEnv(num_envs, model, max_episode_steps=max_steps, decoding=decoding)
+    termination (or the cap); the first ``episodes`` episodes to end. ``engine``: decoding, refresh_every,
+    context_steps of the dream."""
+    env = WHAMVectorEnv(num_envs, model, max_episode_steps=max_steps, obs_mode="tokens", **engine)
     policies = [StrafePolicy(seed=seed + i) for i in range(num_envs)]
     lengths, capped, rewards, ret = [], 0, [], np.zeros(num_envs)
     obs, info = env.reset(seed=seed)
@@ -101,6 +102,8 @@ def main() -> None:
     ap.add_argument("--speed-steps", type=int, default=8)
     ap.add_argument("--dream-envs", type=int, default=16)
     ap.add_argument("--decoding", default="exact", help="decoding of the dream-episode run")
+    ap.add_argument("--refresh-every", type=int, default=1, help="the dream's KV refresh period (1: exact)")
+    ap.add_argument("--context-steps", type=int, default=None, help="the dream's context (default: the model's)")
     ap.add_argument("--probe-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -109,19 +112,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
+    engine = dict(decoding=args.decoding, refresh_every=args.refresh_every, context_steps=args.context_steps)
     model = load_model(args.model, device="cpu")
     card = model.card or {}
     scenario, game_kwargs = card.get("scenario") or "take_cover", card.get("game_kwargs") or {}
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-              "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
+              "dream": engine, "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
     if "termination" not in skip:
         with tempfile.TemporaryDirectory() as cache:
             report["termination"] = termination(model, args.data, cache)
         print("termination", json.dumps(report["termination"]), flush=True)
     if "ends" not in skip:
         game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000)
-        dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, args.decoding)
+        dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, **engine)
         report["episode_ends"] = {
             "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
             "dream": {"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
@@ -131,7 +135,10 @@ def main() -> None:
         print("episode ends", json.dumps(report["episode_ends"]), flush=True)
     if "probes" not in skip:
         probes = action_following(model, scenario, steps=10, seeds=tuple(range(args.probe_seeds)),
-                                  probes=STRAFE_PROBES, env_kwargs=game_kwargs)
+                                  probes=STRAFE_PROBES, env_kwargs=game_kwargs,
+                                  decoding=args.decoding,
+                                  engine_kwargs=dict(refresh_every=args.refresh_every,
+                                                     context_steps=args.context_steps))
         report["action_following"] = probes
         print("probes", json.dumps(probes["per_step"]), "discrimination", probes["discrimination"], flush=True)
     if "speed" not in skip:

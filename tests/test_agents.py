@@ -382,6 +382,69 @@ def test_tokenizer_view_and_game_settings_of_the_real_game(tiny):
         wrappers.check_game(tiny, {"render_hud": True})
 
 
+def test_latent_view_is_the_same_quantised_latent_in_both_worlds(tiny):
+    latent = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover", observe="latent")
+    book = tiny.tokenizer.codes(torch.arange(tiny.tokenizer.vocab_size)[None])[0].numpy()  # (V, E)
+    grid = (tiny.tokenizer.rows, tiny.tokenizer.cols)
+    with pytest.raises(ValueError, match="model="):
+        wrappers.make_real_venv("take_cover", 1, latent, max_steps=3)
+    with pytest.raises(ValueError, match="observe"):
+        Wrapping(observe="tokens")
+
+    # the dream: its image tokens looked up in the codebook, no pixels decoded
+    dream = wrappers.make_dream_venv(tiny, 2, latent, max_episode_steps=3, seed=0)
+    tokens = wrappers.make_dream_venv(tiny, 2, replace_observe(latent), max_episode_steps=3, seed=0,
+                                      obs_mode="tokens")
+    try:
+        assert dream.observation_space.shape == (*grid, book.shape[1])
+        pairs = [(dream.reset(), tokens.reset())]
+        for _ in range(4):  # past an episode end: terminal observations are mapped too
+            pairs.append((dream.step(np.array([1, 2])), tokens.step(np.array([1, 2]))))
+    finally:
+        dream.close()
+        tokens.close()
+    for got, raw in [pairs[0]] + [(a[0], b[0]) for a, b in pairs[1:]]:
+        assert got.dtype == np.float32 and np.array_equal(got, book[raw].reshape(2, *grid, -1))
+    (_, _, done, info), (_, _, _, raw_info) = pairs[3]
+    assert done.all()
+    assert np.array_equal(info[0]["terminal_observation"], book[raw_info[0]["terminal_observation"]].reshape(*grid, -1))
+
+    # the real game: its frames encoded by the same tokenizer
+    real = wrappers.make_real_venv("take_cover", 1, latent, max_steps=3, seed=5, model=tiny)
+    frames = wrappers.make_real_venv("take_cover", 1, wrappers.RAW, max_steps=3, seed=5)
+    try:
+        got, raw = real.reset(), frames.reset()
+    finally:
+        real.close()
+        frames.close()
+    with torch.no_grad():
+        expect = tiny.tokenizer.codes(tiny.tokenizer.encode(torch.from_numpy(raw).permute(0, 3, 1, 2))).numpy()
+    assert np.array_equal(got, expect.reshape(1, *grid, -1))
+
+
+def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
+    out = tmp_path / "latent"
+    argv = ["--world", "dream", "--observe", "latent", "--action-set", "take_cover", "--scenario", "take_cover",
+            "--temperature", "1.1", "--decoding", "diagonal", "--refresh-every", "2", "--n-steps", "16",
+            "--steps", "32", "--eval-every", "0", "--features-dim", "32", "--out", str(out), *TINY_RUN]
+    res = train_sb3.train(argv)
+    assert res["timesteps"] == 32 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
+    cfg = res["config"]
+    assert (cfg["observe"], cfg["temperature"], cfg["decoding"], cfg["refresh_every"]) == ("latent", 1.1, "diagonal", 2)
+    policy = PPO.load(out / "final.zip", device="cpu")
+    assert policy.policy.__class__.__name__ == "ActorCriticPolicy"  # MlpPolicy: no CNN over a 6x10 grid
+    assert policy.observation_space.shape == (6, 10, 2 * 8)  # rows, cols, frame_stack x codebook dim
+    with pytest.raises(SystemExit):  # another dream is another run
+        train_sb3.train([a if a != "1.1" else "0.7" for a in argv] + ["--steps", "48"])
+
+
+def replace_observe(wrapping):
+    """The same wrapping, seeing what the env hands over (here: the dream's image tokens)."""
+    from dataclasses import replace
+
+    return replace(wrapping, observe="pixels")
+
+
 def test_train_refuses_a_dream_whose_game_looks_different(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_sb3.train(["--world", "dream", "--hud", "--steps", "8", "--out", str(tmp_path / "x"), *TINY_RUN])

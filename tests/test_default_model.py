@@ -25,3 +25,24 @@ def test_default_env_passes_the_checker_and_starts_from_real_frames():
     assert obs.shape == (180, 300, 3) and obs.std() > 10  # a Doom frame from the shipped prompts, not flat gray
     obs2, reward, terminated, truncated, info = env.step(np.zeros(16, np.float32))
     assert obs2.shape == (180, 300, 3) and np.isfinite(reward) and info["step"] == 1
+
+
+def test_take_cover_model_ships_by_name_with_its_card():
+    from wham_gym.action_sets import action_set_for
+    from wham_gym.model import SHIPPED
+
+    folder = SHIPPED["take_cover"]
+    weights = [folder / f for f in ("model.safetensors", "reward.safetensors")]
+    assert sum(w.stat().st_size for w in weights) <= 20 * 1024 * 1024
+    model = load_model("take_cover")
+    card = model.card
+    assert card["scenario"] == "take_cover" and card["game_kwargs"] == {"render_hud": True}
+    assert action_set_for(model).name == "take_cover"  # the dream and its game offer the same actions by name
+    assert card["recipe"]["end_frame"] == "black" and card["reinjection"]["every"] >= 1
+    assert card["measured"]["termination_precision"] >= 0.8 and card["measured"]["termination_recall"] >= 0.8
+    assert model.reward_model is not None and model.config.tokens_per_image == 60
+    env = gym.make("wham_gym/WHAM-v0", model="take_cover").unwrapped
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (180, 300, 3) and obs.std() > 10  # a real take_cover frame from its shipped prompts
+    _, reward, _, _, _ = env.step(np.zeros(16, np.float32))
+    assert 2.0 < reward < 5.0  # take_cover pays ~3.5 tics per 10 Hz step while alive

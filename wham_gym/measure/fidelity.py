@@ -188,7 +188,7 @@ def _game_rollouts(scenario: str, seed: int, prompt_steps: int, steps: int, prob
 @torch.no_grad()
 def action_following(model, scenario: str = "my_way_home", steps: int = 10, seeds=(0, 1, 2, 3),
                      keep_frames: bool = False, decoding: str = "exact", probes=PROBES,
-                     env_kwargs: dict | None = None) -> dict:
+                     env_kwargs: dict | None = None, engine_kwargs: dict | None = None) -> dict:
     """Does the dream answer the controller like the game does?
 
     From each start (a game seed, then a real prompt window of standing still), the game
@@ -204,7 +204,8 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     ``keep_frames`` adds the first start's frames, ``game`` and ``dream`` (probe, step, H, W, 3),
     for a picture. ``probes``: :data:`PROBES` (walk, turn) or :data:`STRAFE_PROBES` (take_cover);
     ``env_kwargs`` go to the game (e.g. ``render_hud``, as the model's data was recorded; the shift is
-    measured on the frames' upper part, above a status bar).
+    measured on the frames' upper part, above a status bar). ``engine_kwargs`` go to the dream's
+    :class:`DreamEngine` (e.g. ``refresh_every``, ``context_steps``).
     """
     k = len(probes)
     confusion = np.zeros((k, k))
@@ -213,7 +214,7 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     actions = np.stack([_probe_action(i, v) for _, i, v in probes])
     for seed in seeds:
         prompt, game = _game_rollouts(scenario, seed, model.config.seq_len - 1, steps, probes, env_kwargs)
-        roll = Rollout(DreamEngine(model, k, seed=seed, decoding=decoding))
+        roll = Rollout(DreamEngine(model, k, seed=seed, decoding=decoding, **(engine_kwargs or {})))
         roll.reset(None, frames=np.repeat(prompt[None], k, 0), actions=np.zeros((k, len(prompt), 16), np.float32))
         dreamt = run(roll, steps, np.repeat(actions[:, None], steps, 1)).frames
         dream = np.concatenate([np.repeat(prompt[None, -1:], k, 0), dreamt], 1)  # (k, steps + 1, H, W, 3)

@@ -13,7 +13,10 @@ from .vocab import ACTION_VOCAB_SIZE, Vocab
 from . import checkpoint
 from .wham import WHAMModel
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "default"
+# Trained models shipped inside the package, loadable by name (each <= 20 MB, safetensors, with its card).
+SHIPPED = {"default": DEFAULT_MODEL_DIR, "take_cover": ASSETS_DIR / "take_cover"}
 
 
 class DeviceError(ValueError):
@@ -67,7 +70,8 @@ def load_model(spec="default", device="cpu", dtype=None):
 
     ``spec`` is one of:
       * a preset name (``"wham-1.6b"``, ``"wham-200m"``, ``"tiny"``, ``"tiny-taming"``): random weights;
-      * ``"default"``: the small model embedded in the package (the ``tiny`` preset until one ships);
+      * ``"default"``: the small model embedded in the package (defend_the_center; the ``tiny`` preset until
+        one ships), or ``"take_cover"``: the take_cover model (30-pixel patches, learned termination);
       * a path to an official WHAM ``.ckpt`` (read with a restricted unpickler);
       * a directory in wham-gym's own format (``config.json`` + ``model.safetensors``);
       * an already-built model, returned as is (moved to ``device``/``dtype``).
@@ -83,9 +87,11 @@ def load_model(spec="default", device="cpu", dtype=None):
     device = resolve_device(device)
     if not isinstance(spec, (str, os.PathLike)):
         raise ValueError(f"model: expected a preset name, a path or a WHAMModel, got {type(spec).__name__}")
-    if spec == "default":
-        if (DEFAULT_MODEL_DIR / checkpoint.CONFIG_FILE).is_file():
-            return checkpoint.load_own(DEFAULT_MODEL_DIR, device=device, dtype=dtype)
+    if isinstance(spec, str) and spec in SHIPPED:
+        if (SHIPPED[spec] / checkpoint.CONFIG_FILE).is_file():
+            return checkpoint.load_own(SHIPPED[spec], device=device, dtype=dtype)
+        if spec != "default":
+            raise FileNotFoundError(f"model {spec!r}: this build ships no {spec} model ({SHIPPED[spec]} is missing)")
         warnings.warn("no embedded default model in this build; using the random 'tiny' preset", stacklevel=2)
         spec = "tiny"
     if isinstance(spec, str) and spec in PRESETS:
@@ -97,11 +103,12 @@ def load_model(spec="default", device="cpu", dtype=None):
         model, _ = checkpoint.load_official(path, device=device, dtype=dtype or torch.float32)
         return model
     raise FileNotFoundError(
-        f"model {str(spec)!r}: not a preset ({', '.join(PRESETS)}), 'default', a .ckpt file or a model directory"
+        f"model {str(spec)!r}: not a preset ({', '.join(PRESETS)}), a shipped model ({', '.join(SHIPPED)}), "
+        "a .ckpt file or a model directory"
     )
 
 
 __all__ = [
-    "ACTION_VOCAB_SIZE", "DeviceError", "GPTConfig", "PRESETS", "TamingTokenizerConfig", "ViTTokenizerConfig", "Vocab",
+    "ACTION_VOCAB_SIZE", "DeviceError", "GPTConfig", "PRESETS", "SHIPPED", "TamingTokenizerConfig", "ViTTokenizerConfig", "Vocab",
     "WHAMConfig", "build_model", "load_model", "make_config", "preset", "resolve_device",
 ]

@@ -276,10 +276,14 @@ class TamingVQGAN(nn.Module):
         return self.quantize(self.encode_latents(x))[1]
 
     @torch.no_grad()
+    def codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """long (B,n*n) -> the quantised latent (B,n*n,E): each token's codebook row (what the decoder reads)."""
+        return self.vq_model.quantize.embedding(tokens.to(self.device, torch.long))
+
+    @torch.no_grad()
     def decode(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
         """long (B,n*n) -> uint8 (B,out_ch,R,R). ``check=False``: ids known valid (the engine's own)."""
         if check:
             check_tokens(tokens, self.tokens_per_image, self.vocab_size)
-        codes = self.vq_model.quantize.embedding(tokens.to(self.device, torch.long))
-        return self.postprocess(self.decode_codes(codes))
+        return self.postprocess(self.decode_codes(self.codes(tokens)))
 

@@ -246,12 +246,16 @@ class ViTVQGAN(nn.Module):
         return self.quantize(self.encode_latents(x))[1]
 
     @torch.no_grad()
+    def codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """long (B,N) -> the quantised latent (B,N,E): each token's normalised codebook row (what the decoder reads)."""
+        return self.vq_vae.lookup(tokens.to(self.device, torch.long))
+
+    @torch.no_grad()
     def decode(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
         """long (B,N) -> uint8 (B,3,H,W). ``check=False``: ids known valid (the engine's own)."""
         if check:
             check_tokens(tokens, self.tokens_per_image, self.vocab_size)
-        codes = self.vq_vae.lookup(tokens.to(self.device, torch.long))
-        return self.postprocess(self.decode_codes(codes))
+        return self.postprocess(self.decode_codes(self.codes(tokens)))
 
 
 def _channel_stats(device) -> tuple[torch.Tensor, torch.Tensor]:
