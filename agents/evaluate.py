@@ -33,9 +33,11 @@ if __package__ in (None, ""):  # run as a file: make the agents package importab
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 
 from wham_gym import controller  # noqa: E402
+from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.engine import DreamEngine  # noqa: E402
 from wham_gym.prompts import fit_frames  # noqa: E402
 
+from agents.runs import dream_settings  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, Wrapping, make_dream_venv,  # noqa: E402
                              make_real_venv, wrap)
 
@@ -44,12 +46,17 @@ EVAL_SEED = 12345  # the same starts for every policy compared
 
 
 class RandomAgent:
-    """Uniform random controller vectors."""
+    """Uniform random controller vectors, or with ``action_set`` a uniformly random preset of that set each step."""
 
     wrapping = RAW
 
-    def __init__(self, seed: int | None = None):
-        self.space = controller.action_space(seed=seed)
+    def __init__(self, seed: int | None = None, action_set: str | None = None):
+        if action_set is None:
+            self.space = controller.action_space(seed=seed)
+        else:
+            presets = action_set_for(action_set).presets
+            self.space = gym.spaces.Discrete(len(presets), seed=seed)
+            self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
 
     def predict(self, obs, state=None, episode_start=None, deterministic=False):
         return np.stack([self.space.sample() for _ in range(len(obs))]), None
@@ -239,7 +246,10 @@ def main(argv=None) -> dict:
                     help="random, behaviour, or a run directory / model .zip of agents.train_sb3")
     ap.add_argument("--worlds", default="real,dream", help="comma-separated: real, dream")
     ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--model", default="default", help="world model for the dream and the behaviour policy")
+    ap.add_argument("--model", default=None, help="world model for the dream and the behaviour policy (default: the "
+                    "trained policy's, else the embedded default)")
+    ap.add_argument("--action-set", default=None, help="random: a uniformly random preset of this action set "
+                    "(e.g. take_cover) instead of a random controller vector")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
     ap.add_argument("--hud", action="store_true", help="the real game draws its status bar (as take_cover's model "
                     "was recorded; a trained policy's run settings decide by themselves)")
@@ -264,15 +274,21 @@ def main(argv=None) -> dict:
     if args.policy not in ("random", "behaviour"):
         policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
         game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
-    needs_model = "dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
-    model = load_model(args.model, device=device) if needs_model else None
+    needs_model = ("dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
+                   or policy_cfg.get("observe") == "latent")
+    spec = args.model or policy_cfg.get("model") or "default"
+    model = load_model(spec, device=device) if needs_model else None
     n = min(args.num_envs, args.episodes)
     if args.policy == "random":
-        policy, wrapping = RandomAgent(seed=args.seed), RAW
+        try:
+            policy = RandomAgent(seed=args.seed, action_set=args.action_set)
+        except ValueError as exc:
+            ap.error(str(exc))
+        wrapping = policy.wrapping
     elif args.policy == "behaviour":
         policy, wrapping = BehaviourAgent(model, n, seed=args.seed), RAW
     ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed, ray=args.ray,
-                   game_kwargs=game_kwargs)
+                   game_kwargs=game_kwargs, dream_kwargs=dream_settings(policy_cfg))
     try:
         out = {w: ev.run(policy, w, args.episodes, wrapping, deterministic=not args.stochastic) for w in worlds}
     finally:

@@ -438,6 +438,17 @@ def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
         train_sb3.train([a if a != "1.1" else "0.7" for a in argv] + ["--steps", "48"])
 
 
+def test_random_presets_baseline_and_a_latent_policy_from_the_command_line(tmp_path):
+    out = evaluate.main(["--policy", "random", "--action-set", "take_cover", "--scenario", "take_cover",
+                         "--worlds", "real", "--episodes", "3", "--max-steps", "12", "--num-envs", "3",
+                         "--out", str(tmp_path / "random.json")])
+    assert out["real"]["episodes"] == 3 and json.loads((tmp_path / "random.json").read_text()) == out
+    agent = RandomAgent(seed=0, action_set="take_cover")
+    assert agent.space.n == 3 and agent.wrapping.action_set == "take_cover"
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", "random", "--action-set", "no_such_set", "--worlds", "real", "--episodes", "1"])
+
+
 def replace_observe(wrapping):
     """The same wrapping, seeing what the env hands over (here: the dream's image tokens)."""
     from dataclasses import replace
