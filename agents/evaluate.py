@@ -112,9 +112,37 @@ class BehaviourAgent:
         return self.last.copy(), None
 
 
+def ci95(values) -> list[float]:
+    """The 95 % confidence interval of the mean (normal approximation: mean ± 1.96 × sample std / sqrt(n))."""
+    v = np.asarray(values, float)
+    half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("inf")
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties get their mean rank)."""
+    def ranks(a):
+        a = np.asarray(a, float)
+        order = np.argsort(a, kind="stable")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=float)
+        for value in np.unique(a):  # ties: the mean of their ranks
+            tied = a == value
+            r[tied] = r[tied].mean()
+        return r
+
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"rank correlation needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def summarize(returns, lengths, seconds: float) -> dict:
     returns, lengths = np.asarray(returns, float), np.asarray(lengths, int)
-    return {"mean": float(returns.mean()), "std": float(returns.std()), "episodes": int(len(returns)),
+    return {"mean": float(returns.mean()), "std": float(returns.std()), "ci95": ci95(returns),
+            "episodes": int(len(returns)),
             "returns": returns.tolist(), "lengths": lengths.tolist(), "mean_length": float(lengths.mean()),
             "steps": int(lengths.sum()), "seconds": round(seconds, 3)}
 

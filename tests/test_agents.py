@@ -460,3 +460,15 @@ def test_train_refuses_a_dream_whose_game_looks_different(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_sb3.train(["--world", "dream", "--hud", "--steps", "8", "--out", str(tmp_path / "x"), *TINY_RUN])
     assert "drop --hud" in capsys.readouterr().err
+
+
+def test_confidence_interval_and_rank_correlation_on_constructed_cases():
+    lo, hi = evaluate.ci95([1.0, 3.0] * 50)  # mean 2, sample std ~1.005, n 100
+    assert lo == pytest.approx(2 - 1.96 * np.std([1.0, 3.0] * 50, ddof=1) / 10) and hi == pytest.approx(4 - lo)
+    assert evaluate.ci95([5.0]) == [-np.inf, np.inf]
+    assert evaluate.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert evaluate.rank_correlation([1, 2, 3, 4], [9, 7, 5, 1]) == pytest.approx(-1.0)
+    assert evaluate.rank_correlation([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert evaluate.rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.rank_correlation([1, 2], [1])
