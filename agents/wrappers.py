@@ -301,7 +301,7 @@ def make_real_venv(scenario: str, num_envs: int, wrapping: Wrapping = Wrapping()
     fns = [partial(make_doom, scenario, max_steps, game_kwargs) for _ in range(num_envs)]
     # Doom steps at ~1000/s in-process; worker processes pay off only when the policy is cheap.
     venv = SubprocVecEnv(fns, start_method="spawn") if subprocess else DummyVecEnv(fns)
-    venv = wrap(venv, replace(wrapping, tokenizer_view=False), model)  # dreams are drawn by the tokenizer already
+    venv = wrap(venv, wrapping, model)
     if seed is not None:
         venv.seed(seed)
     return venv
