@@ -187,10 +187,9 @@ class VecTokenizerView(VecFrameMap):
 
     @torch.no_grad()
     def _frames(self, frames: np.ndarray) -> np.ndarray:
-        tok, size = self.model.tokenizer, (self.model.config.frame_height, self.model.config.frame_width)
-        x = torch.from_numpy(np.ascontiguousarray(fit_frames(frames, size, True, "tokenizer view")))
-        x = x.permute(0, 3, 1, 2).to(self.model.device)
-        out = tok.decode(tok.encode(x), check=False).permute(0, 2, 3, 1).cpu().numpy()
+        size = (self.model.config.frame_height, self.model.config.frame_width)
+        tokens = self.model.encode_frames(fit_frames(frames, size, True, "tokenizer view"))
+        out = self.model.tokenizer.decode(tokens, check=False).permute(0, 2, 3, 1).cpu().numpy()
         return out if size == WHAM_SIZE else resize_frames(out, WHAM_SIZE)
 
 
@@ -205,10 +204,7 @@ class VecLatentView(VecFrameMap):
 
     def __init__(self, venv: VecEnv, model):
         tok = model.tokenizer
-        if not hasattr(tok, "codes"):
-            raise ValueError(f"observe='latent' needs a tokenizer with a codebook lookup; {type(tok).__name__} has none")
-        self.model, self.tpi = model, model.config.tokens_per_image
-        self.grid = (tok.rows, tok.cols) if hasattr(tok, "rows") else (tok.side, tok.side)
+        self.model, self.tpi, self.grid = model, model.config.tokens_per_image, tok.grid
         self.size = (model.config.frame_height, model.config.frame_width)
         book = tok.codes(torch.arange(tok.vocab_size)[None])[0]  # (V, E)
         bound = float(book.abs().max())
@@ -221,8 +217,7 @@ class VecLatentView(VecFrameMap):
         if obs.ndim == 2 and obs.shape[1] == self.tpi:  # image tokens (N, tokens_per_image): a dream's
             tokens = torch.from_numpy(obs.astype(np.int64))
         elif obs.ndim == 4 and obs.dtype == np.uint8:  # frames (N, H, W, 3): the real game's
-            x = torch.from_numpy(np.ascontiguousarray(fit_frames(obs, self.size, True, "latent view")))
-            tokens = tok.encode(x.permute(0, 3, 1, 2).to(self.model.device))
+            tokens = self.model.encode_frames(fit_frames(obs, self.size, True, "latent view"))
         else:
             raise ValueError(f"latent view: expected image tokens (N, {self.tpi}) or uint8 frames (N, H, W, 3), "
                              f"got {obs.dtype} {obs.shape}")

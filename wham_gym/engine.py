@@ -123,8 +123,7 @@ class DreamEngine:
         if decoding not in DECODINGS:
             raise ValueError(f"decoding: expected one of {DECODINGS}, got {decoding!r}")
         self.decoding = decoding
-        tok = model.tokenizer
-        self._grid = (tok.rows, tok.cols) if hasattr(tok, "rows") else (tok.side, tok.side)
+        self._grid = model.tokenizer.grid
 
         self.window = W = self.context_steps - 1
         self.tpi, self.tps = cfg.tokens_per_image, cfg.tokens_per_step

@@ -230,6 +230,7 @@ class TamingVQGAN(nn.Module):
         self.config = cfg
         self.height = self.width = cfg.resolution
         self.side = cfg.num_indices_per_axis
+        self.grid = (self.side, self.side)  # the token grid, row-major
         self.tokens_per_image = cfg.tokens_per_image
         self.vocab_size = cfg.n_embed
         self.vq_model = VQModel(cfg)

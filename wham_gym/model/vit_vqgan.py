@@ -174,6 +174,7 @@ class ViTVQGAN(nn.Module):
         self.config = cfg
         self.height, self.width, self.patch_size = cfg.height, cfg.width, cfg.patch_size
         self.rows, self.cols = cfg.grid
+        self.grid = (self.rows, self.cols)  # the token grid, rows along height (token t = row * cols + col)
         self.tokens_per_image = cfg.tokens_per_image
         self.vocab_size = cfg.vocab_size
         patch_dim = 3 * cfg.patch_size**2
