@@ -306,6 +306,18 @@ def test_bad_construction(tiny, monkeypatch):
         make(tiny, render_mode="human")
 
 
+def test_env_settings_live_on_its_parts(tiny):
+    env = make(tiny, 2, obs_mode="tokens", autoreset_mode="same_step", max_episode_steps=3)
+    assert env.autoreset_mode is env.autoreset.mode is AutoresetMode.SAME_STEP
+    assert env.max_episode_steps == env.signals.max_episode_steps == 3 and env.reward_fn is env.signals.reward_fn
+    env.max_episode_steps = 1  # set through the env (SB3's set_attr), read by the signals at the next step
+    env.reset(seed=0)
+    *_, truncated, info = env.step(np.zeros((2, 16), np.float32))
+    assert truncated.all() and info["_final_obs"].all()
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        make(tiny, max_episode_steps=0)
+
+
 # ---------------------------------------------------------------- prompts
 def test_prompts_from_npz_and_demonstrator(tiny, tmp_path):
     frames = write_npz_episode(tmp_path / "ep.npz", T=12)

@@ -16,7 +16,7 @@ LAYERS = [
     {"controller", "sampling", "atomic"},  # plain data and the rules WHAM fixes
     {"model", "data"},  # networks and file formats
     {"engine", "games"},  # the hot path; the real game
-    {"rollout", "env", "prompts", "rewards", "reinjection", "sb3", "action_sets", "action_sets_sb3"},  # environments
+    {"rollout", "env", "autoreset", "prompts", "rewards", "reinjection", "sb3", "action_sets", "action_sets_sb3"},  # environments
     {"dream", "measure", "train", "serve", "cluster"},  # tools built on environments and rollouts (cluster: on Ray)
     {"commands", "__init__", "__main__"},  # the command line and the package facade
 ]

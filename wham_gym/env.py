@@ -1,10 +1,13 @@
 """Gymnasium environments over one DreamEngine: ``WHAMVectorEnv`` (N dreams) and ``WHAMEnv`` (N = 1).
 
 ``WHAMVectorEnv`` is the only implementation: ``WHAMEnv`` is a thin single-env
-view of a one-slot vector env with autoreset disabled. One vector step is one
-engine step for all slots, then batched bookkeeping (reward, termination,
-truncation, autoreset, infos); tensors stay on the engine's device until the
-caller gets numpy (``return_torch=False``, the default).
+view of a one-slot vector env with autoreset disabled. The vector env composes
+three parts: a :class:`~wham_gym.rollout.Rollout` (the engine and its
+reinjection), :class:`~wham_gym.rewards.EpisodeSignals` (reward, termination,
+truncation) and :class:`~wham_gym.autoreset.Autoreset`. One vector step is one
+rollout step for all slots, then the signals, then autoreset, then the
+observation and infos; tensors stay on the engine's device until the caller
+gets numpy (``return_torch=False``, the default).
 
 Observations are the decoded frame, ``Box(0, 255, (180, 300, 3), uint8)``
 channel-last; ``obs_mode="tokens"`` gives the image tokens instead (a
@@ -59,9 +62,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from . import controller
+from .autoreset import Autoreset, put, row
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import NeverTerminate, StepContext, TokenRewardModel, ZeroReward, needs_frames
+from .rewards import EpisodeSignals, StepContext
 from .model import load_model
 from .rollout import Rollout
 
@@ -96,13 +100,10 @@ def prompt_parts(spec) -> tuple[Any, Any] | None:
     return None
 
 
-def _autoreset_mode(mode) -> AutoresetMode:
-    if isinstance(mode, AutoresetMode):
-        return mode
-    for m in AutoresetMode:
-        if str(mode).replace("_", "").lower() in (m.value.lower(), m.name.replace("_", "").lower()):
-            return m
-    raise ValueError(f"autoreset_mode: expected one of {[m.name for m in AutoresetMode]}, got {mode!r}")
+def _part_attribute(part: str, name: str) -> property:
+    """An env attribute kept on one of its parts, read and set through the env (``env.max_episode_steps = 5``)."""
+    return property(lambda self: getattr(getattr(self, part), name),
+                    lambda self, value: setattr(getattr(self, part), name, value))
 
 
 class WHAMVectorEnv(VectorEnv):
@@ -131,9 +132,17 @@ class WHAMVectorEnv(VectorEnv):
             convention), so ``gymnasium.wrappers.vector.RecordVideo`` and ``HumanRendering`` wrap the env.
         device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every, decoding:
             passed to :class:`~wham_gym.engine.DreamEngine`.
+
+    Its parts: ``rollout`` (engine + reinjection), ``signals`` (:class:`~wham_gym.rewards.EpisodeSignals`:
+    ``reward_fn``, ``termination_fn``, ``max_episode_steps``), ``autoreset`` (:class:`~wham_gym.autoreset.Autoreset`:
+    ``autoreset_mode``); those settings read and set through the env as before.
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    reward_fn = _part_attribute("signals", "reward_fn")
+    termination_fn = _part_attribute("signals", "termination_fn")
+    max_episode_steps = _part_attribute("signals", "max_episode_steps")
+    autoreset_mode = _part_attribute("autoreset", "mode")
 
     def __init__(self, num_envs: int = 1, model="default", *, prompts=None, prompt_frames: int | None = None,
                  resize_prompts: bool = False, obs_mode: str = "pixels", return_torch: bool = False,
@@ -152,8 +161,6 @@ class WHAMVectorEnv(VectorEnv):
                              "gymnasium.wrappers.HumanRendering (single), or use gym.make(..., render_mode='human')")
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode: expected None or one of {RENDER_MODES}, got {render_mode!r}")
-        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
-            raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
         engine_settings = dict(device=device, dtype=dtype, temperature=temperature, top_k=top_k, top_p=top_p,
                                deterministic=deterministic, context_steps=context_steps, refresh_every=refresh_every,
                                decoding=decoding)
@@ -165,17 +172,12 @@ class WHAMVectorEnv(VectorEnv):
         cfg = self.model.config
         self.num_envs = N = self.engine.num_envs
         self.obs_mode, self.return_torch = obs_mode, bool(return_torch)
-        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
+                                      reward_model=getattr(self.model, "reward_model", None))
+        self.autoreset = Autoreset(autoreset_mode, N, self.device)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.render_mode = render_mode
         self.predict_actions = bool(predict_actions)
-        if getattr(self.model, "reward_model", None) is not None:  # the model ships its own reward model
-            learned = TokenRewardModel(self.model.reward_model)
-            reward_fn = reward_fn or learned.reward
-            termination_fn = termination_fn or learned.termination
-        self.reward_fn = reward_fn or ZeroReward()
-        self.termination_fn = termination_fn or NeverTerminate()
 
         self.model_size = (cfg.frame_height, cfg.frame_width)
         self._resize_out = self.model_size != WHAM_SIZE
@@ -184,7 +186,7 @@ class WHAMVectorEnv(VectorEnv):
         if not 1 <= self.prompt_frames <= self.engine.context_steps:
             raise ValueError(f"prompt_frames must lie in [1, {self.engine.context_steps}], got {prompt_frames}")
         self.resize_prompts = bool(resize_prompts)
-        self._decode = obs_mode != "tokens" or needs_frames(self.reward_fn) or needs_frames(self.termination_fn)
+        self._decode = obs_mode != "tokens" or self.signals.needs_frames
 
         pixels = spaces.Box(0, 255, (*WHAM_SIZE, 3), np.uint8)
         tokens = spaces.MultiDiscrete(np.full(cfg.tokens_per_image, cfg.image_vocab_size), dtype=np.int64)
@@ -196,7 +198,6 @@ class WHAMVectorEnv(VectorEnv):
 
         self._low = torch.as_tensor(controller.ACTION_LOW, device=self.device)
         self._high = torch.as_tensor(controller.ACTION_HIGH, device=self.device)
-        self._pending_reset = torch.zeros(N, dtype=torch.bool, device=self.device)  # NEXT_STEP
         self._obs: dict[str, torch.Tensor | None] | None = None
         self._warned_clip = False
         if reinjection is not None and hasattr(reinjection.source, "bind"):
@@ -223,10 +224,10 @@ class WHAMVectorEnv(VectorEnv):
             self._obs = {"tokens": tokens, "pixels": frames}
         else:  # previously returned observations stay untouched
             self._obs = {k: None if v is None else v.clone() for k, v in self._obs.items()}
-            self._put(self._obs, ids, tokens, frames)
-        self._pending_reset[ids] = False
+            put(self._obs, ids, {"tokens": tokens, "pixels": frames})
+        self.autoreset.reset(ids)
         info = self._base_info(self.rollout.steps, mask_t)
-        return self._out(self._observation(self._obs)), self._out(info)
+        return self._present(self._obs), self._out(info)
 
     def _check_mask(self, mask) -> torch.Tensor:
         if not isinstance(mask, (np.ndarray, torch.Tensor)) or tuple(mask.shape) != (self.num_envs,) or mask.dtype not in (np.bool_, torch.bool):
@@ -289,50 +290,25 @@ class WHAMVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
-        """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch)."""
+        """Advance every dream one step with ``actions`` (N, 16) controller vectors (numpy or torch).
+
+        The rollout steps every slot, the episode signals score it, autoreset restarts slots whose
+        episode ended, and the observation and infos go back to the caller.
+        """
         prev = self.engine.images[:, -1].clone()
         r = self.rollout.step(self._check_actions(actions), decode=self._decode, predict_actions=self.predict_actions,
                               checked=True)  # validated and clipped once, here at the boundary
-        res, steps = r.dreamt, r.steps
         frames = None if r.frames is None else self._adapt(r.frames)
         self._reinjected = r.reinjected
-        ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=frames, actions=r.actions, steps=steps,
-                          nll=res.nll, entropy=res.entropy)
-        reward = self._check_output(self.reward_fn(ctx), "reward_fn").float()
-        terminated = self._check_output(self.termination_fn(ctx), "termination_fn").bool() | r.real_terminated
-        truncated = steps >= self.max_episode_steps if self.max_episode_steps else torch.zeros_like(terminated)
-        truncated = truncated | r.real_truncated  # the real episode behind the dream ended
+        ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=frames, actions=r.actions, steps=r.steps,
+                          nll=r.dreamt.nll, entropy=r.dreamt.entropy)
+        reward, terminated, truncated = self.signals(ctx, r.real_terminated, r.real_truncated)
         obs = {"tokens": r.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
-        info = self._step_info(steps, res)
-        mode = self.autoreset_mode
-
-        if mode == AutoresetMode.NEXT_STEP:
-            reset = self._pending_reset
-            if bool(reset.any()):
-                ids = reset.nonzero().squeeze(1)
-                self._put(obs, ids, *self._reset_obs(ids))
-                keep = ~reset
-                reward, terminated, truncated = reward * keep, terminated & keep, truncated & keep
-                steps = steps * keep
-                info = self._step_info(steps, res, stepped=keep)
-            self._pending_reset = terminated | truncated
-        elif mode == AutoresetMode.SAME_STEP:
-            done = terminated | truncated
-            if bool(done.any()):
-                ids = done.nonzero().squeeze(1)
-                final = self._observation({k: None if v is None else v[ids] for k, v in obs.items()})
-                final_obs = np.full(self.num_envs, None, dtype=object)
-                final_out = self._out(final)  # one host copy for all finished envs
-                for j, i in enumerate(ids.tolist()):  # object array of per-env observations, as Gymnasium's
-                    final_obs[i] = _index(final_out, j)
-                final_info = {k: (v & done if k.startswith("_") else v) for k, v in info.items()}
-                self._put(obs, ids, *self._reset_obs(ids))
-                steps = steps * ~done
-                info = self._step_info(steps, res, stepped=~done)
-                info.update(final_info=self._out(final_info), _final_info=done, final_obs=final_obs, _final_obs=done)
+        obs, reward, terminated, truncated, info = self.autoreset.step(
+            obs, reward, terminated, truncated, restart=self._reset_obs, present=self._present,
+            info=lambda stepped: self._step_info(r.steps, r.dreamt, stepped))
         self._obs = obs
-        return (self._out(self._observation(obs)), self._out(reward), self._out(terminated),
-                self._out(truncated), self._out(info))
+        return self._present(obs), self._out(reward), self._out(terminated), self._out(truncated), self._out(info)
 
     def _check_actions(self, actions) -> torch.Tensor:
         if torch.is_tensor(actions):
@@ -356,12 +332,6 @@ class WHAMVectorEnv(VectorEnv):
             self._warned_clip = True
         return torch.minimum(torch.maximum(a, self._low), self._high)
 
-    def _check_output(self, x, name: str) -> torch.Tensor:
-        if not torch.is_tensor(x) or tuple(x.shape) != (self.num_envs,):
-            raise ValueError(f"{name} must return a torch tensor of shape ({self.num_envs},), "
-                             f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
-        return x.to(self.device)
-
     # ------------------------------------------------------------------ observations and infos
     def _adapt(self, frames: torch.Tensor) -> torch.Tensor:
         """Model-size frames -> 180x300 (bilinear, align_corners=False) when the tokenizer is not 300x180."""
@@ -373,26 +343,29 @@ class WHAMVectorEnv(VectorEnv):
     def _decoded(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._adapt(self.model.decode_tokens(tokens))
 
-    def _reset_obs(self, ids):  # autoresets inside step()
+    def _reset_obs(self, ids) -> dict[str, torch.Tensor | None]:
+        """Autoreset's restart hook: reset slots ``ids`` inside step(); their reset observations."""
         tokens = self._reset_slots(ids, autoreset=True)
-        return tokens, self._decoded(tokens) if self._decode else None
-
-    @staticmethod
-    def _put(obs: dict, ids, tokens, frames) -> None:
-        obs["tokens"][ids] = tokens
-        if obs["pixels"] is not None:
-            obs["pixels"][ids] = frames
+        return {"tokens": tokens, "pixels": self._decoded(tokens) if self._decode else None}
 
     def _observation(self, obs: dict):
         if self.obs_mode == "both":
             return {"pixels": obs["pixels"], "tokens": obs["tokens"]}
         return obs[self.obs_mode]
 
+    def _present(self, obs: dict):
+        """The observation as the caller gets it: the obs_mode's part(s), numpy unless ``return_torch``."""
+        return self._out(self._observation(obs))
+
     def _base_info(self, steps: torch.Tensor, has: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"step": steps.clone(), "_step": has.clone(),
                 "reinjected": torch.zeros_like(has), "_reinjected": has.clone()}
 
     def _step_info(self, steps, res: StepResult, stepped: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The step's infos. Slots outside ``stepped`` (None: all stepped) were just reset by autoreset
+        and get the reset info: step 0, not reinjected, no uncertainty about a frame they do not show."""
+        if stepped is not None:
+            steps = steps * stepped
         info = self._base_info(steps, torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         stepped = info["_step"] if stepped is None else stepped
         info["reinjected"] = self._reinjected & stepped
@@ -451,10 +424,6 @@ def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollou
     return Rollout(DreamEngine(model, num_envs, **engine_settings), reinjection)
 
 
-def _index(obs, j: int):
-    return {k: v[j] for k, v in obs.items()} if isinstance(obs, dict) else obs[j]
-
-
 class WHAMEnv(gym.Env):
     """One dream as a ``gymnasium.Env``: a one-slot :class:`WHAMVectorEnv` with autoreset disabled.
 
@@ -484,7 +453,7 @@ class WHAMEnv(gym.Env):
             raise ValueError("WHAMEnv.reset: 'reset_mask' is for WHAMVectorEnv")
         self.vector.np_random = self.np_random  # one Generator: the env's seeding is the vector env's
         obs, info = self.vector.reset(options=options)
-        return _index(obs, 0), _single_info(info)
+        return row(obs, 0), _single_info(info)
 
     def step(self, action):
         shape = tuple(getattr(action, "shape", np.shape(action)))
@@ -492,7 +461,7 @@ class WHAMEnv(gym.Env):
             raise ValueError(f"action: expected shape ({controller.ACTION_DIM},), one controller vector "
                              f"(12 buttons then 4 sticks), got {shape}")
         obs, reward, terminated, truncated, info = self.vector.step(np.asarray(action)[None])
-        return _index(obs, 0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _single_info(info)
+        return row(obs, 0), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _single_info(info)
 
     def render(self) -> np.ndarray | None:
         """The frame now shown, (180, 300, 3) uint8 (render_mode="rgb_array")."""

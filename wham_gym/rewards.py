@@ -9,6 +9,10 @@ mode can skip decoding; callables without that attribute are given frames.
 A learned reward/termination model implements :class:`LearnedRewardModel`;
 :class:`TokenRewardModel` adapts the one wham-gym trains (``wham-gym train``),
 which envs use by default when their model ships one.
+
+:class:`EpisodeSignals` is the env's part that turns a step into reward,
+terminated and truncated: these callables (or their defaults), the time limit,
+and the end of a real episode behind the dream.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
+
 from .controller import to_wham
 from .model.vocab import action_tokens
 
@@ -123,3 +129,56 @@ class TokenRewardModel(LearnedRewardModel):
         with torch.no_grad():
             reward, logit = self.net(ctx.prev_tokens, action_tokens(to_wham(ctx.actions)), ctx.tokens)
         return reward.float(), torch.sigmoid(logit.float())
+
+
+class EpisodeSignals:
+    """Reward, terminated and truncated of each vector step: the env's episode signals as one part.
+
+    Args:
+        reward_fn, termination_fn: batched callables on a :class:`StepContext`; None: the learned
+            reward model's when ``reward_model`` is given (a model's shipped net), else zero reward
+            and no termination.
+        max_episode_steps: truncate an episode after this many steps (None: never).
+        reward_model: the :class:`~wham_gym.model.reward_model.RewardModel` the world model ships, or None.
+
+    The three settings are plain attributes: changing one takes effect at the next step.
+    """
+
+    def __init__(self, reward_fn: RewardFn | None = None, termination_fn: TerminationFn | None = None,
+                 max_episode_steps: int | None = None, reward_model: torch.nn.Module | None = None):
+        if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+            raise ValueError(f"max_episode_steps: expected a positive int or None, got {max_episode_steps!r}")
+        if reward_model is not None:  # one wrapper, so reward and termination share its forward pass
+            learned = TokenRewardModel(reward_model)
+            reward_fn = reward_fn or learned.reward
+            termination_fn = termination_fn or learned.termination
+        self.reward_fn = reward_fn or ZeroReward()
+        self.termination_fn = termination_fn or NeverTerminate()
+        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether either callable reads frames (else a ``tokens`` env need not decode)."""
+        return needs_frames(self.reward_fn) or needs_frames(self.termination_fn)
+
+    def __call__(self, ctx: StepContext, real_terminated: torch.Tensor, real_truncated: torch.Tensor):
+        """(reward float, terminated bool, truncated bool), each (N,) on the tokens' device.
+
+        ``real_terminated`` / ``real_truncated``: the real episode behind a slot's dream (replay,
+        lockstep) ended, which ends the dream's episode too.
+        """
+        reward = _checked(self.reward_fn(ctx), ctx, "reward_fn").float()
+        terminated = _checked(self.termination_fn(ctx), ctx, "termination_fn").bool() | real_terminated
+        if self.max_episode_steps:
+            truncated = ctx.steps >= self.max_episode_steps
+        else:
+            truncated = torch.zeros_like(terminated)
+        return reward, terminated, truncated | real_truncated
+
+
+def _checked(x, ctx: StepContext, name: str) -> torch.Tensor:
+    """A user callable's output, checked once here: a tensor (N,), moved to the engine's device."""
+    if not torch.is_tensor(x) or tuple(x.shape) != (ctx.num_envs,):
+        raise ValueError(f"{name} must return a torch tensor of shape ({ctx.num_envs},), "
+                         f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    return x.to(ctx.tokens.device)

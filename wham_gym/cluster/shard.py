@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..autoreset import put
 from ..env import WHAMVectorEnv
 from ..prompts import WHAM_SIZE, Prompt, PromptBank
 from ..reinjection import Reinjection
@@ -65,9 +66,8 @@ class ShardEnv(WHAMVectorEnv):
             return super()._reset_obs(ids)
         # SAME_STEP: leave the finished slots as they are until finish_resets brings their draws.
         self.deferred = ids.cpu().numpy()
-        tokens = self.engine.images[ids, -1]
         frames = torch.zeros((len(ids), *WHAM_SIZE, 3), dtype=torch.uint8, device=self.device)
-        return tokens, frames if self._decode else None
+        return {"tokens": self.engine.images[ids, -1], "pixels": frames if self._decode else None}
 
 
 class ReinjectionFor:
@@ -136,13 +136,13 @@ class Shard:
         env = self.env
         ids = torch.as_tensor(draws.ids, device=env.device)
         env.draws = draws
-        tokens, frames = WHAMVectorEnv._reset_obs(env, ids)
-        env._put(env._obs, ids, tokens, frames)  # what render() shows
-        return env._out(env._observation({"tokens": tokens, "pixels": frames}))
+        rows = WHAMVectorEnv._reset_obs(env, ids)
+        put(env._obs, ids, rows)  # what render() shows
+        return env._present(rows)
 
     def mark_pending(self, ids: np.ndarray) -> None:
         """NEXT_STEP: these slots reset in the next step (after the driver restarted this actor)."""
-        self.env._pending_reset[torch.as_tensor(ids, device=self.env.device)] = True
+        self.env.autoreset.pending[torch.as_tensor(ids, device=self.env.device)] = True
 
     def frames(self) -> np.ndarray:
         return self.env.current_frames().numpy(force=True)

@@ -41,8 +41,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .. import controller
+from ..autoreset import parse_mode
 from ..engine import DreamEngine
-from ..env import WHAMVectorEnv, _autoreset_mode, prompt_parts, reset_arguments
+from ..env import WHAMVectorEnv, prompt_parts, reset_arguments
 from ..reinjection import Reinjection
 from ..rollout import Rollout
 from ._ray import ensure_initialized
@@ -98,7 +99,7 @@ class RayVectorEnv(VectorEnv):
                              "callable slots -> Reinjection, run on each actor for the slots it holds")
         self.ray = ray = ensure_initialized(address)
         self.num_envs = N = int(num_envs)
-        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.autoreset_mode = parse_mode(autoreset_mode)
         self.return_torch, self.render_mode = bool(return_torch), render_mode
         self.timeout_s, self.on_failure, self.max_restarts = float(timeout_s), on_failure, int(max_restarts)
 
