@@ -2,8 +2,9 @@
 
 - termination: precision/recall of the model's learned termination on held-out real episodes'
   transitions (with the recipe's end frames), and its reward error;
-- episode ends in the dream: N dreams driven by the data policy (random strafing), episodes ended by
-  the learned termination only, against the same policy's episodes in the game (mean length in steps);
+- episode ends in the dream: N dreams driven by a recording policy (``--policies``: strafe, the data
+  policy, and jitter / sweep, the same presets held 1 / 12 steps), episodes ended by the learned
+  termination only, against the same policy's episodes in the game (mean length in steps);
 - action following: strafe left / right / still from the same real start in game and dream
   (horizontal shift per step, and which game continuation each dream is closest to);
 - speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding.
@@ -29,7 +30,7 @@ from tqdm import tqdm
 import wham_gym  # noqa: F401  (registers the envs)
 from wham_gym.atomic import atomic_write
 from wham_gym.env import WHAMVectorEnv
-from wham_gym.games.explore import StrafePolicy
+from wham_gym.games.explore import make_policy
 from wham_gym.measure.benchmark import run_engine
 from wham_gym.measure.fidelity import STRAFE_PROBES, action_following
 from wham_gym.model import load_model
@@ -48,16 +49,17 @@ def termination(model, data, cache) -> dict:
     return out
 
 
-def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int, seed: int) -> np.ndarray:
-    """Episode lengths (steps) of the strafe policy in the game."""
+def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int, seed: int,
+                 policy: str = "strafe") -> np.ndarray:
+    """Episode lengths (steps) of a recording policy in the game."""
     env = gym.make("wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps, **game_kwargs)
     lengths = []
     try:
         for i in tqdm(range(episodes), desc="game episodes", leave=False):
-            policy = StrafePolicy(seed=seed + i)
+            actor = make_policy(policy, seed=seed + i)
             obs, info = env.reset(seed=seed + i)
             for t in range(1, max_steps + 1):
-                obs, _, term, trunc, info = env.step(policy.act(obs))
+                obs, _, term, trunc, info = env.step(actor.act(obs))
                 if term or trunc:
                     break
             lengths.append(t)
@@ -66,12 +68,13 @@ def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int
     return np.array(lengths)
 
 
-def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, **engine) -> dict:
-    """Episode lengths (steps) and per-step rewards of the strafe policy in N dreams, ended by the learned
+def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, policy: str = "strafe",
+                  **engine) -> dict:
+    """Episode lengths (steps) and per-step rewards of a recording policy in N dreams, ended by the learned
     termination (or the cap); the first ``episodes`` episodes to end. ``engine``: decoding, refresh_every,
     context_steps of the dream."""
     env = WHAMVectorEnv(num_envs, model, max_episode_steps=max_steps, obs_mode="tokens", **engine)
-    policies = [StrafePolicy(seed=seed + i) for i in range(num_envs)]
+    policies = [make_policy(policy, seed=seed + i) for i in range(num_envs)]
     lengths, capped, rewards, ret = [], 0, [], np.zeros(num_envs)
     obs, info = env.reset(seed=seed)
     start = time.perf_counter()
@@ -104,6 +107,8 @@ def main() -> None:
     ap.add_argument("--decoding", default="exact", help="decoding of the dream-episode run")
     ap.add_argument("--refresh-every", type=int, default=1, help="the dream's KV refresh period (1: exact)")
     ap.add_argument("--context-steps", type=int, default=None, help="the dream's context (default: the model's)")
+    ap.add_argument("--policies", default="strafe", help="comma-separated recording policies for the episode "
+                    "ends: strafe (the data policy), jitter, sweep")
     ap.add_argument("--probe-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -124,15 +129,17 @@ def main() -> None:
             report["termination"] = termination(model, args.data, cache)
         print("termination", json.dumps(report["termination"]), flush=True)
     if "ends" not in skip:
-        game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000)
-        dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, **engine)
-        report["episode_ends"] = {
-            "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
-            "dream": {"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
-                      "episodes": len(dream["lengths"]), "capped": dream["capped"],
-                      "mean_reward_per_step": dream["mean_reward"], "env_steps_per_s": dream["env_steps_per_s"]},
-            "ratio": float(np.mean(dream["lengths"]) / game.mean())}
-        print("episode ends", json.dumps(report["episode_ends"]), flush=True)
+        report["episode_ends"] = {}
+        for policy in args.policies.split(","):
+            game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000, policy)
+            dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, policy, **engine)
+            report["episode_ends"][policy] = {
+                "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
+                "dream": {"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
+                          "episodes": len(dream["lengths"]), "capped": dream["capped"],
+                          "mean_reward_per_step": dream["mean_reward"], "env_steps_per_s": dream["env_steps_per_s"]},
+                "ratio": float(np.mean(dream["lengths"]) / game.mean())}
+            print("episode ends", policy, json.dumps(report["episode_ends"][policy]), flush=True)
     if "probes" not in skip:
         probes = action_following(model, scenario, steps=10, seeds=tuple(range(args.probe_seeds)),
                                   probes=STRAFE_PROBES, env_kwargs=game_kwargs,

@@ -472,3 +472,45 @@ def test_confidence_interval_and_rank_correlation_on_constructed_cases():
     assert evaluate.rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1])
     with pytest.raises(ValueError, match="same length"):
         evaluate.rank_correlation([1, 2], [1])
+
+
+def test_collect_records_what_the_agent_does_in_the_game(tmp_path):
+    """The iterative loop's data: agents.collect plays a trained agent through the recorder, and the agent sees
+    and does exactly what it would in an evaluation (same wrappers, same game seeds, same actions)."""
+    from agents import collect
+    from wham_gym import load_model
+    from wham_gym.action_sets import action_set_for
+    from wham_gym.data.episodes import read_episode
+    from wham_gym.games.recorder import episode_seeds
+
+    run = tmp_path / "agent"
+    train_sb3.train(["--world", "real", "--observe", "latent", "--action-set", "take_cover", "--scenario",
+                     "take_cover", "--n-steps", "16", "--steps", "32", "--eval-every", "0", "--features-dim", "32",
+                     "--out", str(run), *TINY_RUN])
+    out = tmp_path / "recording"
+    manifest = collect.main(["--policy", str(run), "--episodes", "2", "--max-steps", "12", "--seed", "5",
+                             "--stochastic", "--out", str(out), "--no-progress"])
+    assert manifest["total_episodes"] == 2 and manifest["policy"] == "agent:agent:sampled"
+    assert manifest["scenario"] == "take_cover"
+
+    agent, wrapping, cfg = evaluate.load_policy(str(run), device="cpu")
+    venv = wrappers.make_real_venv("take_cover", 1, wrapping, max_steps=12, model=load_model("tiny"))
+    take_cover, every = action_set_for("take_cover"), []
+    for index in range(2):
+        episode = read_episode(out / f"episode_{index:06d}.npz")
+        game_seed, policy_seed = episode_seeds(5, index)
+        venv.seed(game_seed)
+        torch.manual_seed(policy_seed)  # the agent's sampling, as collect seeds it per episode
+        obs, chosen = venv.reset(), []
+        for _ in range(len(episode.wham_actions)):
+            action, _ = agent.predict(obs, deterministic=False)
+            chosen.append(int(action[0]))
+            obs, _, done, _ = venv.step(action)
+            if done[0]:
+                break
+        assert len(chosen) == len(episode.wham_actions)
+        expected = controller.to_wham(take_cover.to_controller(np.array(chosen)))
+        np.testing.assert_array_equal(episode.wham_actions, expected)
+        every += chosen
+    venv.close()
+    assert len(set(every)) > 1  # the agent's own choices, not one constant action

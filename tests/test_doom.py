@@ -218,6 +218,23 @@ def test_explore_policy_turns_toward_visible_enemy():
     assert policy.act(obs, info)[0] == 1.0  # in the sights -> fire
 
 
+def test_jitter_and_sweep_are_the_strafe_presets_held_for_other_lengths():
+    from wham_gym.commands.games import RECORD_POLICIES
+    from wham_gym.games.explore import POLICIES
+
+    assert set(RECORD_POLICIES) == set(POLICIES)  # the CLI offers every policy, without importing game code
+    means = {}
+    for name in ("jitter", "strafe", "sweep"):
+        policy = make_policy(name, seed=2)
+        x = np.stack([policy.act(None) for _ in range(3000)])[:, controller.index_of("left_stick_x")]
+        assert set(np.unique(x)) == {-1.0, 0.0, 1.0}
+        # a draw of the same preset (1 in 3) hides a switch, so runs average 1.5 x the mean hold
+        means[name] = len(x) / (1 + np.count_nonzero(np.diff(x)))
+    assert 1.3 < means["jitter"] < 1.7  # a new draw every step: runs of 1.5
+    assert 3.5 < means["strafe"] < 5.5  # 4.5
+    assert 11 < means["sweep"] < 25  # 18
+
+
 def test_strafe_policy_holds_left_still_right_and_moves_the_player():
     policy = make_policy("strafe", seed=1)
     acts = np.stack([policy.act(None) for _ in range(600)])

@@ -233,3 +233,27 @@ def test_termination_and_reward_metrics_on_a_constructed_case():
     assert m["term_precision"] == pytest.approx(2 / 4) and m["term_recall"] == pytest.approx(2 / 3)
     assert m["reward_precision"] == pytest.approx(1 / 2) and m["reward_recall"] == pytest.approx(1 / 2)
     assert m["reward_mae"] == pytest.approx((1 + 2) / 10)
+
+
+def test_several_recordings_of_one_game_train_one_model(tmp_path):
+    import json
+
+    from wham_gym.commands.main import build_parser
+    from wham_gym.train.recipe import _recorded_game_kwargs, _recorded_scenario
+
+    def recording(name, scenario, hud):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"scenario": scenario, "policy": name,
+                                                          "env_kwargs": {"render_hud": hud, "frame_skip": [4, 3]}}))
+        return str(folder)
+
+    strafe, jitter = recording("strafe", "take_cover", True), recording("jitter", "take_cover", True)
+    assert _recorded_scenario([strafe, jitter]) == "take_cover"  # the policies differ; the game is one
+    assert _recorded_game_kwargs([strafe, jitter]) == {"render_hud": True}
+    with pytest.raises(ValueError, match="disagree on 'env_kwargs'"):
+        _recorded_scenario([strafe, recording("bare", "take_cover", False)])
+    with pytest.raises(ValueError, match="disagree on 'scenario'"):
+        _recorded_scenario([strafe, recording("dtc", "defend_the_center", True)])
+    args = build_parser().parse_args(["train", "world-model", "--data", strafe, jitter, "--run-dir", "r"])
+    assert args.data == [strafe, jitter]

@@ -15,7 +15,8 @@ def register(sub) -> None:
                         ("world-model", "the GPT, given a trained tokenizer run"),
                         ("reward", "the reward/termination model, given a trained tokenizer run")):
         s = stages.add_parser(name, help=help_)
-        s.add_argument("--data", required=True, help="folder of episodes (.npz) or a list file")
+        s.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                       help="episodes (.npz) or folders of them; several recordings of one scenario may be given")
         s.add_argument("--run-dir", required=True, help="folder for checkpoints and caches (resumable)")
         if name == "all":
             s.add_argument("--out", required=True, help="model directory to write (config.json + safetensors)")
@@ -53,6 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = recipe.scaled(args.scale) if args.scale != 1.0 else recipe
     progress = not args.no_progress
     run = Path(args.run_dir)
+    args.data = args.data[0] if len(args.data) == 1 else args.data  # one folder keeps its manifest's name
     if args.stage == "all":
         out = run_recipe(args.data, run, args.out, recipe, device=args.device, progress=progress, overwrite=args.overwrite)
         print(f"wrote {out}")

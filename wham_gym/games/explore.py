@@ -13,6 +13,7 @@ All randomness comes from one ``numpy.random.Generator`` seeded in ``reset``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -220,11 +221,19 @@ class StrafePolicy:
         return action
 
 
-POLICIES = {"explore": ExplorePolicy, "random": RandomPolicy, "strafe": StrafePolicy}
+POLICIES = {
+    "explore": ExplorePolicy,
+    "random": RandomPolicy,
+    "strafe": StrafePolicy,
+    # take_cover's presets with other hold lengths, so a world model also sees the inputs an agent may
+    # prefer: a new preset every step (what PPO found the strafe-only dream too lenient on), and long sweeps.
+    "jitter": functools.partial(StrafePolicy, mean_hold=1.0),
+    "sweep": functools.partial(StrafePolicy, mean_hold=12.0),
+}
 
 
 def make_policy(name: str, seed: int | None = None):
-    """A data-collection policy by name: ``explore``, ``random`` or ``strafe``."""
+    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter`` or ``sweep``."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
     return POLICIES[name](seed=seed)

@@ -85,7 +85,8 @@ def record_episode(job: dict, report: Callable[[int], None] | None = None) -> di
     # The explore policy steers with the depth and labels buffers.
     buffers = ("depth", "labels") if job["policy"] == "explore" else ()
     env = _env(job["scenario"], job["max_steps"], buffers, job["env_kwargs"])
-    policy = make_policy(job["policy"], seed=policy_seed)
+    factory = job.get("factory")  # a policy object's maker (an agent), else a policy by name
+    policy = factory(seed=policy_seed) if factory is not None else make_policy(job["policy"], seed=policy_seed)
 
     images, actions, rewards, terminated, truncated, variables = [], [], [], [], [], []
     obs, info = env.reset(seed=game_seed)
@@ -181,7 +182,7 @@ def record(
     out: str,
     scenario: str | None = None,
     episodes: int = 1,
-    policy: str = "explore",
+    policy: str | Callable[..., Any] = "explore",
     workers: int = 1,
     max_steps: int | None = None,
     seed: int = 0,
@@ -197,10 +198,21 @@ def record(
     ``wham_gym.cluster.RayExecutor()`` on a Ray cluster); its workers send each episode
     file back to be written here, so they need not share this filesystem. The files are
     the same bytes whoever records them.
+
+    ``policy``: a data-collection policy by name (:data:`~wham_gym.games.explore.POLICIES`), or a maker
+    ``policy(seed=...) -> obj`` of objects with ``act(frame, info) -> controller vector`` and ``reset(seed)``
+    (e.g. a trained agent, for the iterative loop: record with the agent, retrain the world model). A maker
+    carries a ``name`` attribute, which the manifest records; it must be picklable for ``workers > 1``.
     """
 
     scenario = scenario or DEFAULT_SCENARIO
-    if policy not in POLICIES:
+    factory = None
+    if callable(policy):
+        factory, policy = policy, getattr(policy, "name", None)
+        if not isinstance(policy, str) or not policy or policy in POLICIES:
+            raise ValueError("a policy maker needs a `name` attribute (a string, not one of the named policies) "
+                             f"for the manifest, got {policy!r}")
+    elif policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
     if episodes < 0 or workers < 1:
         raise ValueError(f"need episodes >= 0 and workers >= 1, got episodes={episodes}, workers={workers}")
@@ -235,7 +247,7 @@ def record(
         elif index not in known and is_complete(path):  # finished just before the manifest update
             entries[index] = _entry(path, index, read_episode(path))
         else:
-            todo.append({"out": out, "index": index, "scenario": scenario, "policy": policy,
+            todo.append({"out": out, "index": index, "scenario": scenario, "policy": policy, "factory": factory,
                          "base_seed": int(seed), "max_steps": max_steps, "env_kwargs": env_kwargs})
     for index, entry in known.items():  # keep episodes beyond this run's count
         entries.setdefault(index, entry)

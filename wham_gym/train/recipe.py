@@ -192,7 +192,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
         model.reward_model = rm.eval()
         steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
     # save_model records "data" relative to the model directory, or as the folder's name (no machine paths).
-    model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": str(data) if data else None,
+    model.card = {"name": recipe.name, "official": False, "format": "wham-gym/1", "data": _data_name(data),
                   "scenario": _recorded_scenario(data), "game_kwargs": _recorded_game_kwargs(data),
                   "recipe": json.loads(json.dumps(asdict(recipe), default=str)), "steps": steps,
                   "metrics": metrics, "torch": torch.__version__, "parameters": model.num_parameters()}
@@ -230,10 +230,29 @@ def info_values(stem: Path) -> list[float]:
 
 
 def _manifest(data) -> dict:
-    manifest = Path(data) / "manifest.json" if data else None
-    if manifest is None or not manifest.is_file():
+    """The recording's manifest; for several recordings, their shared settings (which must agree: one
+    model learns one game as it looked)."""
+    if not data:
+        return {}
+    if not isinstance(data, (str, os.PathLike)):
+        manifests = [m for m in map(_manifest, data) if m]
+        for key in ("scenario", "env_kwargs"):
+            seen = {json.dumps(m.get(key), sort_keys=True) for m in manifests}
+            if len(seen) > 1:
+                raise ValueError(f"the recordings disagree on {key!r}: {sorted(seen)}; a model learns one game as "
+                                 "it looked, so train on recordings made with the same scenario and game settings")
+        return manifests[0] if manifests else {}
+    manifest = Path(data) / "manifest.json"
+    if not manifest.is_file():
         return {}
     return json.loads(manifest.read_text())
+
+
+def _data_name(data):
+    """The card's "data": a path, or a list of them (save_model makes them relative)."""
+    if not data:
+        return None
+    return str(data) if isinstance(data, (str, os.PathLike)) else [str(d) for d in data]
 
 
 def _recorded_scenario(data) -> str | None:
