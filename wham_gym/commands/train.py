@@ -43,12 +43,12 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..model import resolve_device
-    from ..train.recipe import Recipe, run_recipe, tokenizer_stage
+    from ..train.recipe import Recipe, load_recipe, run_recipe, tokenizer_stage
     from ..train.reward import train_reward_model
     from ..train.world_model import train_world_model
 
     resolve_device(args.device)  # a clear one-line error for --device cuda on a CPU-only torch
-    recipe = _recipe(args.recipe) if args.recipe else Recipe()
+    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
     # Without --name the model is named after --out (a card's recipe names the model it came from).
     recipe = replace(recipe, name=args.name or None)
     recipe = recipe.scaled(args.scale) if args.scale != 1.0 else recipe
@@ -68,21 +68,3 @@ def run_train(args: argparse.Namespace) -> int:
                            progress=progress, end_frame=recipe.end_frame)
     return 0
 
-
-def _recipe(path: str):
-    """A named recipe or the one a card records; errors reach the CLI's boundary as ValueError / FileNotFoundError."""
-    import json
-    from pathlib import Path
-
-    from ..train.recipe import RECIPES, Recipe
-
-    if path in RECIPES and not Path(path).exists():
-        return RECIPES[path]()
-    card = Path(path) / "card.json" if Path(path).is_dir() else Path(path)
-    if not card.is_file():
-        raise FileNotFoundError(f"--recipe {path}: expected a recipe name ({', '.join(RECIPES)}), a model card.json "
-                                "or a model directory holding one")
-    try:
-        return Recipe.from_card(json.loads(card.read_text()))
-    except ValueError as e:
-        raise ValueError(f"--recipe {card}: {e}") from None

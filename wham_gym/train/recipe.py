@@ -139,6 +139,21 @@ def default_model_name(out_dir) -> str:
     return f"{name}-trained" if name in {_shipped_name(), "default", *PRESETS} else name
 
 
+def load_recipe(spec: str) -> Recipe:
+    """A named recipe (:data:`RECIPES`) or the one a model card records (a card.json or a model directory);
+    errors say what was expected (ValueError / FileNotFoundError)."""
+    if spec in RECIPES and not Path(spec).exists():
+        return RECIPES[spec]()
+    card = Path(spec) / "card.json" if Path(spec).is_dir() else Path(spec)
+    if not card.is_file():
+        raise FileNotFoundError(f"--recipe {spec}: expected a recipe name ({', '.join(RECIPES)}), a model card.json "
+                                "or a model directory holding one")
+    try:
+        return Recipe.from_card(json.loads(card.read_text()))
+    except ValueError as e:
+        raise ValueError(f"--recipe {card}: {e}") from None
+
+
 def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True):
     """Train (or resume) the recipe's tokenizer in ``run_dir/tokenizer``; returns the recipe's model
     around it, its GPT untrained, for the later stages."""
