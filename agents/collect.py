@@ -117,10 +117,8 @@ class AgentMaker:
         return AgentActor(self.agent, self.wrapping, self.model, self.deterministic, seed)
 
 
-def main(argv=None) -> dict:
-    from wham_gym.games.recorder import record
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m agents.collect", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--policy", required=True, help="a run directory (or model .zip) of agents.train_sb3")
     ap.add_argument("--episodes", type=int, default=100)
@@ -130,6 +128,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--stochastic", action="store_true", help="sample the agent's actions instead of the argmax")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the agent and the tokenizer)")
     ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def main(argv=None) -> dict:
+    from wham_gym.games.recorder import record
+
+    ap = build_parser()
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     maker = AgentMaker(args.policy, deterministic=not args.stochastic)

@@ -50,10 +50,11 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch):
 
 
 def test_shell_blocks_parse_with_the_real_parsers():
-    from agents import compare, train_sb3
+    from agents import collect, compare, loop, train_sb3
     from wham_gym.commands.main import build_parser
 
-    parsers = {"agents.train_sb3": train_sb3.build_parser(), "agents.compare": compare.build_parser()}
+    parsers = {"agents.train_sb3": train_sb3.build_parser(), "agents.compare": compare.build_parser(),
+               "agents.loop": loop.build_parser(), "agents.collect": collect.build_parser()}
     checked = 0
     for line, code in blocks("bash"):
         for argv in commands(code):
@@ -61,6 +62,8 @@ def test_shell_blocks_parse_with_the_real_parsers():
                 build_parser().parse_args(argv[1:])  # SystemExit on an unknown option fails the test
             elif argv[:2] == ["python", "-m"] and argv[2] in parsers:
                 parsers[argv[2]].parse_args(argv[3:])
+            elif argv[:2] == ["python", "-m"] and argv[2].startswith("agents."):
+                pytest.fail(f"README.md block at line {line}: add {argv[2]}'s parser to this test")
             elif argv[0] in ("pip", "python"):
                 continue  # installs and the test run: what CI does
             else:
