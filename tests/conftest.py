@@ -1,4 +1,4 @@
-"""Fixtures shared by the env and SB3 tests, and the suite's thread count."""
+"""Fixtures shared by the env and SB3 tests, the suite's thread count, and running without pytest-xdist."""
 
 import os
 
@@ -8,13 +8,35 @@ import torch
 from wham_gym import load_model
 
 
+def pytest_addoption(parser, pluginmanager):
+    # setup.cfg's addopts ask for pytest-xdist (-n 2 --dist loadgroup). Without it (not installed, or
+    # -p no:xdist) those two options are accepted and ignored, and the suite runs in this one process.
+    # (_addoption: pytest reserves lowercase short options such as -n for plugins, as xdist does.)
+    if not pluginmanager.hasplugin("xdist"):
+        group = parser.getgroup("xdist", "pytest-xdist not loaded")
+        group._addoption("-n", "--numprocesses", dest="ignored_numprocesses", default=None,
+                         help="ignored without pytest-xdist: one process")
+        group._addoption("--dist", dest="ignored_dist", default=None, help="ignored without pytest-xdist")
+
+
+def _test_processes(config) -> int:
+    """How many processes run tests at once: pytest-xdist's workers, or this one."""
+    if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # in a worker
+        return int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):  # the controller
+        return len(config.option.tx)
+    return 1
+
+
 def pytest_configure(config):
     # Torch threads for the suite (subprocesses included): the cores other processes leave free,
-    # at least one. A loaded machine is then not oversubscribed (an earlier session measured 759 s
-    # under load with torch's default threads against 227 s with one), and an idle one keeps both.
+    # shared among the processes that run tests (pytest-xdist's workers), at least one each. A
+    # loaded machine is then not oversubscribed (an earlier session measured 759 s under load with
+    # torch's default threads against 227 s with one); 2 workers on 2 idle cores get one each.
+    # The controller sets OMP_NUM_THREADS before it starts the workers, so they inherit it.
     cores = os.cpu_count() or 1
     free = max(1, cores - int(os.getloadavg()[0]))  # whole cores kept busy by others
-    threads = min(torch.get_num_threads(), free)
+    threads = max(1, min(torch.get_num_threads(), free // _test_processes(config)))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
 

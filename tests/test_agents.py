@@ -168,38 +168,38 @@ def _csv(path):
 
 def test_train_ppo_in_the_dream_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "ppo"
-    argv = ["--algo", "ppo", "--world", "dream", "--n-steps", "32", "--eval-every", "64", "--out", str(out), *TINY_RUN]
-    res = train_sb3.train(argv + ["--steps", "128"])
-    assert res["timesteps"] == 128 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
+    argv = ["--algo", "ppo", "--world", "dream", "--n-steps", "16", "--eval-every", "32", "--out", str(out), *TINY_RUN]
+    res = train_sb3.train(argv + ["--steps", "64"])  # two PPO rollouts of 16 steps x 2 envs
+    assert res["timesteps"] == 64 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
     assert res["train_wall_s"] > 0 and res["eval_wall_s"] > 0 and res["config"]["obs_size"] == "36x60"
     rows = _csv(out / "progress.csv")
     for col in ("time/total_timesteps", "rollout/ep_rew_mean", "rollout/ep_len_mean", "train/loss",
                 "eval/real_return", "eval/dream_return"):
         assert col in rows[0], col
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
-    assert [e["timesteps"] for e in evals] == [0, 64, 128]
+    assert [e["timesteps"] for e in evals] == [0, 32, 64]
     for e in evals:
         for world in ("real", "dream"):
             assert {"mean", "std", "episodes", "returns", "lengths", "steps", "seconds"} <= set(e[world])
     ckpts = runs.RunDir(out).checkpoints()
-    assert [c[0] for c in ckpts] == [64, 128] and ckpts[-1][2]["timesteps"] == 128
+    assert [c[0] for c in ckpts] == [32, 64] and ckpts[-1][2]["timesteps"] == 64
     model = PPO.load(ckpts[-1][1], device="cpu")
-    assert model.num_timesteps == 128
+    assert model.num_timesteps == 64
     act, _ = model.predict(np.zeros((36, 60, 6), np.uint8))
     assert act.shape == (16,) and np.abs(act).max() <= 1
-    assert PPO.load(out / "final.zip", device="cpu").num_timesteps == 128
+    assert PPO.load(out / "final.zip", device="cpu").num_timesteps == 64
 
     # Run again with a larger budget: resumes from the latest checkpoint, logs continue.
-    res = train_sb3.train(argv + ["--steps", "192"])
-    assert res["timesteps"] == 192 and res["wall_s"] > 0
+    res = train_sb3.train(argv + ["--steps", "96"])
+    assert res["timesteps"] == 96 and res["wall_s"] > 0
     assert (out / "progress.0.csv").exists()
     steps = [float(r["time/total_timesteps"]) for r in runs.RunDir(out).progress_rows()]
-    assert steps == sorted(steps) and steps[-1] == 192
-    assert [e["timesteps"] for e in runs.RunDir(out).eval_entries()] == [0, 64, 128, 192]
-    assert [c[0] for c in runs.RunDir(out).checkpoints()] == [64, 128, 192]
-    assert train_sb3.train(argv + ["--steps", "192"]) == res  # finished: nothing to do
+    assert steps == sorted(steps) and steps[-1] == 96
+    assert [e["timesteps"] for e in runs.RunDir(out).eval_entries()] == [0, 32, 64, 96]
+    assert [c[0] for c in runs.RunDir(out).checkpoints()] == [32, 64, 96]
+    assert train_sb3.train(argv + ["--steps", "96"]) == res  # finished: nothing to do
     with pytest.raises(SystemExit):  # another setting that shapes the policy: refused
-        train_sb3.train([*argv, "--steps", "192", "--frame-stack", "3"])
+        train_sb3.train([*argv, "--steps", "96", "--frame-stack", "3"])
 
 
 def test_lockstep_reinjection_through_the_sb3_wrappers(tiny, tmp_path):
@@ -254,12 +254,13 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
 def test_compare_all_rows_and_results_md(tmp_path):
     md = tmp_path / "RESULTS.md"
     md.write_text("# Agents\n\nNotes kept by hand.\n\n" + compare.BEGIN + "\nold\n" + compare.END + "\n\nTail.\n")
-    argv = ["--steps", "64", "--sac", "--name", "t", "--model", "tiny", "--num-envs", "2",
+    # One PPO rollout (16 steps x 2 envs) per training row, evaluated at 0 and 32 steps: a two-point curve.
+    argv = ["--steps", "32", "--sac", "--name", "t", "--model", "tiny", "--num-envs", "2",
             "--max-episode-steps", "8", "--episodes", "2", "--dream-episodes", "1", "--eval-every", "32",
             "--eval-episodes", "1",
             "--eval-envs", "2", "--obs-size", "36x60", "--frame-stack", "2", "--threads", "1", "--inline",
             "--retrieval-bank", str(REPO / "wham_gym/assets/default/prompts"),
-            "--train-args", "--n-steps 32 --learning-starts 16 --batch-size 16 --buffer-size 200 "
+            "--train-args", "--n-steps 16 --learning-starts 16 --batch-size 16 --buffer-size 200 "
                             "--retrieval-frames 24",
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--results-md", str(md)]
     res = compare.main(argv)
@@ -268,7 +269,7 @@ def test_compare_all_rows_and_results_md(tmp_path):
     assert saved["rows"].keys() == res["rows"].keys() and saved["versions"]["torch"] == torch.__version__
     for name, row in saved["rows"].items():
         assert row["real"]["episodes"] == 2 and row["dream"]["episodes"] == 1
-        assert row["env_steps"] == (0 if name in ("random", "behaviour") else 64)
+        assert row["env_steps"] == (0 if name in ("random", "behaviour") else 32)
         trained = name not in ("random", "behaviour")
         assert ("real_sampled" in row) == trained and (not trained or row["real_sampled"]["episodes"] == 2)
     assert runs.read_json(tmp_path / "runs" / "t" / "ppo-dream-retrieval" / "config.json")["reinjection"] == "retrieval"
@@ -290,7 +291,7 @@ def test_compare_all_rows_and_results_md(tmp_path):
     upgraded = compare.main([*argv, "--rows", "ppo-real"])["rows"]["ppo-real"]
     assert upgraded["real_sampled"]["episodes"] == 2 and upgraded["real"] == res["rows"]["ppo-real"]["real"]
     with pytest.raises(SystemExit):
-        compare.main([*argv[:1], "65", *argv[2:]])
+        compare.main([*argv[:1], "33", *argv[2:]])
 
 
 def test_evaluate_cli_and_scripts_run_as_files(tmp_path):

@@ -21,6 +21,9 @@ ray = pytest.importorskip("ray")
 from wham_gym.cluster import ActorFailure, RayVectorEnv  # noqa: E402
 from wham_gym.env import WHAMVectorEnv  # noqa: E402
 
+# pytest-xdist: every test that starts Ray runs on one worker, one after another (setup.cfg); two local
+# clusters at once would share /tmp/ray and the cores, and test_cluster_nodes counts Ray processes.
+pytestmark = pytest.mark.xdist_group("ray")
 SMALL = dict(num_cpus=0.25, threads=1)  # actor resources in these tests
 
 

@@ -22,6 +22,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# pytest-xdist: on one worker with the other Ray tests (setup.cfg). The teardown checks that no Ray process is
+# left that was not running before: no other Ray may start meanwhile.
+pytestmark = pytest.mark.xdist_group("ray")
 NODE = ["--num-cpus=1", "--node-ip-address=127.0.0.1", f"--object-store-memory={100 * 2**20}",
         "--disable-usage-stats", "--block"]
 

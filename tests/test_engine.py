@@ -49,7 +49,7 @@ SETTINGS = [
 @pytest.mark.parametrize("sampling", SETTINGS, ids=["argmax-keep4", "t0.9", "topk5", "topp0.8"])
 def test_engine_equals_reference_procedure(model64, sampling):
     rng = np.random.default_rng(0)
-    N, steps = 3, 2
+    N, steps = 3, 1  # one step, slot 1 reset, two more: slots 0 and 2 step three times on their caches
     prompt_lens = [1, 4, 10]  # 10 > window: the engine keeps the last 9 like the reference
     eng = DreamEngine(model64, N, seed=7, **sampling)
     prompts = [random_prompt(model64, P, rng) for P in prompt_lens]

@@ -34,6 +34,7 @@ def commands(code):
                 yield shlex.split(part)
 
 
+@pytest.mark.xdist_group("ray")  # a block starts a local Ray: on the Ray tests' worker (tests/test_cluster.py)
 def test_python_blocks_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
