@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "take_cover pays ~3.5 tics per step, 0.1 keeps PPO's value loss small")
     g = ap.add_argument_group("the dream (its engine settings, also for dream evaluations)")
     g.add_argument("--temperature", type=float, default=0.9, help="sampling temperature of the dream")
-    g.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
-                   help="exact: a frame's tokens one per pass (WHAM's); diagonal: one anti-diagonal per pass")
+    g.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
+                   help="exact: a frame's tokens one per pass (WHAM's); diagonal: one anti-diagonal per pass "
+                        "(approximate); speculative: exact's tokens, drafts from the previous frame verified "
+                        "several a pass")
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")

@@ -7,7 +7,9 @@
   termination only, against the same policy's episodes in the game (mean length in steps);
 - action following: strafe left / right / still from the same real start in game and dream
   (horizontal shift per step, and which game continuation each dream is closest to);
-- speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding.
+- speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding
+  (from random-token prompts, where speculative decoding's drafts rarely hold: benchmarks/speculative.py
+  measures that one from the card's real prompts).
 
     python benchmarks/take_cover.py --model runs/take_cover/model --data data/take_cover \\
         --out benchmarks/results/take_cover.json
@@ -104,7 +106,8 @@ def main() -> None:
     ap.add_argument("--num-envs", default="16,32", help="N for the speed table")
     ap.add_argument("--speed-steps", type=int, default=8)
     ap.add_argument("--dream-envs", type=int, default=16)
-    ap.add_argument("--decoding", default="exact", help="decoding of the dream-episode run")
+    ap.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
+                    help="decoding of the dream-episode run and the probes (speculative: exact's tokens, fewer passes)")
     ap.add_argument("--refresh-every", type=int, default=1, help="the dream's KV refresh period (1: exact)")
     ap.add_argument("--context-steps", type=int, default=None, help="the dream's context (default: the model's)")
     ap.add_argument("--policies", default="strafe", help="comma-separated recording policies for the episode "

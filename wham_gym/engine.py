@@ -10,8 +10,9 @@ together, each sampled within its valid range, then decode tokens to frames.
 
 Slots may hold windows of different lengths: sequences are right-padded, every
 token carries its own position, and attention is masked per slot, so padding
-never reaches a real token. All per-token work stays on the device; the only
-host synchronisation in a step is the optional copy the caller asks for.
+never reaches a real token. All per-token work stays on the device; a step
+synchronises with the host once, to size its prefill (speculative decoding adds
+one per pass, to know when every slot has its frame).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _check_fits(config, num_envs: int, dtype, device: torch.device) -> None:
             f"{torch.tensor([], dtype=dtype).element_size()} B = {kv_cache_bytes(config, 1, dtype) / 2**20:.0f} MiB each)")
 
 
-DECODINGS = ("exact", "diagonal")
+DECODINGS = ("exact", "diagonal", "speculative")
 
 
 def _as_tensor(x, device, dtype=None):
@@ -91,7 +92,18 @@ class DreamEngine:
         decoding: ``"exact"`` (default) samples a frame's tokens one per forward pass in raster
             order, as WHAM does. ``"diagonal"`` samples them one anti-diagonal of the token grid
             per pass (rows + cols - 1 passes instead of rows x cols), a training-free approximation
-            after DiagD (arXiv 2503.14070); see :meth:`_decode_diagonal`.
+            after DiagD (arXiv 2503.14070); see :meth:`_decode_diagonal`. ``"speculative"`` is exact:
+            the same tokens as ``"exact"`` for the same seeds, in fewer passes when frames change
+            little. Each pass feeds the last sampled token and ``verify_block - 1`` tokens drafted from
+            the previous frame, and keeps the drafts the model's own draws confirm, plus the first
+            draw that differs; see :meth:`_decode_speculative`.
+        verify_block: tokens fed per pass of speculative decoding (>= 1; 1 drafts nothing: one token
+            per pass, as exact decoding). Larger blocks take fewer passes but each costs more where a
+            pass is compute-bound (CPUs): 4 was the fastest measured there (benchmarks/RESULTS.md).
+
+    After each step ``last_passes`` holds the forward passes that sampled its image tokens (the prefill
+    included: ``tokens_per_image`` for exact decoding), and with speculative decoding ``last_drafted`` /
+    ``last_accepted`` (N,) the drafted tokens each slot checked and kept (device tensors).
     """
 
     # Full windows prefill with plain causal attention; False forces the masked prefill (for A/B timing).
@@ -100,7 +112,7 @@ class DreamEngine:
     def __init__(self, model, num_envs: int, *, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
                  deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
-                 refresh_every: int = 1, decoding: str = "exact"):
+                 refresh_every: int = 1, decoding: str = "exact", verify_block: int = 4):
 
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -121,8 +133,14 @@ class DreamEngine:
                              min_tokens_to_keep=min_tokens_to_keep, deterministic=deterministic)
         self.refresh_every = refresh_every
         if decoding not in DECODINGS:
-            raise ValueError(f"decoding: expected one of {DECODINGS}, got {decoding!r}")
+            raise ValueError(f"decoding: expected one of {', '.join(DECODINGS)}, got {decoding!r}")
+        if not isinstance(verify_block, (int, np.integer)) or isinstance(verify_block, bool) or verify_block < 1:
+            raise ValueError(f"verify_block (tokens fed per pass of speculative decoding) must be an int >= 1, "
+                             f"got {verify_block!r}")
         self.decoding = decoding
+        self.verify_block = int(verify_block)
+        self.last_passes = 0
+        self.last_drafted = self.last_accepted = None
         self._grid = model.tokenizer.grid
 
         self.window = W = self.context_steps - 1
@@ -414,9 +432,15 @@ class DreamEngine:
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
         stats = torch.zeros(2, N, dtype=torch.float64, device=self.device)  # summed NLL and entropy
         g0 = 0
-        if self._plan is not None and first == 0:
-            g0 = self._decode_diagonal(last, cur, live, u, out, stats)
-            last, cur = None, cur + g0  # token g0 is sampled, not yet fed
+        if first == 0:
+            self.last_passes = self.tpi  # exact decoding: the prefill, then one pass per token but the last
+            if self._plan is not None:
+                g0 = self._decode_diagonal(last, cur, live, u, out, stats)
+                self.last_passes = 1 + len(self._plan)
+            elif self.decoding == "speculative":
+                g0 = self._decode_speculative(last, cur, live, u, out, stats)
+            if g0:
+                last, cur = None, cur + g0  # token g0 is sampled, not yet fed
         self._decode_sequential(last, cur, live, u, out, stats, first, g0, n_new)
         n_img = max(min(self.tpi - first, n_new), 0)
         nll, ent = (stats / n_img) if n_img else stats
@@ -490,6 +514,76 @@ class DreamEngine:
             stats[0] += nll.view(N, -1).sum(1)
             stats[1] += ent.view(N, -1).sum(1)
         return self.tpi - 1  # the last image token is sampled, not yet fed
+
+    def _decode_speculative(self, last, cur, live, u, out, stats) -> int:
+        """A frame's image tokens by self-speculation, exactly as raster decoding samples them; returns the next
+        token index (the last image token is sampled, not yet fed).
+
+        Token g's sample is a function of its logits and its own uniform ``u[:, g]`` only, so a draft
+        can be checked by drawing it: each pass feeds, per slot, its last sampled token (index
+        ``done - 1``) and the drafts for the next ``verify_block - 1`` indices (the previous frame's
+        tokens there), each at its own position, causal among themselves. Row j's logits are the
+        exact ones for token ``done + j`` as long as every draft fed before it was confirmed; so the
+        pass keeps its draws while they equal the drafts fed after them, plus the first draw that
+        differs (it was drawn from exact logits too): 1 to ``verify_block`` tokens a pass. Slots
+        advance by different amounts; a finished slot re-feeds its last token, harmlessly.
+
+        Cache: positions below a slot's frontier (prefill + tokens kept) hold exact keys/values; a
+        pass writes from the frontier on, and a query attends to positions <= its own only, so
+        the keys/values of rejected drafts (above the frontier) are never read before being
+        overwritten. Positions past the cache's end go to its last (padding) position. NLL and
+        entropy come from the same rows as the tokens kept, as in exact decoding.
+        """
+        gpt, N, T, K = self.model.gpt, self.num_envs, self.tpi, self.verify_block
+        dev, S = self.device, self._pad_pos + 1
+        tok, nll, ent = self._sample(last, 0, u[:, 0])
+        out[:, 0] = tok
+        stats[0] += nll
+        stats[1] += ent
+        drafted = torch.zeros(N, dtype=torch.long, device=dev)
+        accepted = torch.zeros(N, dtype=torch.long, device=dev)
+        self.last_drafted, self.last_accepted = drafted, accepted
+        if T == 1:
+            return 0
+        # Index g < done: the sampled token g; from done on: the draft. Columns past the frame pad the
+        # blocks of slots near their end (their rows are discarded); the last column takes discarded writes.
+        seq = torch.cat([self._draft(), torch.zeros(N, K, dtype=torch.long, device=dev)], 1)
+        seq[:, 0] = tok
+        done = torch.ones(N, dtype=torch.long, device=dev)  # tokens sampled per slot
+        ar = torch.arange(K, device=dev)
+        keys = self._positions[None, None, :min(live + T + K - 1, S)]  # every position a pass writes
+        sink = seq.shape[1] - 1
+        min_passes = -(-(T - 1) // K)  # no slot can finish sooner: no sync before then
+        for p in range(1, T):
+            idx = (done - 1)[:, None] + ar  # (N, K) token indices fed: the last sampled, then drafts
+            fed = seq.gather(1, idx)
+            pos = (cur[:, None] + idx).clamp_max(S - 1)
+            mask = self._additive(keys <= pos[:, :, None])[:, None]
+            logits = gpt(fed, pos=pos, mask=mask, caches=self.caches)  # row j: logits of token idx_j + 1
+            target = idx + 1
+            ut = u.gather(1, target.clamp_max(T - 1))
+            tok, nll, ent = self._sample(logits.reshape(N * K, -1), 1, ut.reshape(-1))  # one valid range past token 0
+            tok, nll, ent = tok.view(N, K), nll.view(N, K), ent.view(N, K)
+            confirmed = (tok[:, :-1] == fed[:, 1:]).long().cumprod(1).sum(1)  # leading draws equal to the drafts
+            left = T - done
+            count = torch.minimum(confirmed + 1, left)  # 0 for finished slots
+            keep = ar[None, :] < count[:, None]
+            seq.scatter_(1, torch.where(keep, target, sink), tok)
+            stats[0] += torch.where(keep, nll, 0.0).sum(1)  # where, not a product: discarded rows may hold inf/nan
+            stats[1] += torch.where(keep, ent, 0.0).sum(1)
+            drafted += (left - 1).clamp(0, K - 1)  # drafts that could have become tokens of this frame
+            accepted += (count - 1).clamp_min(0)
+            done = done + count
+            # The loop's host sync, one per pass once a slot could have finished: whether all have.
+            if p >= min_passes and int(done.min()) >= T:
+                break
+        self.last_passes = 1 + p
+        out[:, :T] = seq[:, :T]
+        return T - 1
+
+    def _draft(self) -> torch.Tensor:
+        """Draft of the frame being dreamt (N, tokens_per_image): the newest frame's tokens (frames change little)."""
+        return self.images[:, -1].clone()
 
     def _diagonal_plan(self) -> list[tuple]:
         """Pass d = 1 .. rows+cols-2 of diagonal decoding, as index tensors built once (no host work per pass).

@@ -21,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("both", "frames", "tokens"), default="both",
                    help="engine variants: with decoding to frames, tokens only, or both (default)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference algorithm")
-    p.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
-                   help="the engine's decoding: exact (WHAM's, default) or diagonal (one anti-diagonal per pass)")
+    p.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
+                   help="the engine's decoding: exact (WHAM's, default), diagonal (one anti-diagonal per pass, "
+                        "approximate) or speculative (exact's tokens, verified drafts from the previous frame)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -43,9 +43,10 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: WHAM's 0.9)")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--decoding", choices=("exact", "diagonal"), default="exact",
-                   help="exact (WHAM's order, default) or diagonal (a frame's tokens one anti-diagonal per pass: "
-                        "faster, approximate)")
+    p.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
+                   help="exact (WHAM's order, default), diagonal (a frame's tokens one anti-diagonal per pass: "
+                        "faster, approximate) or speculative (exact's tokens, fewer passes: drafts from the "
+                        "previous frame, kept where the model's own draws confirm them)")
     p.add_argument("--upscale", type=int, nargs="*", default=[], metavar="S",
                    help="also write Lanczos-upscaled frames, e.g. --upscale 2 4; videos use the largest")
     p.add_argument("--playback-fps", type=int, default=10,
