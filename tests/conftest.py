@@ -53,3 +53,14 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny():
     return load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def model64():
+    """The tiny model in float64, its GPT weights sharpened so sampling has structure to get wrong (the exactness
+    tests of the engine's decodings against the reference procedure)."""
+    m = load_model("tiny", dtype=torch.float64)
+    with torch.no_grad():
+        for p in m.gpt.parameters():
+            p.mul_(4.0)
+    return m

@@ -12,15 +12,6 @@ from wham_gym.sampling import slot_seed
 from reference import reference_rollout
 
 
-@pytest.fixture(scope="module")
-def model64():
-    m = load_model("tiny", dtype=torch.float64)
-    with torch.no_grad():  # sharpen the random GPT so sampling has structure to get wrong
-        for p in m.gpt.parameters():
-            p.mul_(4.0)
-    return m
-
-
 def random_prompt(model, P, rng):
     tpi = model.config.tokens_per_image
     imgs = torch.from_numpy(rng.integers(0, model.config.image_vocab_size, (P, tpi)))

@@ -24,15 +24,6 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def model64():
-    m = load_model("tiny", dtype=torch.float64)
-    with torch.no_grad():  # sharpen the random GPT so sampling has structure to get wrong
-        for p in m.gpt.parameters():
-            p.mul_(4.0)
-    return m
-
-
-@pytest.fixture(scope="module")
 def take_cover():
     """The shipped take_cover model (trained: its frames change little step to step) and real prompts from its card."""
     model = load_model("take_cover")
