@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a file: make the agents package importab
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 
 from wham_gym import controller  # noqa: E402
+from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.engine import DreamEngine  # noqa: E402
 from wham_gym.prompts import fit_frames  # noqa: E402
@@ -323,7 +324,7 @@ def main(argv=None) -> dict:
         ev.close()
     text = json.dumps(out, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write(args.out, lambda f: f.write(text + "\n"), binary=False)
     else:
         print(text)
     return out
