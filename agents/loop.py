@@ -163,16 +163,17 @@ def main(argv=None) -> list[dict]:
     rows = json.loads(table.read_text()) if table.is_file() else []
     for iteration in range(len(rows), args.iterations):
         wall = {}
-        t = time.perf_counter()
-        record_iteration(out, args, iteration, game_kwargs)
-        wall["record"] = time.perf_counter() - t
+
+        def timed(stage, fn, *a):  # each stage's wall-clock goes into the row
+            t = time.perf_counter()
+            value = fn(*a)
+            wall[stage] = time.perf_counter() - t
+            return value
+
+        timed("record", record_iteration, out, args, iteration, game_kwargs)
         folders = recordings(out, args, iteration)
-        t = time.perf_counter()
-        model_dir = train_world_model(out, args, iteration, folders)
-        wall["world_model"] = time.perf_counter() - t
-        t = time.perf_counter()
-        result = train_agent(out, args, iteration, model_dir)
-        wall["agent"] = time.perf_counter() - t
+        model_dir = timed("world_model", train_world_model, out, args, iteration, folders)
+        result = timed("agent", train_agent, out, args, iteration, model_dir)
         episodes, frames = frames_in(folders)
         card = json.loads((model_dir / "card.json").read_text())
         rows.append({"iteration": iteration, "real_episodes": episodes, "real_frames": frames,

@@ -583,7 +583,7 @@ class DreamEngine:
 
     def _draft(self) -> torch.Tensor:
         """Draft of the frame being dreamt (N, tokens_per_image): the newest frame's tokens (frames change little)."""
-        return self.images[:, -1].clone()
+        return self.images[:, -1]  # read only: the caller copies it into its own buffer
 
     def _diagonal_plan(self) -> list[tuple]:
         """Pass d = 1 .. rows+cols-2 of diagonal decoding, as index tensors built once (no host work per pass).
