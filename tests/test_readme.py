@@ -34,12 +34,16 @@ def commands(code):
                 yield shlex.split(part)
 
 
-@pytest.mark.xdist_group("ray")  # a block starts a local Ray: on the Ray tests' worker (tests/test_cluster.py)
+def starts_ray(code):
+    return "import ray\n" in code
+
+
 def test_python_blocks_run_as_written(tmp_path, monkeypatch):
+    """Every block but the Ray one, in order, in one namespace."""
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
     namespace = {}
-    found = blocks("python")
+    found = [(line, code) for line, code in blocks("python") if not starts_ray(code)]
     assert len(found) >= 5
     for line, code in found:
         try:
@@ -48,6 +52,24 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch):
             pytest.fail(f"README.md block at line {line} fails: {type(exc).__name__}: {exc}")
     assert (tmp_path / "dreams" / "dream.json").is_file()  # the dream block wrote its folder
     namespace["envs"].close()
+
+
+# The block that starts a local Ray runs on the Ray tests' worker (tests/test_cluster.py), alone: it uses nothing
+# the other blocks define but numpy, so the rest need not wait for that worker.
+@pytest.mark.xdist_group("ray")
+def test_ray_block_runs_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    found = [(line, code) for line, code in blocks("python") if starts_ray(code)]
+    assert len(found) == 1
+    (line, code), = found
+    namespace = {"np": __import__("numpy")}
+    try:
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    except Exception as exc:
+        pytest.fail(f"README.md block at line {line} fails: {type(exc).__name__}: {exc}")
+    assert namespace["obs"].shape == (2, 180, 300, 3)
 
 
 def test_shell_blocks_parse_with_the_real_parsers():

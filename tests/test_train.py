@@ -11,7 +11,7 @@ from wham_gym.model.config import ViTTokenizerConfig, make_config
 from wham_gym.train.data import split_sources, tokenize_episodes
 from wham_gym.train.recipe import Recipe, run_recipe
 from wham_gym.train.reward import class_weights
-from wham_gym.train.tokenizer import tokenizer_loss, train_tokenizer
+from wham_gym.train.tokenizer import hard_pixel_l1, tokenizer_loss, train_tokenizer
 from wham_gym.train.trainer import TrainConfig, latest_checkpoint
 from wham_gym.train.world_model import lm_loss, sequences, train_world_model
 from wham_gym.train.data import WindowSampler
@@ -51,6 +51,32 @@ def test_tokenizer_loss_falls(dataset, tmp_path):
     after = tokenizer_loss(tok, frames)[0].item()
     assert after < 0.7 * before
     assert {"val_psnr", "val_ssim", "val_codes_used"} <= set(result)
+
+
+def test_hard_pixel_term_reads_each_images_worst_pixels():
+    x = torch.zeros(2, 3, 10, 20)
+    recon = x.clone()
+    recon[0, :, 0, :2] = 1.0  # image 0: 2 of 200 pixels off by 1 in every channel
+    recon[1, 0, 5, 5] = 3.0  # image 1: one pixel off by 3 in one channel (1 over channels)
+    # 1 % of 200 = the 2 worst pixels of each image: (1, 1) and (1, 0)
+    assert hard_pixel_l1(recon, x, 0.01).item() == pytest.approx(3 / 4)
+    assert hard_pixel_l1(recon, x, 0.02).item() == pytest.approx(3 / 8)  # 4 an image: exact pixels count too
+    assert hard_pixel_l1(x, x, 0.5).item() == 0.0
+
+
+def test_hard_pixel_term_adds_to_the_tokenizer_loss():
+    from wham_gym.model.vit_vqgan import ViTVQGAN
+
+    torch.manual_seed(0)
+    tok = ViTVQGAN(TOK)
+    images = torch.randint(0, 256, (2, 3, 180, 300), dtype=torch.uint8)
+    plain, m0, *_ = tokenizer_loss(tok, images)
+    weighted, m1, *_ = tokenizer_loss(tok, images, hard_pixels=(2.0, 0.02))
+    assert "hard" not in m0 and m1["hard"] > m1["recon"] ** 0.5  # the worst 2 % are worse than the mean
+    assert weighted.item() == pytest.approx(plain.item() + 2.0 * m1["hard"], rel=1e-5)
+    from wham_gym.train.recipe import take_cover_recipe
+
+    assert take_cover_recipe().hard_pixel_weight > 0  # the take_cover tokenizer trains with it
 
 
 def test_world_model_loss_falls_and_resume_is_identical(dataset, tmp_path):

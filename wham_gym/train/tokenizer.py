@@ -2,7 +2,10 @@
 
 Losses: reconstruction (MSE + L1 in the normalised image space) and the VQ
 codebook + commitment terms on WHAM's L2-normalised codes, with a
-straight-through estimator. No perceptual term: LPIPS and torchvision backbones
+straight-through estimator. An optional hard-pixel term adds the mean L1 of
+each image's worst-reconstructed pixels: small objects (take_cover's fireballs,
+the status bar's digits) cover too few pixels to move a frame-wide mean, so
+without it a short training run paints them over with the background. No perceptual term: LPIPS and torchvision backbones
 download their weights from a hub, which our machines cannot reach. Codes no
 frame has used for a while are restarted on random encoder outputs
 (dead-code restarts), which keeps the whole codebook in play.
@@ -29,8 +32,18 @@ COMMITMENT = 0.25
 CODE_DECAY, CODE_THRESHOLD = 0.99, 1e-3
 
 
-def tokenizer_loss(tok: ViTVQGAN, images: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
-    """Loss for a uint8 batch; also returns latents and tokens for code-usage bookkeeping."""
+def hard_pixel_l1(recon: torch.Tensor, x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean L1 (over channels) of the ``fraction`` of each image's pixels reconstructed worst."""
+    err = (recon.float() - x).abs().mean(1).flatten(1)  # (B, H*W)
+    k = max(1, int(fraction * err.shape[1]))
+    return err.topk(k, dim=1, sorted=False).values.mean()
+
+
+def tokenizer_loss(tok: ViTVQGAN, images: torch.Tensor, hard_pixels: tuple[float, float] = (0.0, 0.0),
+                   ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+    """Loss for a uint8 batch; also returns latents and tokens for code-usage bookkeeping.
+
+    ``hard_pixels`` = (weight, fraction) of the hard-pixel term (weight 0: off)."""
     x = tok.preprocess(images)
     z = tok.encode_latents(x)
     codes, tokens = tok.quantize(z)
@@ -41,7 +54,13 @@ def tokenizer_loss(tok: ViTVQGAN, images: torch.Tensor) -> tuple[torch.Tensor, d
     codebook = F.mse_loss(codes.float(), z.detach().float())
     commit = F.mse_loss(z.float(), codes.detach().float())
     loss = mse + l1 + codebook + COMMITMENT * commit
-    return loss, {"recon": mse.item(), "codebook": codebook.item()}, z.detach(), tokens
+    metrics = {"recon": mse.item(), "codebook": codebook.item()}
+    weight, fraction = hard_pixels
+    if weight:
+        hard = hard_pixel_l1(recon, x, fraction)
+        loss = loss + weight * hard
+        metrics["hard"] = hard.item()
+    return loss, metrics, z.detach(), tokens
 
 
 class CodeUsage:
@@ -75,11 +94,13 @@ class CodeUsage:
 
 def train_tokenizer(data, run_dir, tokenizer: ViTTokenizerConfig, cfg: TrainConfig, *, max_frames: int = 20000,
                     restart_every: int = 50, code_usage: tuple[float, float] = (CODE_DECAY, CODE_THRESHOLD),
+                    hard_pixels: tuple[float, float] = (0.0, 0.0),
                     progress: bool = True, stop_after: int | None = None,
                     end_frame: str | None = None) -> tuple[ViTVQGAN, dict]:
     """Train (or resume) a tokenizer in ``run_dir``; returns it with validation metrics.
 
-    ``code_usage`` is CodeUsage's (decay, threshold) for dead-code restarts."""
+    ``code_usage`` is CodeUsage's (decay, threshold) for dead-code restarts; ``hard_pixels`` the
+    (weight, fraction) of :func:`tokenizer_loss`'s hard-pixel term."""
     run_dir = Path(run_dir)
     train_src, val_src = split_sources(data)
     frames = frame_bank(train_src, max_frames, seed=cfg.seed, end_frame=end_frame)
@@ -95,7 +116,7 @@ def train_tokenizer(data, run_dir, tokenizer: ViTTokenizerConfig, cfg: TrainConf
     def loss_fn(step, micro):
         idx = batch_rng(cfg.seed, step, micro).integers(0, len(frames), cfg.batch_size)
         images = torch.from_numpy(frames[idx]).to(device)
-        loss, m, z, tokens = tokenizer_loss(tok, images)
+        loss, m, z, tokens = tokenizer_loss(tok, images, hard_pixels)
         usage.update(tokens)
         last["z"] = z
         return loss, m
