@@ -108,21 +108,22 @@ def take_cover_recipe() -> Recipe:
     erase strafing: the game's own frames, encoded and decoded, shift 1.5-4.5 px a step where the game shifts
     14-16 px (30-pixel patches: 9-15 px), so no world model over them can follow take_cover's only actions.
 
-    The tokenizer trains 2,000 steps with the hard-pixel term (benchmarks/tokenizer_ab.py): at 600 steps and
-    without it, it used 3 % of its codes, drew the status bar at 100 % health whatever the health, and erased
-    the monsters and most fireballs, so neither a dream nor an agent looking through it could see a hit coming.
+    Its 600-step tokenizer uses 3 % of its codes, draws the status bar at 100 % health whatever the health and
+    erases the monsters and most fireballs. Trained 2,000 steps with the hard-pixel term (``hard_pixel_weight=1``)
+    it keeps them (benchmarks/tokenizer_ab.py), but a 1,200-step GPT over that fuller codebook dreamt deaths
+    10x too rarely (benchmarks/RESULTS.md), so this recipe, the shipped model's, keeps the short tokenizer for now.
     """
     return Recipe(
         tokenizer=ViTTokenizerConfig(width=300, height=180, patch_size=30, transf_dim=128, embedding_dim=16,
                                      num_layers=2, head_size=32, vocab_size=1024),
         n_layer=3, n_head=4, n_embd=128, seq_len=10,
-        tokenizer_train=TrainConfig(steps=2000, batch_size=16, lr=1e-3, warmup_steps=50, checkpoint_every=50,
-                                    validate_every=2000),
+        tokenizer_train=TrainConfig(steps=600, batch_size=16, lr=1e-3, warmup_steps=50, checkpoint_every=50,
+                                    validate_every=600),
         world_model_train=TrainConfig(steps=1200, batch_size=8, lr=1e-3, warmup_steps=50, checkpoint_every=50,
                                       validate_every=400),
         reward_train=TrainConfig(steps=1000, batch_size=256, lr=1e-3, warmup_steps=50, checkpoint_every=100,
                                  validate_every=250),
-        max_frames=8000, end_frame="black", hard_pixel_weight=1.0)
+        max_frames=8000, end_frame="black")
 
 
 # Recipes by name (``wham-gym train --recipe NAME``); a card.json or model directory also names one.
