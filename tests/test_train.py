@@ -62,6 +62,8 @@ def test_hard_pixel_term_reads_each_images_worst_pixels():
     assert hard_pixel_l1(recon, x, 0.01).item() == pytest.approx(3 / 4)
     assert hard_pixel_l1(recon, x, 0.02).item() == pytest.approx(3 / 8)  # 4 an image: exact pixels count too
     assert hard_pixel_l1(x, x, 0.5).item() == 0.0
+    with pytest.raises(ValueError, match=r"hard_pixel_fraction: expected a share of the pixels in \(0, 1\]"):
+        hard_pixel_l1(recon, x, 2.0)
 
 
 def test_hard_pixel_term_adds_to_the_tokenizer_loss():

@@ -5,10 +5,11 @@ codebook + commitment terms on WHAM's L2-normalised codes, with a
 straight-through estimator. An optional hard-pixel term adds the mean L1 of
 each image's worst-reconstructed pixels: small objects (take_cover's fireballs,
 the status bar's digits) cover too few pixels to move a frame-wide mean, so
-without it a short training run paints them over with the background. No perceptual term: LPIPS and torchvision backbones
-download their weights from a hub, which our machines cannot reach. Codes no
-frame has used for a while are restarted on random encoder outputs
-(dead-code restarts), which keeps the whole codebook in play.
+without it a short training run paints them over with the background. No
+perceptual term: LPIPS and torchvision backbones download their weights from a
+hub, which our machines cannot reach. Codes no frame has used for a while are
+restarted on random encoder outputs (dead-code restarts), which keeps the whole
+codebook in play.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ CODE_DECAY, CODE_THRESHOLD = 0.99, 1e-3
 
 def hard_pixel_l1(recon: torch.Tensor, x: torch.Tensor, fraction: float) -> torch.Tensor:
     """Mean L1 (over channels) of the ``fraction`` of each image's pixels reconstructed worst."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"hard_pixel_fraction: expected a share of the pixels in (0, 1], got {fraction}")
     err = (recon.float() - x).abs().mean(1).flatten(1)  # (B, H*W)
     k = max(1, int(fraction * err.shape[1]))
     return err.topk(k, dim=1, sorted=False).values.mean()
