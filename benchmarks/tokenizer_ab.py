@@ -27,9 +27,9 @@ import torch
 
 from wham_gym.atomic import atomic_write
 from wham_gym.data.reader import load_episode
+from wham_gym.model.vit_vqgan import ViTVQGAN
 from wham_gym.train.data import split_sources
 from wham_gym.train.recipe import load_recipe
-from wham_gym.model.vit_vqgan import ViTVQGAN
 from wham_gym.train.tokenizer import evaluate_tokenizer, train_tokenizer
 from wham_gym.train.trainer import latest_checkpoint, load_checkpoint
 
@@ -43,7 +43,7 @@ def health_class(h: np.ndarray, bands: bool) -> np.ndarray:
     return np.digitize(-h, [-b + 0.5 for b in BANDS])  # 100 -> 0, 75..99 -> 1, 50..74 -> 2, <50 -> 3
 
 
-def labelled_frames(sources, per_episode: int, seed: int):
+def labelled_frames(sources, per_episode: int):
     """Frames and their health, ``per_episode`` evenly spaced from each episode (deaths included)."""
     images, health = [], []
     for s in sources:
@@ -81,12 +81,13 @@ def health_probe(train_tokens, train_h, val_tokens, val_h, cols: int, bands: boo
 
 
 @torch.no_grad()
-def bright_recall(tok, frames, hud_rows: int) -> float:
-    """Share of the bright pixels above the status bar that are still bright (> 150) after encode + decode."""
+def bright_recall(tok, frames, tokens, hud_rows: int) -> float:
+    """Share of the bright pixels above the status bar that are still bright (> 150) once the frames' tokens
+    (``tokens_of(tok, frames)``) are decoded."""
     kept = total = 0
     for i in range(0, len(frames), 64):
         x = torch.from_numpy(frames[i:i + 64])
-        r = tok.decode(tok.encode(x))
+        r = tok.decode(torch.from_numpy(tokens[i:i + 64]))
         lum = x[:, :, :-hud_rows].float().mean(1)
         lum_r = r[:, :, :-hud_rows].float().mean(1)
         mask = lum > BRIGHT
@@ -109,19 +110,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     train_src, val_src = split_sources(args.data)
-    probe_train = labelled_frames(train_src[:: max(1, len(train_src) // 200)], 8, 0)
-    probe_val = labelled_frames(val_src, 8, 1)
+    probe_train = labelled_frames(train_src[:: max(1, len(train_src) // 200)], 8)
+    probe_val = labelled_frames(val_src, 8)
     hud_rows = recipe.tokenizer.height - (recipe.tokenizer.grid[0] - 1) * recipe.tokenizer.patch_size
+
     def measure(tok, row):
         tok.eval()
         row.update(evaluate_tokenizer(tok, probe_val[0]))
         ttr, tva = tokens_of(tok, probe_train[0]), tokens_of(tok, probe_val[0])
         row["health_damaged_bacc"] = health_probe(ttr, probe_train[1], tva, probe_val[1], tok.cols, bands=False)
         row["health_bands_bacc"] = health_probe(ttr, probe_train[1], tva, probe_val[1], tok.cols, bands=True)
-        row["bright_recall"] = bright_recall(tok, probe_val[0], hud_rows)
+        row["bright_recall"] = bright_recall(tok, probe_val[0], tva, hud_rows)
         row["probe_frames"] = [len(probe_train[0]), len(probe_val[0])]
         return row
 

@@ -38,6 +38,13 @@ def starts_ray(code):
     return "import ray\n" in code
 
 
+def run_block(line, code, namespace):
+    try:
+        exec(compile(code, f"README.md:{line}", "exec"), namespace)
+    except Exception as exc:  # name the block that broke
+        pytest.fail(f"README.md block at line {line} fails: {type(exc).__name__}: {exc}")
+
+
 def test_python_blocks_run_as_written(tmp_path, monkeypatch):
     """Every block but the Ray one, in order, in one namespace."""
     monkeypatch.chdir(tmp_path)
@@ -46,10 +53,7 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch):
     found = [(line, code) for line, code in blocks("python") if not starts_ray(code)]
     assert len(found) >= 5
     for line, code in found:
-        try:
-            exec(compile(code, f"README.md:{line}", "exec"), namespace)
-        except Exception as exc:  # name the block that broke
-            pytest.fail(f"README.md block at line {line} fails: {type(exc).__name__}: {exc}")
+        run_block(line, code, namespace)
     assert (tmp_path / "dreams" / "dream.json").is_file()  # the dream block wrote its folder
     namespace["envs"].close()
 
@@ -65,10 +69,7 @@ def test_ray_block_runs_as_written(tmp_path, monkeypatch):
     assert len(found) == 1
     (line, code), = found
     namespace = {"np": __import__("numpy")}
-    try:
-        exec(compile(code, f"README.md:{line}", "exec"), namespace)
-    except Exception as exc:
-        pytest.fail(f"README.md block at line {line} fails: {type(exc).__name__}: {exc}")
+    run_block(line, code, namespace)
     assert namespace["obs"].shape == (2, 180, 300, 3)
 
 
