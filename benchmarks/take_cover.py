@@ -73,28 +73,35 @@ def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int
 def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, policy: str = "strafe",
                   **engine) -> dict:
     """Episode lengths (steps) and per-step rewards of a recording policy in N dreams, ended by the learned
-    termination (or the cap); the first ``episodes`` episodes to end. ``engine``: decoding, refresh_every,
-    context_steps of the dream."""
+    termination (or the cap). ``engine``: decoding, refresh_every, context_steps of the dream.
+
+    Each dream contributes its first ``ceil(episodes / N)`` episodes, and the run waits for the last of them:
+    taking the first ``episodes`` episodes to end, whichever dream they come from, would favour short ones
+    (long episodes are still running when the count is reached; with 2 episodes per dream that halved the mean).
+    """
     env = WHAMVectorEnv(num_envs, model, max_episode_steps=max_steps, obs_mode="tokens", **engine)
     policies = [make_policy(policy, seed=seed + i) for i in range(num_envs)]
-    lengths, capped, rewards, ret = [], 0, [], np.zeros(num_envs)
+    quota = -(-episodes // num_envs)
+    ended = [[] for _ in range(num_envs)]  # (length, capped) of each dream's episodes, in order
+    rewards = []
     obs, info = env.reset(seed=seed)
     start = time.perf_counter()
     steps = 0
-    with tqdm(total=episodes, desc="dream episodes", leave=False) as bar:
-        while len(lengths) < episodes:
+    with tqdm(total=quota * num_envs, desc="dream episodes", leave=False) as bar:
+        while min(map(len, ended)) < quota:
             actions = np.stack([p.act(None) for p in policies])
             obs, rew, term, trunc, info = env.step(actions)
             steps += num_envs
-            rewards.append(rew)
-            for i in np.flatnonzero(term | trunc):
-                lengths.append(int(info["step"][i]))
-                capped += int(trunc[i])
+            counting = np.array([len(e) < quota for e in ended])
+            rewards.append(rew[counting])
+            for i in np.flatnonzero((term | trunc) & counting):
+                ended[i].append((int(info["step"][i]), bool(trunc[i])))
                 bar.update(1)
     seconds = time.perf_counter() - start
     env.close()
-    return {"lengths": lengths[:episodes], "capped": capped, "mean_reward": float(np.mean(rewards)),
-            "env_steps_per_s": steps / seconds}
+    kept = [e for per_dream in ended for e in per_dream][:episodes]  # dream-major: the choice ignores lengths
+    return {"lengths": [n for n, _ in kept], "capped": sum(c for _, c in kept),
+            "mean_reward": float(np.concatenate(rewards).mean()), "env_steps_per_s": steps / seconds}
 
 
 def main() -> None:

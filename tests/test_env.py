@@ -438,3 +438,36 @@ def test_env_over_parts_built_by_hand(tiny):
         WHAMVectorEnv(5, engine)
     with pytest.raises(ValueError, match="carries its own"):
         WHAMVectorEnv(2, roll, reinjection=roll.reinjection)
+
+
+def test_a_hazard_ends_episodes_at_its_rate_reproducibly(tiny):
+    """A hazard reward model's termination is sampled: ends come at the predicted rate, from each slot's own
+    stream, so the same seed ends the same episodes, and a threshold would never end one."""
+    import math
+
+    from wham_gym.model.reward_model import RewardModel, RewardModelConfig
+    from wham_gym.rewards import TokenRewardModel
+
+    c = tiny.config
+    net = RewardModel(RewardModelConfig(c.image_vocab_size, c.tokens_per_image, termination="hazard"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.termination.bias.fill_(math.log(0.25 / 0.75))  # a hazard of 0.25 at every step
+    learned = TokenRewardModel(net.eval())
+    assert learned.sampled_termination
+
+    def ends(seed):
+        env = make(tiny, 8, obs_mode="tokens", reward_fn=learned.reward, termination_fn=learned.termination)
+        env.reset(seed=seed)
+        return np.stack([env.step(np.zeros((8, 16), np.float32))[2] for _ in range(12)])
+
+    first = ends(0)
+    assert 0.25 * 96 - 4 * math.sqrt(96 * 0.25 * 0.75) < first.sum() < 0.25 * 96 + 4 * math.sqrt(96 * 0.25 * 0.75)
+    assert np.array_equal(ends(0), first) and not np.array_equal(ends(1), first)
+    with pytest.raises(ValueError, match="termination: expected one of end_frame, hazard"):
+        RewardModelConfig(c.image_vocab_size, c.tokens_per_image, termination="sometimes")
+    # The hazard reads the frame the action was taken at: the dreamt frame does not change it.
+    prev, act = torch.randint(0, 16, (2, c.tokens_per_image)), torch.randint(0, 8, (2, 16))
+    net2 = RewardModel(net.config)
+    assert torch.equal(net2(prev, act, prev)[1], net2(prev, act, torch.zeros_like(prev))[1])

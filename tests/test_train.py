@@ -108,16 +108,23 @@ def test_class_weights_balance_classes():
         assert np.isclose(w[np.array([0, 0, 0, 1, 0, 0, -1, 0]) == v].sum(), 8 / 3)
 
 
-def test_recipe_writes_a_model_the_env_accepts(dataset, tmp_path):
+@pytest.mark.parametrize("termination", ["end_frame", "hazard"])
+def test_recipe_writes_a_model_the_env_accepts(dataset, tmp_path, termination):
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
     recipe = Recipe(name="tiny-doom", tokenizer=TOK, n_layer=1, n_head=2, n_embd=32, seq_len=4, max_frames=64,
                     tokenizer_train=cfg(4, batch_size=4), world_model_train=cfg(4, batch_size=2),
-                    reward_train=cfg(4, batch_size=32))
-    out = run_recipe(dataset, tmp_path / "run", tmp_path / "model", recipe, progress=False)
+                    reward_train=cfg(4, batch_size=32), termination=termination,
+                    hazard_calibration_envs=2, hazard_calibration_steps=3)
+    if termination == "hazard":  # the recording's policy (explore) looks at the game: no calibration, and why
+        with pytest.warns(UserWarning, match="not calibrated to dreams: the recording's policy 'explore' looks"):
+            out = run_recipe(dataset, tmp_path / "run", tmp_path / "model", recipe, progress=False)
+    else:
+        out = run_recipe(dataset, tmp_path / "run", tmp_path / "model", recipe, progress=False)
     model = load_model(out)
-    assert model.reward_model is not None
+    assert model.reward_model is not None and model.reward_model.config.termination == termination
+    assert model.reward_model.config.hazard_offset == 0 and "hazard_calibration" not in model.card
     assert model.card["name"] == "tiny-doom" and "world_model" in model.card["metrics"]
     # the game as it was recorded, so tools play the game the model learned: scenario and status bar
     assert model.card["scenario"] == "defend_the_center" and model.card["game_kwargs"] == {"render_hud": True}
@@ -153,6 +160,17 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     ids = torch.randint(0, 32, (1, 40))
     assert torch.equal(loaded.logits(ids), model.logits(ids))
 
+    # A hazard reward model: its own (smaller) config travels with its checkpoint into the model directory.
+    from wham_gym.train.reward import HAZARD_SIZE, train_reward_model
+
+    rm, _ = train_reward_model(model, dataset, tmp_path / "run" / "reward", recipe.reward_train, progress=False,
+                               termination="hazard")
+    loaded = load_model(assemble(tmp_path / "run", tmp_path / "m2", recipe, data=dataset))
+    c = loaded.reward_model.config
+    assert (c.termination, c.token_dim, c.hidden) == ("hazard", HAZARD_SIZE["token_dim"], HAZARD_SIZE["hidden"])
+    prev, act = torch.randint(0, 32, (3, 60)), torch.randint(0, 8, (3, 16))
+    assert torch.equal(loaded.reward_model(prev, act, prev)[1], rm.eval()(prev, act, prev)[1])
+
 
 def test_silent_codes_are_restarted_within_a_few_checks():
     from wham_gym.model.vit_vqgan import ViTVQGAN
@@ -185,7 +203,8 @@ def test_a_card_records_the_recipe_that_reproduces_it():
     assert (recipe.code_decay, recipe.code_threshold) == (0.99, 0.001)
     # The shipped card predates the hard-pixel term: it reads as off, which is how that tokenizer was trained.
     assert json.loads(json.dumps(asdict(recipe))) == {"hard_pixel_weight": 0.0, "hard_pixel_fraction": 0.02,
-                                                      **card["recipe"]}
+                                                      "termination": "end_frame", "hazard_calibration_envs": 16,
+                                                      "hazard_calibration_steps": 250, **card["recipe"]}
     with pytest.raises(ValueError, match="does not know"):
         Recipe.from_card({"recipe": {**card["recipe"], "flux_capacitor": 1}})
     with pytest.raises(ValueError, match="no recipe"):
@@ -251,8 +270,8 @@ def test_termination_and_reward_metrics_on_a_constructed_case():
     from wham_gym.train.reward import evaluate_reward_model
 
     class Judge:  # predicts from the "next" frame's first token: 0 = an end, 7 = a reward of 1
-        def predict(self, prev, act, nxt):
-            return (nxt[:, 0] == 7).float(), nxt[:, 0] == 0
+        def __call__(self, prev, act, nxt):
+            return (nxt[:, 0] == 7).float(), torch.where(nxt[:, 0] == 0, 20.0, -20.0)  # reward, termination logit
 
     first = np.array([0, 0, 5, 0, 7, 7, 5, 0, 5, 5])  # predicted ends at 0, 1, 3, 7; rewards at 4, 5
     data = {"prev": np.ones((10, 2), np.int64), "act": np.zeros((10, 16), np.int64),
@@ -263,6 +282,20 @@ def test_termination_and_reward_metrics_on_a_constructed_case():
     assert m["term_precision"] == pytest.approx(2 / 4) and m["term_recall"] == pytest.approx(2 / 3)
     assert m["reward_precision"] == pytest.approx(1 / 2) and m["reward_recall"] == pytest.approx(1 / 2)
     assert m["reward_mae"] == pytest.approx((1 + 2) / 10)
+
+
+def test_probability_metrics_on_a_constructed_case():
+    from wham_gym.train.reward import probability_metrics
+
+    p = np.array([0.9, 0.1, 0.5, 0.5])
+    truth = np.array([True, False, True, False])
+    m = probability_metrics(p, truth)
+    # AUC over the 4 (end, non-end) pairs: 0.9 > 0.1, 0.9 > 0.5, 0.5 > 0.1, and a tie counting half.
+    assert m["term_auc"] == pytest.approx(3.5 / 4)
+    assert m["term_xent"] == pytest.approx(-(np.log(0.9) + np.log(0.9) + np.log(0.5) + np.log(0.5)) / 4)
+    assert m["term_xent_base"] == pytest.approx(np.log(2)) and m["term_rate"] == 0.5 and m["term_mean_p"] == 0.5
+    assert probability_metrics(np.array([0.2, 0.3]), np.array([False, False])).keys() == {
+        "term_xent", "term_mean_p", "term_rate"}  # no AUC without both classes
 
 
 def test_several_recordings_of_one_game_train_one_model(tmp_path):

@@ -40,6 +40,9 @@ class StepResult:
     predicted_actions: torch.Tensor | None  # (N, 16) controller vectors the model predicts at the new frame
 
 
+_SIGNAL_STREAM = 0x5DEECE66D  # xor-ed into slot seeds: the episode signals' stream, apart from the tokens'
+
+
 def kv_cache_bytes(config, num_envs: int, dtype: torch.dtype) -> int:
     """Bytes of the engine's static KV cache: n_layer x 2 (K, V) x block_size x n_embd per slot."""
     per_slot = config.n_layer * 2 * config.gpt.block_size * config.n_embd
@@ -350,6 +353,12 @@ class DreamEngine:
         # Tokens sampled within the valid range need no boundary check (which would sync the host).
         frames = self.model.tokenizer.decode(img, check=False).permute(0, 2, 3, 1) if decode else None
         return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
+
+    def signal_uniforms(self) -> torch.Tensor:
+        """(N,) float64 uniforms for the step just taken, one per slot, for stochastic episode signals (a
+        sampled termination hazard). Each slot's own seed, a stream apart from its tokens' (which stay
+        unchanged), indexed by the slot's draw counter, so a seeded dream ends where it ended before."""
+        return uniforms(self.seeds ^ _SIGNAL_STREAM, self.draws, 1)[:, 0]
 
     @torch.no_grad()
     def predict_actions(self) -> torch.Tensor:

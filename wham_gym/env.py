@@ -301,7 +301,7 @@ class WHAMVectorEnv(VectorEnv):
         frames = None if r.frames is None else self._adapt(r.frames)
         self._reinjected = r.reinjected
         ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=frames, actions=r.actions, steps=r.steps,
-                          nll=r.dreamt.nll, entropy=r.dreamt.entropy)
+                          nll=r.dreamt.nll, entropy=r.dreamt.entropy, uniform=self.engine.signal_uniforms())
         reward, terminated, truncated = self.signals(ctx, r.real_terminated, r.real_truncated)
         obs = {"tokens": r.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
         obs, reward, terminated, truncated, info = self.autoreset.step(

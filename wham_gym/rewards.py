@@ -44,6 +44,9 @@ class StepContext:
     nll: torch.Tensor  # (N,) the model's uncertainty about the frame it drew
     entropy: torch.Tensor  # (N,)
     cache: dict[Any, Any] = field(default_factory=dict)  # lets one model serve reward and termination in one pass
+    # (N,) float64 uniforms in [0, 1), one per slot and step, for signals that are sampled (a termination hazard);
+    # None: such a signal draws from torch's global generator.
+    uniform: torch.Tensor | None = None
 
     @property
     def num_envs(self) -> int:
@@ -86,6 +89,9 @@ class LearnedRewardModel(ABC):
 
     uses_frames: bool = False
     termination_threshold: float = 0.5
+    # True: the termination probability is a per-step hazard, and the step ends with that probability
+    # (drawn from ``ctx.uniform``) rather than when it passes the threshold.
+    sampled_termination: bool = False
 
     @abstractmethod
     def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +113,11 @@ class LearnedRewardModel(ABC):
     @property
     def termination(self) -> TerminationFn:
         def termination(ctx: StepContext) -> torch.Tensor:
-            return self._predicted(ctx)[1] >= self.termination_threshold
+            p = self._predicted(ctx)[1]
+            if not self.sampled_termination:
+                return p >= self.termination_threshold
+            u = ctx.uniform if ctx.uniform is not None else torch.rand(p.shape, device=p.device)
+            return u.to(p.device) < p
 
         termination.needs_frames = self.uses_frames
         return termination
@@ -124,10 +134,13 @@ class TokenRewardModel(LearnedRewardModel):
 
     def __init__(self, net: torch.nn.Module):
         self.net = net
+        self.sampled_termination = getattr(getattr(net, "config", None), "termination", "end_frame") == "hazard"
 
     def predict(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             reward, logit = self.net(ctx.prev_tokens, action_tokens(to_wham(ctx.actions)), ctx.tokens)
+        if self.sampled_termination:
+            logit = logit + self.net.config.hazard_offset  # its calibration to dreamt frames
         return reward.float(), torch.sigmoid(logit.float())
 
 

@@ -30,6 +30,16 @@ def register(sub) -> None:
                             "model directory holding one), e.g. wham_gym/assets/default to reproduce the default")
         s.add_argument("--no-progress", action="store_true")
         s.set_defaults(func=run_train)
+    s = stages.add_parser("calibrate-hazard", help="fit a hazard termination's offset so dreams end as often as "
+                          "the recording's episodes (wham_gym.train.hazard)")
+    s.add_argument("--model", required=True, help="model directory whose reward model is a hazard")
+    s.add_argument("--data", required=True, help="the recording to match (its manifest's policy and lengths)")
+    s.add_argument("--num-envs", type=int, default=16)
+    s.add_argument("--steps", type=int, default=250, help="dream steps (the horizon of the fit)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=run_calibrate)
 
 
 def _cuda() -> bool:
@@ -65,6 +75,20 @@ def run_train(args: argparse.Namespace) -> int:
                           progress=progress, end_frame=recipe.end_frame)
     elif args.stage == "reward":
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
-                           progress=progress, end_frame=recipe.end_frame)
+                           progress=progress, end_frame=recipe.end_frame, termination=recipe.termination)
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from ..model import load_model, resolve_device
+    from ..train.hazard import calibrate_hazard, write_hazard_offset
+
+    model = load_model(args.model, device=resolve_device(args.device))
+    report = calibrate_hazard(model, args.data, num_envs=args.num_envs, steps=args.steps, seed=args.seed,
+                              progress=not args.no_progress)
+    write_hazard_offset(args.model, report)
+    print(json.dumps(report))
     return 0
 

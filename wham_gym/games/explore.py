@@ -221,6 +221,9 @@ class StrafePolicy:
         return action
 
 
+# The policies that act without looking at the game (frames, depth, labels), so a dream can drive them too.
+BLIND = ("random", "strafe", "jitter", "sweep")
+
 POLICIES = {
     "explore": ExplorePolicy,
     "random": RandomPolicy,

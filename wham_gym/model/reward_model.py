@@ -4,6 +4,17 @@ Given the frame before an action, the action, and the frame after it (all as
 tokens), it predicts the reward received and whether the episode ended. It is
 tiny next to the world model and runs batched on the engine's device, so the env
 can score every dreamt step without leaving the GPU.
+
+Termination comes in two kinds (``RewardModelConfig.termination``):
+
+- ``"end_frame"``: a classifier of the frame the step produced ("is this the frame an
+  episode ends on", e.g. a recording's black end frame), thresholded at 0.5. Exact on
+  real frames, but a dream only ends when the world model draws that frame.
+- ``"hazard"``: the probability that this step ends the episode, from the frame the
+  action was taken at and the action alone (the dreamt next frame is not read), trained
+  unweighted so that it stays calibrated, and *sampled* each step. This is World Models'
+  "done" head: a dream ends at the game's rate in the situations the recording shows
+  (low health, a fireball close) even if the world model never draws the end itself.
 """
 
 from __future__ import annotations
@@ -17,6 +28,9 @@ from ..controller import ACTION_DIM
 from .vocab import ACTION_VOCAB_SIZE
 
 
+TERMINATIONS = ("end_frame", "hazard")
+
+
 @dataclass
 class RewardModelConfig:
     image_vocab_size: int
@@ -24,6 +38,14 @@ class RewardModelConfig:
     token_dim: int = 8
     hidden: int = 256
     reward_values: tuple[float, ...] = ()  # the distinct rewards seen in training (documentation)
+    termination: str = "end_frame"  # "end_frame" (classify the new frame) or "hazard" (see the module doc)
+    # Added to a hazard's logit when it is sampled in a dream (wham_gym.train.hazard fits it): dreamt frames drift
+    # toward what looks dangerous, so the hazard calibrated on real frames fires too often on them.
+    hazard_offset: float = 0.0
+
+    def __post_init__(self):
+        if self.termination not in TERMINATIONS:
+            raise ValueError(f"termination: expected one of {', '.join(TERMINATIONS)}, got {self.termination!r}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "reward_values": list(self.reward_values)}
@@ -35,20 +57,26 @@ class RewardModel(nn.Module):
         self.config = c = config
         self.tokens = nn.Embedding(c.image_vocab_size, c.token_dim)
         self.actions = nn.Embedding(ACTION_VOCAB_SIZE, c.token_dim)
-        width = (2 * c.tokens_per_image + ACTION_DIM) * c.token_dim
+        frames = 1 if c.termination == "hazard" else 2  # a hazard reads the frame the action was taken at only
+        width = (frames * c.tokens_per_image + ACTION_DIM) * c.token_dim
         self.body = nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden), nn.GELU())
         self.reward = nn.Linear(c.hidden, 1)
         self.termination = nn.Linear(c.hidden, 1)
 
     def forward(self, prev_tokens: torch.Tensor, action_ids: torch.Tensor, next_tokens: torch.Tensor):
-        """(B, N) image tokens, (B, 16) action-vocab ids, (B, N) -> reward (B,), termination logit (B,)."""
-        x = torch.cat([self.tokens(prev_tokens).flatten(1), self.actions(action_ids).flatten(1),
-                       self.tokens(next_tokens).flatten(1)], dim=1)
+        """(B, N) image tokens, (B, 16) action-vocab ids, (B, N) -> reward (B,), termination logit (B,).
+
+        A hazard model ignores ``next_tokens``."""
+        parts = [self.tokens(prev_tokens).flatten(1), self.actions(action_ids).flatten(1)]
+        if self.config.termination != "hazard":
+            parts.append(self.tokens(next_tokens).flatten(1))
+        x = torch.cat(parts, dim=1)
         h = self.body(x)
         return self.reward(h).squeeze(-1), self.termination(h).squeeze(-1)
 
     @torch.no_grad()
     def predict(self, prev_tokens, action_ids, next_tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward (B,) float32 and termination (B,) bool."""
+        """Reward (B,) float32 and termination (B,) bool (a hazard: probability above one half, which is rare;
+        :class:`~wham_gym.rewards.TokenRewardModel` samples it instead)."""
         reward, term = self(prev_tokens, action_ids, next_tokens)
         return reward.float(), term > 0

@@ -103,10 +103,10 @@ class LocalStepper:
                "reward": None, "terminated": None}
         if self.rewards is not None and want_rewards:
             ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=None, actions=actions.to(engine.device),
-                              steps=torch.ones(n, dtype=torch.long), nll=r.nll, entropy=r.entropy)
-            reward, p_end = self.rewards.predict(ctx)
-            out["reward"] = reward.float().cpu().numpy()
-            out["terminated"] = (p_end >= self.rewards.termination_threshold).cpu().numpy()
+                              steps=torch.ones(n, dtype=torch.long), nll=r.nll, entropy=r.entropy,
+                              uniform=engine.signal_uniforms())
+            out["reward"] = self.rewards.reward(ctx).cpu().numpy()
+            out["terminated"] = self.rewards.termination(ctx).cpu().numpy()  # sampled, for a hazard model
         return out
 
     def close(self) -> None:

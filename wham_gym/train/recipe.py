@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from ..model import DEFAULT_MODEL_DIR, PRESETS, build_model
+from ..model import DEFAULT_MODEL_DIR, PRESETS, build_model, load_model
 from ..model.checkpoint import save_model
 from ..model.config import ViTTokenizerConfig, make_config
+from .hazard import calibrate_hazard, calibration_unavailable, write_hazard_offset
 from .reward import train_reward_model
 from .tokenizer import CODE_DECAY, CODE_THRESHOLD, train_tokenizer
 from .trainer import TrainConfig, latest_checkpoint, load_checkpoint
@@ -61,6 +63,12 @@ class Recipe:
     # it reads.
     hard_pixel_weight: float = 0.0
     hard_pixel_fraction: float = 0.02
+    # How the reward model ends episodes (wham_gym.model.reward_model): "end_frame" (classify the dreamt frame)
+    # or "hazard" (a calibrated per-step probability the env samples).
+    termination: str = "end_frame"
+    # A hazard's calibration to dreams (wham_gym.train.hazard): dreams and steps of the fit (0 dreams: none).
+    hazard_calibration_envs: int = 16
+    hazard_calibration_steps: int = 250
 
     @classmethod
     def from_card(cls, card: dict) -> "Recipe":
@@ -185,8 +193,18 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
     train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame)
     train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
-                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame)
-    return assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
+                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
+                       termination=recipe.termination)
+    out = assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
+    if recipe.termination == "hazard" and recipe.hazard_calibration_envs:
+        reason = calibration_unavailable(data)
+        if reason:  # the model is still usable; its hazard keeps the level it has on real frames
+            warnings.warn(f"the hazard is not calibrated to dreams: {reason} (wham-gym train calibrate-hazard)")
+            return out
+        report = calibrate_hazard(load_model(out, device=device), data, num_envs=recipe.hazard_calibration_envs,
+                                  steps=recipe.hazard_calibration_steps, progress=progress)
+        write_hazard_offset(out, report)
+    return out
 
 
 def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrite: bool = False,
@@ -211,8 +229,7 @@ def assemble(run_dir, out_dir, recipe: Recipe = Recipe(), *, data=None, overwrit
         steps[stage], metrics[stage] = info["step"], (info["meta"].get("history") or [{}])[-1]
     stem = latest_checkpoint(run_dir / "reward")
     if stem is not None:
-        rm = RewardModel(RewardModelConfig(config.image_vocab_size, config.tokens_per_image,
-                                           reward_values=tuple(info_values(stem))))
+        rm = RewardModel(reward_config(stem, config))
         info = load_checkpoint(stem, rm, None, restore_rng=False)
         model.reward_model = rm.eval()
         steps["reward"], metrics["reward"] = info["step"], (info["meta"].get("history") or [{}])[-1]
@@ -249,9 +266,14 @@ def ship_prompts(model_dir, data, episodes: int, frames: int) -> None:
     tmp.replace(card_path)
 
 
-def info_values(stem: Path) -> list[float]:
-    """The reward values a reward-model checkpoint saw in training."""
-    return json.loads(stem.with_suffix(".json").read_text())["meta"].get("reward_values", [])
+def reward_config(stem: Path, config) -> RewardModelConfig:
+    """The config of a reward-model checkpoint (older checkpoints record only their reward values)."""
+    meta = json.loads(stem.with_suffix(".json").read_text())["meta"]
+    if "config" in meta:
+        c = dict(meta["config"])
+        return RewardModelConfig(**{**c, "reward_values": tuple(c.get("reward_values", ()))})
+    return RewardModelConfig(config.image_vocab_size, config.tokens_per_image,
+                             reward_values=tuple(meta.get("reward_values", [])))
 
 
 def _manifest(data) -> dict:

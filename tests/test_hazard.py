@@ -1,0 +1,85 @@
+"""A termination hazard's calibration to the dream: the expected-length formula, the fit, and the whole chain
+from a recording's manifest to the offset a reloaded model samples with."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wham_gym import load_model
+from wham_gym.model.checkpoint import save_model
+from wham_gym.model.reward_model import RewardModel, RewardModelConfig
+from wham_gym.rewards import TokenRewardModel
+from wham_gym.train.hazard import calibrate_hazard, expected_length, fit_offset, write_hazard_offset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    pass
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_expected_length_is_exact_for_known_hazards():
+    # A constant hazard h: a geometric length, mean 1/h, whatever the horizon.
+    for h, horizon in ((0.1, 3), (0.02, 40)):
+        assert expected_length(np.full((horizon, 2), logit(h))) == pytest.approx(1 / h)
+    # h = 0.5 at the first step, then 0.2 (the tail extends the last step's hazard): E[L] = 0.5 * 1 + 0.5 * (1 + 5).
+    logits = np.array([[logit(0.5)], [logit(0.2)]])
+    assert expected_length(logits, tail=1) == pytest.approx(3.5)
+    # An offset shifts every step's logit.
+    assert expected_length(logits, offset=-1.0, tail=1) == pytest.approx(expected_length(logits - 1.0, tail=1))
+    assert expected_length(logits, offset=-1.0, tail=1) > 3.5  # a lower hazard: longer episodes
+    assert expected_length(np.full((5, 1), 0.0), offset=logit(0.25)) == pytest.approx(4.0)
+
+
+def test_fit_offset_inverts_the_expected_length():
+    assert fit_offset(np.zeros((30, 3)), 10.0) == pytest.approx(logit(0.1), abs=1e-6)
+    rising = np.linspace(-5, -2, 200)[:, None] + np.array([[0.0, 0.5]])  # two dreams, hazards rising in time
+    b = fit_offset(rising, 40.0)
+    assert expected_length(rising, b) == pytest.approx(40.0)
+    with pytest.raises(ValueError, match="no offset"):
+        fit_offset(np.zeros((5, 1)), 0.5)  # shorter than one step
+
+
+def test_calibrating_a_model_sets_the_offset_it_samples_with(tiny, tmp_path):
+    c = tiny.config
+    net = RewardModel(RewardModelConfig(c.image_vocab_size, c.tokens_per_image, termination="hazard"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.termination.bias.fill_(logit(0.05))  # ends every 20 steps on average, on real frames and dreamt alike
+    tiny_h = load_model("tiny")
+    tiny_h.reward_model = net.eval()
+    model_dir = save_model(tiny_h, tmp_path / "m")
+    data = tmp_path / "rec"
+    data.mkdir()  # a recording's manifest: its policy and episode lengths (mean 12.5 steps)
+    (data / "manifest.json").write_text(json.dumps({"policy": "jitter", "episodes": [{"frames": 10}, {"frames": 15}]}))
+
+    report = calibrate_hazard(load_model(model_dir), data, num_envs=2, steps=4, progress=False)
+    assert report["policy"] == "jitter" and report["recorded_mean_length"] == 12.5
+    assert report["dream_mean_length_before"] == pytest.approx(20.0)
+    assert report["offset"] == pytest.approx(logit(1 / 12.5) - logit(0.05), abs=1e-6)
+    write_hazard_offset(model_dir, report)
+
+    loaded = load_model(model_dir)
+    assert loaded.reward_model.config.hazard_offset == pytest.approx(report["offset"])
+    assert loaded.card["hazard_calibration"]["recorded_mean_length"] == 12.5
+    learned = TokenRewardModel(loaded.reward_model)
+    ctx = type("Ctx", (), {})()  # just what predict reads
+    ctx.prev_tokens = ctx.tokens = torch.zeros(3, c.tokens_per_image, dtype=torch.long)
+    ctx.actions = torch.zeros(3, 16)
+    assert torch.allclose(learned.predict(ctx)[1], torch.full((3,), 1 / 12.5), atol=1e-5)
+
+    with pytest.raises(ValueError, match="no hazard reward model"):
+        calibrate_hazard(tiny, data, num_envs=2, steps=2, progress=False)
+    (data / "manifest.json").write_text(json.dumps({"policy": "explore", "episodes": [{"frames": 10}]}))
+    with pytest.raises(ValueError, match="policy 'explore' looks at the game"):
+        calibrate_hazard(loaded, data, num_envs=2, steps=2, progress=False)
+    (data / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="no manifest.json"):
+        calibrate_hazard(loaded, data, num_envs=2, steps=2, progress=False)
