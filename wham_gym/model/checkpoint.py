@@ -479,9 +479,7 @@ def load_own(path, device="cpu", dtype=None):
 def _load_reward_model(path: Path, device):
     from safetensors.torch import load_file
 
-    cfg = json.loads((path / REWARD_CONFIG_FILE).read_text())
-    cfg["reward_values"] = tuple(cfg.get("reward_values", ()))
-    rm = RewardModel(RewardModelConfig(**cfg))
+    rm = RewardModel(RewardModelConfig.from_dict(json.loads((path / REWARD_CONFIG_FILE).read_text())))
     rm.load_state_dict(load_file(str(path / REWARD_WEIGHTS_FILE)))
     return rm.to(device).eval()
 

@@ -50,6 +50,11 @@ class RewardModelConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "reward_values": list(self.reward_values)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "RewardModelConfig":
+        """The inverse of :meth:`to_dict` (JSON gives a list for the reward values)."""
+        return cls(**{**d, "reward_values": tuple(d.get("reward_values", ()))})
+
 
 class RewardModel(nn.Module):
     def __init__(self, config: RewardModelConfig):

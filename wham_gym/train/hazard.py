@@ -101,7 +101,7 @@ def calibrate_hazard(model, data, *, num_envs: int = 16, steps: int = 250, seed:
     """Fit the hazard offset of ``model`` to the recording ``data`` and set it on its reward model.
 
     Returns the report (also kept in the reward model's config as ``hazard_offset``)."""
-    reason = calibration_unavailable(data)
+    reason = calibration_unavailable(data)  # also checks the manifest recording_stats reads
     if reason:
         raise ValueError(reason)
     policy, target = recording_stats(data)

@@ -270,8 +270,7 @@ def reward_config(stem: Path, config) -> RewardModelConfig:
     """The config of a reward-model checkpoint (older checkpoints record only their reward values)."""
     meta = json.loads(stem.with_suffix(".json").read_text())["meta"]
     if "config" in meta:
-        c = dict(meta["config"])
-        return RewardModelConfig(**{**c, "reward_values": tuple(c.get("reward_values", ()))})
+        return RewardModelConfig.from_dict(meta["config"])
     return RewardModelConfig(config.image_vocab_size, config.tokens_per_image,
                              reward_values=tuple(meta.get("reward_values", [])))
 
