@@ -5,10 +5,16 @@ Rows (``--rows``; ``sac-dream`` only with ``--sac``):
     random               uniform random controller vectors
     behaviour            WHAM's behaviour policy: the model's own predicted actions, fed the frames it sees
     ppo-real             PPO trained in the real game
+    ppo-real-frames      PPO trained in the real game for as many steps as the world model saw real frames
+                         (``--real-frames``): the sample-efficiency comparison
     ppo-dream            PPO trained in the dream (the model's learned reward and termination)
     ppo-dream-retrieval  PPO trained in the dream with retrieval reinjection (nearest real frame every K steps)
     ppo-dream-lockstep   PPO trained in the dream with lockstep reinjection (a real game beside each dream)
     sac-dream            SAC trained in the dream
+
+A dream row takes a temperature suffix, ``ppo-dream-t1.15``: trained (and evaluated in the
+dream) at that sampling temperature; ``--temperatures 0.9,1.15,1.3`` expands every dream row so,
+the anchor's sweep (World Models: colder dreams get exploited).
 
 Every row is evaluated in the real game and in the dream on the same episodes (one
 evaluation seed). A row whose result is already in ``<results-dir>/<name>.json`` is skipped
@@ -17,6 +23,9 @@ curves are drawn to ``<results-dir>/<name>.png`` and the tables in ``--results-m
 
     python -m agents.compare --steps 100000 --sac
     python -m agents.compare --steps 20000 --rows random,behaviour,ppo-dream --name quick
+    python -m agents.compare --steps 40960 --model runs/tc-v4/model --scenario take_cover --action-set take_cover \
+        --hud --rows random,ppo-real,ppo-real-frames,ppo-dream --temperatures 0.9,1.15,1.3 --real-frames 57433 \
+        --episodes 100 --train-args "--observe latent --reward-scale 0.03 --n-steps 64 --n-epochs 10"
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluate
     "random": ("Random policy", None),
     "behaviour": ("WHAM behaviour policy", None),
     "ppo-real": ("PPO, trained in the real game", ["--algo", "ppo", "--world", "real"]),
+    "ppo-real-frames": ("PPO, real game, the world model's real frames as steps", ["--algo", "ppo", "--world", "real"]),
     "ppo-dream": ("PPO, trained in the dream", ["--algo", "ppo", "--world", "dream"]),
     "ppo-dream-retrieval": ("PPO, dream + retrieval reinjection",
                             ["--algo", "ppo", "--world", "dream", "--reinjection", "retrieval"]),
@@ -55,7 +65,40 @@ ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluate
                            ["--algo", "ppo", "--world", "dream", "--reinjection", "lockstep"]),
     "sac-dream": ("SAC, trained in the dream", ["--algo", "sac", "--world", "dream"]),
 }
+DREAM_ROWS = [r for r, (_, argv) in ROWS.items() if argv and "dream" in argv]
 BEGIN, END = "<!-- agents.compare: begin -->", "<!-- agents.compare: end -->"
+# The classic result on take_cover, quoted under its tables.
+ANCHOR = ("World Models (Ha & Schmidhuber 2018), the anchor: a controller trained only in an MDN-RNN dream built from "
+          "10,000 random-policy episodes scores 1092 ± 556 tics in the real game (paper); their released agent "
+          "973 ± 540 over 100 episodes (hardmaru/WorldModelsExperiments, doomrnn/results.txt); their random policy "
+          "210 ± 108.")
+
+
+def split_row(row: str) -> tuple[str, str | None]:
+    """A row name -> (its base row, its dream temperature or None); KeyError for an unknown name."""
+    if row in ROWS:
+        return row, None
+    base, sep, t = row.rpartition("-t")
+    try:
+        ok = bool(sep) and base in DREAM_ROWS and float(t) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise KeyError(row)
+    return base, t
+
+
+def row_spec(row: str) -> tuple[str, list[str] | None]:
+    """(label, train_sb3 arguments) of a row, temperature rows included."""
+    base, t = split_row(row)
+    label, argv = ROWS[base]
+    return (label, argv) if t is None else (f"{label}, T = {t}", [*argv, "--temperature", t])
+
+
+def row_order(row: str) -> tuple:
+    """The table's order: ROWS' order, a dream row's temperatures ascending after it."""
+    base, t = split_row(row)
+    return list(ROWS).index(base), -1.0 if t is None else float(t)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "sac-dream only with --sac)")
     ap.add_argument("--sac", action="store_true", help="add the SAC row")
     ap.add_argument("--redo", action="store_true", help="run rows again even if their result exists")
+    ap.add_argument("--temperatures", default=None,
+                    help="comma-separated dream temperatures: each dream row is trained at each (ppo-dream-t<T>)")
+    ap.add_argument("--real-frames", type=int, default=None,
+                    help="real frames the world model was trained on: the ppo-real-frames row's step budget and "
+                         "the dream rows' 'real frames used'")
     ap.add_argument("--model", default="default")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
+    ap.add_argument("--action-set", default=None, help="act through a named action set in every row (the random "
+                                                       "row draws its presets uniformly)")
+    ap.add_argument("--hud", action="store_true", help="the real game draws Doom's status bar, as the model saw it")
     ap.add_argument("--num-envs", type=int, default=8)
     ap.add_argument("--max-episode-steps", type=int, default=DEFAULT_MAX_STEPS)
     ap.add_argument("--episodes", type=int, default=20, help="real-game episodes in each row's final evaluation")
@@ -106,11 +157,23 @@ def versions() -> dict:
             "gymnasium": gymnasium.__version__, "vizdoom": vizdoom.__version__, "wham_gym": wham_gym.__version__}
 
 
+def known_row(row: str) -> bool:
+    try:
+        split_row(row)
+    except KeyError:
+        return False
+    return True
+
+
+def row_steps(args, row: str) -> int:
+    return args.real_frames if split_row(row)[0] == "ppo-real-frames" else args.steps
+
+
 def train_argv(args, row: str, out: str) -> list[str]:
     """train_sb3's arguments for a row; paths made absolute (its subprocess runs in the repository)."""
     model = os.path.abspath(args.model) if os.path.exists(args.model) else args.model  # a path, or a preset name
-    argv = list(ROWS[row][1]) + [
-        "--steps", str(args.steps), "--model", model, "--scenario", args.scenario,
+    argv = list(row_spec(row)[1]) + [
+        "--steps", str(row_steps(args, row)), "--model", model, "--scenario", args.scenario,
         "--num-envs", str(args.num_envs), "--max-episode-steps", str(args.max_episode_steps),
         "--final-episodes", str(args.episodes), "--final-dream-episodes", str(args.dream_episodes),
         "--eval-every", str(args.eval_every),
@@ -120,7 +183,11 @@ def train_argv(args, row: str, out: str) -> list[str]:
         "--seed", str(args.seed), "--device", args.device, "--out", out]
     if args.threads:
         argv += ["--threads", str(args.threads)]
-    if row == "ppo-dream-retrieval" and args.retrieval_bank:
+    if args.action_set:
+        argv += ["--action-set", args.action_set]
+    if args.hud:
+        argv += ["--hud"]
+    if split_row(row)[0] == "ppo-dream-retrieval" and args.retrieval_bank:
         argv += ["--retrieval-bank", *(os.path.abspath(p) for p in args.retrieval_bank)]
     return argv + shlex.split(args.train_args)
 
@@ -145,8 +212,10 @@ def run_training(args, row: str) -> dict:
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                                       os.environ.get("PYTHONPATH")]))})
         result = RunDir(out).read_result()
-    return {"label": ROWS[row][0], "real": result.get("real"), "dream": result.get("dream"),
-            "env_steps": result["timesteps"], "train_wall_s": result["train_wall_s"],
+    dream = split_row(row)[0] in DREAM_ROWS
+    return {"label": row_spec(row)[0], "real": result.get("real"), "dream": result.get("dream"),
+            "env_steps": result["timesteps"], "real_frames": args.real_frames if dream else result["timesteps"],
+            "train_wall_s": result["train_wall_s"],
             "eval_wall_s": result["eval_wall_s"], "steps_per_s": result["train_steps_per_s"],
             "device": result["device"], "run_dir": stored_path(out)}
 
@@ -160,8 +229,14 @@ def sampled_real(args, row: dict) -> dict:
     """
     from agents.evaluate import load_policy
 
-    policy, wrapping, _ = load_policy(repo_path(row["run_dir"]), device=args.device)
-    ev = Evaluator(None, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed)
+    policy, wrapping, cfg = load_policy(repo_path(row["run_dir"]), device=args.device)
+    model = None
+    if cfg.get("observe") == "latent" or cfg.get("tokenizer_view"):  # the real frames pass through the tokenizer
+        from wham_gym import load_model
+
+        model = load_model(cfg["model"], device=resolve_device(args.device))
+    ev = Evaluator(model, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed,
+                   game_kwargs=cfg.get("game_kwargs"))
     try:
         return ev.run(policy, "real", args.episodes, wrapping, deterministic=False)
     finally:
@@ -172,9 +247,12 @@ def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:
     out = {}
     for world, episodes in (("real", args.episodes), ("dream", args.dream_episodes)):
         n = min(args.eval_envs, episodes)  # the envs the evaluator uses; the behaviour policy needs a slot each
-        policy = RandomAgent(seed=args.seed) if row == "random" else BehaviourAgent(model, n, seed=args.seed)
-        out[world] = evaluator.run(policy, world, episodes, RAW)
-    return {"label": ROWS[row][0], **out, "env_steps": 0, "train_wall_s": 0.0,
+        if row == "random":
+            policy = RandomAgent(seed=args.seed, action_set=args.action_set)
+        else:
+            policy = BehaviourAgent(model, n, seed=args.seed)
+        out[world] = evaluator.run(policy, world, episodes, policy.wrapping)
+    return {"label": ROWS[row][0], **out, "env_steps": 0, "real_frames": 0, "train_wall_s": 0.0,
             "eval_wall_s": round(sum(r["seconds"] for r in out.values()), 3), "steps_per_s": None,
             "device": device_name(resolve_device(args.device)), "run_dir": None}
 
@@ -188,9 +266,9 @@ def plot_curves(results: dict, path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     panels = [("real", "return in the real game"), ("dream", "return in the dream")]
-    colors = dict(zip(ROWS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for row, res in results["rows"].items():
-        c = colors.get(row)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (row, res) in enumerate(sorted(results["rows"].items(), key=lambda kv: row_order(kv[0]))):
+        c = cycle[i % len(cycle)]
         if res.get("run_dir"):
             run = RunDir(repo_path(res["run_dir"]))
             entries = run.eval_entries()
@@ -225,7 +303,24 @@ def plot_curves(results: dict, path: str) -> None:
 
 
 def _ret(r: dict | None) -> str:
-    return "–" if not r else f"{r['mean']:.2f} ± {r['std']:.2f} ({r['episodes']})"
+    """mean ± std (95 % CI, episodes)."""
+    if not r:
+        return "–"
+    lo, hi = r.get("ci95") or (float("nan"), float("nan"))
+    return f"{r['mean']:.2f} ± {r['std']:.2f} ({lo:.1f}–{hi:.1f}, {r['episodes']})"
+
+
+def dream_predicts_real(results: dict) -> str | None:
+    """Spearman's rank correlation of dream and real return across the trained rows, as a sentence."""
+    from agents.evaluate import rank_correlation
+
+    pairs = [(r["dream"]["mean"], r["real"]["mean"]) for r in results["rows"].values()
+             if r.get("run_dir") and r.get("real") and r.get("dream")]
+    if len(pairs) < 2:
+        return None
+    rho = rank_correlation(*zip(*pairs))
+    return (f"Dream return against real return across the {len(pairs)} trained rows: Spearman's rank correlation "
+            f"{rho:.2f}.")
 
 
 def _secs(s: float | None) -> str:
@@ -243,17 +338,22 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              f"observations {s['obs_size']} x {s['frame_stack']} frames; every row evaluated on the same "
              f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action, and in the sampled "
              f"column with sampled actions, as in training (the baselines sample in both).", "",
-             "| row | real-game return | real, sampled actions | dream return | train env steps | train wall-clock "
-             "| train steps/s | eval wall-clock |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in ROWS:
-        r = results["rows"].get(row)
-        if r:
-            sps = f"{r['steps_per_s']:.1f}" if r.get("steps_per_s") else "–"
-            sampled = r.get("real_sampled") or (r.get("real") if not r.get("run_dir") else None)
-            lines.append(f"| {r['label']} | {_ret(r.get('real'))} | {_ret(sampled)} | {_ret(r.get('dream'))} | "
-                         f"{r['env_steps']} | "
-                         f"{_secs(r['train_wall_s'])} | {sps} | {_secs(r['eval_wall_s'])} |")
+             "Returns: mean ± std (95 % confidence interval, episodes).", "",
+             "| row | real-game return | real, sampled actions | dream return | agent steps | real frames used "
+             "| train wall-clock | train steps/s | eval wall-clock |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(results["rows"], key=row_order):
+        r = results["rows"][row]
+        sps = f"{r['steps_per_s']:.1f}" if r.get("steps_per_s") else "–"
+        sampled = r.get("real_sampled") or (r.get("real") if not r.get("run_dir") else None)
+        frames = r.get("real_frames")
+        lines.append(f"| {r['label']} | {_ret(r.get('real'))} | {_ret(sampled)} | {_ret(r.get('dream'))} | "
+                     f"{r['env_steps']} | {'–' if frames is None else frames} | "
+                     f"{_secs(r['train_wall_s'])} | {sps} | {_secs(r['eval_wall_s'])} |")
+    extra = [line for line in (dream_predicts_real(results), ANCHOR if results["scenario"] == "take_cover" else None)
+             if line]
+    if extra:
+        lines += ["", *extra]
     if results.get("curves"):
         png = os.path.relpath(os.path.join(results_dir, results["curves"]), md_dir)
         lines += ["", f"![learning curves: {results['name']}]({png})"]
@@ -288,7 +388,7 @@ def merge_rows(path: str, results: dict, ours: set) -> None:
     if os.path.exists(path):
         rows = read_json(path)["rows"]
         rows.update({r: results["rows"][r] for r in ours})
-        results["rows"] = {r: rows[r] for r in ROWS if r in rows}
+        results["rows"] = {r: rows[r] for r in sorted(rows, key=row_order)}
 
 
 def main(argv=None) -> dict:
@@ -296,12 +396,27 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
-    rows = [r for r in (args.rows.split(",") if args.rows else [r for r in ROWS if r != "sac-dream" or args.sac]) if r]
+    default = [r for r in ROWS if (r != "sac-dream" or args.sac) and (r != "ppo-real-frames" or args.real_frames)]
+    rows = [r for r in (args.rows.split(",") if args.rows else default) if r]
     if args.sac and "sac-dream" not in rows:
         rows.append("sac-dream")
-    unknown = [r for r in rows if r not in ROWS]
+    unknown = [r for r in rows if not known_row(r)]
     if unknown or not rows:
-        ap.error(f"--rows: unknown {unknown}; expected a comma-separated subset of {', '.join(ROWS)}")
+        ap.error(f"--rows: unknown {unknown}; expected a comma-separated subset of {', '.join(ROWS)} (a dream row "
+                 f"may carry a temperature, e.g. ppo-dream-t1.15)")
+    if args.temperatures:
+        try:
+            temps = [t for t in args.temperatures.split(",") if t and float(t) > 0]
+        except ValueError:
+            temps = []
+        if not temps:
+            ap.error(f"--temperatures: expected comma-separated positive numbers, got {args.temperatures!r}")
+        rows = [v for r in rows for v in ([f"{r}-t{t}" for t in temps] if r in DREAM_ROWS else [r])]
+    if args.real_frames is not None and args.real_frames < 1:
+        ap.error(f"--real-frames must be >= 1, got {args.real_frames}")
+    if args.real_frames is None and "ppo-real-frames" in rows:
+        ap.error("the ppo-real-frames row needs --real-frames: the real frames the world model was trained on "
+                 "(e.g. the sum of its recordings' frames)")
     args.name = args.name or f"{args.scenario}-{args.steps}"
     args.eval_every = args.steps // 10 if args.eval_every is None else args.eval_every
     if args.threads:
@@ -337,14 +452,15 @@ def main(argv=None) -> dict:
                     write_json(path, results)
                 continue
             start = time.perf_counter()
-            print(f"{row}: {ROWS[row][0]} ...", flush=True)
-            if ROWS[row][1] is None:
+            print(f"{row}: {row_spec(row)[0]} ...", flush=True)
+            if row_spec(row)[1] is None:
                 if evaluator is None:
                     from wham_gym import load_model
 
                     model = load_model(args.model, device=device)
                     evaluator = Evaluator(model, args.scenario, args.max_episode_steps,
-                                          num_envs=args.eval_envs, seed=args.eval_seed)
+                                          num_envs=args.eval_envs, seed=args.eval_seed,
+                                          game_kwargs={"render_hud": True} if args.hud else None)
                 results["rows"][row] = run_baseline(args, row, model, evaluator)
             else:
                 results["rows"][row] = run_training(args, row)

@@ -255,7 +255,7 @@ def test_compare_all_rows_and_results_md(tmp_path):
     md = tmp_path / "RESULTS.md"
     md.write_text("# Agents\n\nNotes kept by hand.\n\n" + compare.BEGIN + "\nold\n" + compare.END + "\n\nTail.\n")
     # One PPO rollout (16 steps x 2 envs) per training row, evaluated at 0 and 32 steps: a two-point curve.
-    argv = ["--steps", "32", "--sac", "--name", "t", "--model", "tiny", "--num-envs", "2",
+    argv = ["--steps", "32", "--sac", "--real-frames", "24", "--name", "t", "--model", "tiny", "--num-envs", "2",
             "--max-episode-steps", "8", "--episodes", "2", "--dream-episodes", "1", "--eval-every", "32",
             "--eval-episodes", "1",
             "--eval-envs", "2", "--obs-size", "36x60", "--frame-stack", "2", "--threads", "1", "--inline",
@@ -269,7 +269,8 @@ def test_compare_all_rows_and_results_md(tmp_path):
     assert saved["rows"].keys() == res["rows"].keys() and saved["versions"]["torch"] == torch.__version__
     for name, row in saved["rows"].items():
         assert row["real"]["episodes"] == 2 and row["dream"]["episodes"] == 1
-        assert row["env_steps"] == (0 if name in ("random", "behaviour") else 32)
+        assert row["env_steps"] == (0 if name in ("random", "behaviour") else 32)  # whole rollouts of 32
+        assert row["real_frames"] == {"random": 0, "behaviour": 0, "ppo-real": 32, "ppo-real-frames": 32}.get(name, 24)
         trained = name not in ("random", "behaviour")
         assert ("real_sampled" in row) == trained and (not trained or row["real_sampled"]["episodes"] == 2)
     assert runs.read_json(tmp_path / "runs" / "t" / "ppo-dream-retrieval" / "config.json")["reinjection"] == "retrieval"
@@ -308,6 +309,40 @@ def test_evaluate_cli_and_scripts_run_as_files(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "agents" / "compare.py"), "--help"], capture_output=True, text=True,
                        cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert r.returncode == 0 and "--rows" in r.stdout, r.stderr
+
+
+def test_compare_temperature_sweep_with_an_action_set(tmp_path, capsys):
+    # Item 5's table: a dream row per temperature, the random row drawing the action set's presets.
+    md = tmp_path / "RESULTS.md"
+    argv = ["--steps", "16", "--name", "sweep", "--model", "tiny", "--scenario", "take_cover",
+            "--action-set", "take_cover", "--rows", "random,ppo-dream", "--temperatures", "1.3,0.7",
+            "--real-frames", "500", "--num-envs", "1", "--max-episode-steps", "6", "--episodes", "2",
+            "--eval-every", "0", "--eval-episodes", "1", "--eval-envs", "2", "--obs-size", "36x60",
+            "--frame-stack", "1", "--threads", "1", "--inline", "--train-args", "--n-steps 16",
+            "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--results-md", str(md)]
+    res = compare.main(argv)
+    assert list(res["rows"]) == ["random", "ppo-dream-t0.7", "ppo-dream-t1.3"]  # the table's order
+    for t in ("0.7", "1.3"):
+        row = res["rows"][f"ppo-dream-t{t}"]
+        cfg = runs.read_json(tmp_path / "runs" / "sweep" / f"ppo-dream-t{t}" / "config.json")
+        assert (cfg["temperature"], cfg["action_set"]) == (float(t), "take_cover")
+        assert row["label"].endswith(f"T = {t}") and row["real_frames"] == 500 and row["env_steps"] == 16
+    assert res["rows"]["random"]["real"]["episodes"] == 2 and res["rows"]["random"]["real_frames"] == 0
+    text = md.read_text()
+    assert "Spearman's rank correlation" in text and "1092 ± 556" in text and "| real frames used |" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| Random policy", "| PPO, trained in the dream, T = 0.7",
+                                                           "| PPO, trained in the dream, T = 1.3"]
+    capsys.readouterr()
+    for bad, message in ((["--rows", "ppo-real-t1.1"], "unknown ['ppo-real-t1.1']"),
+                         (["--rows", "ppo-dream", "--temperatures", "hot"], "--temperatures: expected"),
+                         (["--rows", "ppo-real-frames", "--real-frames", "0"], "--real-frames must be >= 1")):
+        with pytest.raises(SystemExit):
+            compare.main(["--steps", "16", "--results-dir", str(tmp_path / "r2"), *bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main(["--steps", "16", "--rows", "ppo-real-frames", "--results-dir", str(tmp_path / "r2")])
+    assert "needs --real-frames" in capsys.readouterr().err
 
 
 def test_compare_rows_from_other_processes_are_kept(tmp_path):
