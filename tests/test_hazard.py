@@ -3,12 +3,14 @@ from a recording's manifest to the offset a reloaded model samples with."""
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from wham_gym import load_model
+from wham_gym.env import WHAMVectorEnv
 from wham_gym.model.checkpoint import save_model
 from wham_gym.model.reward_model import RewardModel, RewardModelConfig
 from wham_gym.rewards import TokenRewardModel
@@ -60,8 +62,8 @@ def test_calibrating_a_model_sets_the_offset_it_samples_with(tiny, tmp_path):
     data.mkdir()  # a recording's manifest: its policy and episode lengths (mean 12.5 steps)
     (data / "manifest.json").write_text(json.dumps({"policy": "jitter", "episodes": [{"frames": 10}, {"frames": 15}]}))
 
-    report = calibrate_hazard(load_model(model_dir), data, num_envs=2, steps=4, progress=False)
-    assert report["policy"] == "jitter" and report["recorded_mean_length"] == 12.5
+    report = calibrate_hazard(load_model(model_dir), data, num_envs=2, steps=4, temperature=1.2, progress=False)
+    assert report["policy"] == "jitter" and report["recorded_mean_length"] == 12.5 and report["temperature"] == 1.2
     assert report["dream_mean_length_before"] == pytest.approx(20.0)
     assert report["offset"] == pytest.approx(logit(1 / 12.5) - logit(0.05), abs=1e-6)
     write_hazard_offset(model_dir, report)
@@ -69,6 +71,13 @@ def test_calibrating_a_model_sets_the_offset_it_samples_with(tiny, tmp_path):
     loaded = load_model(model_dir)
     assert loaded.reward_model.config.hazard_offset == pytest.approx(report["offset"])
     assert loaded.card["hazard_calibration"]["recorded_mean_length"] == 12.5
+    assert loaded.reward_model.config.hazard_temperature == 1.2
+    # The offset holds at the temperature it was fitted for: an env dreaming at another one is told so.
+    with pytest.warns(UserWarning, match="calibrated for dreams at temperature 1.2, this env dreams at 0.9"):
+        WHAMVectorEnv(1, loaded, temperature=0.9).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WHAMVectorEnv(1, loaded, temperature=1.2).close()
     learned = TokenRewardModel(loaded.reward_model)
     ctx = type("Ctx", (), {})()  # just what predict reads
     ctx.prev_tokens = ctx.tokens = torch.zeros(3, c.tokens_per_image, dtype=torch.long)

@@ -174,6 +174,8 @@ class WHAMVectorEnv(VectorEnv):
         self.obs_mode, self.return_torch = obs_mode, bool(return_torch)
         self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
                                       reward_model=getattr(self.model, "reward_model", None))
+        if termination_fn is None:
+            _check_hazard_temperature(getattr(self.model, "reward_model", None), temperature)
         self.autoreset = Autoreset(autoreset_mode, N, self.device)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
@@ -422,6 +424,17 @@ def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollou
     if not isinstance(model, torch.nn.Module):
         model = load_model(model, device=engine_settings["device"] or "cpu", dtype=engine_settings["dtype"])
     return Rollout(DreamEngine(model, num_envs, **engine_settings), reinjection)
+
+
+def _check_hazard_temperature(net, temperature: float) -> None:
+    """Warn when a hazard termination was calibrated at another dream temperature than this env's."""
+    cfg = getattr(net, "config", None)
+    fitted = getattr(cfg, "hazard_temperature", None)
+    if getattr(cfg, "termination", None) == "hazard" and fitted is not None and abs(fitted - temperature) > 1e-6:
+        warnings.warn(f"this model's termination hazard was calibrated for dreams at temperature {fitted:g}, this env "
+                      f"dreams at {temperature:g}: its episodes will end at another rate than the game's (hotter: "
+                      f"more often). Calibrate a copy of the model at this temperature: wham-gym train "
+                      f"calibrate-hazard --model DIR --data REC --temperature {temperature:g}", stacklevel=3)
 
 
 class WHAMEnv(gym.Env):

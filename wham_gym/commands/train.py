@@ -36,6 +36,8 @@ def register(sub) -> None:
     s.add_argument("--data", required=True, help="the recording to match (its manifest's policy and lengths)")
     s.add_argument("--num-envs", type=int, default=16)
     s.add_argument("--steps", type=int, default=250, help="dream steps (the horizon of the fit)")
+    s.add_argument("--temperature", type=float, default=0.9,
+                   help="the dream temperature to fit for (the offset holds at that temperature)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cuda" if _cuda() else "cpu")
     s.add_argument("--no-progress", action="store_true")
@@ -86,8 +88,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..train.hazard import calibrate_hazard, write_hazard_offset
 
     model = load_model(args.model, device=resolve_device(args.device))
+    if not args.temperature > 0:
+        raise SystemExit(f"--temperature must be > 0, got {args.temperature}")
     report = calibrate_hazard(model, args.data, num_envs=args.num_envs, steps=args.steps, seed=args.seed,
-                              progress=not args.no_progress)
+                              temperature=args.temperature, progress=not args.no_progress)
     write_hazard_offset(args.model, report)
     print(json.dumps(report))
     return 0

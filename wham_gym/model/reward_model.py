@@ -42,6 +42,9 @@ class RewardModelConfig:
     # Added to a hazard's logit when it is sampled in a dream (wham_gym.train.hazard fits it): dreamt frames drift
     # toward what looks dangerous, so the hazard calibrated on real frames fires too often on them.
     hazard_offset: float = 0.0
+    # The dream temperature the offset was fitted at (None: never fitted). A hotter dream draws noisier frames,
+    # which the hazard reads as danger (take_cover v4: ~3x the deaths at 1.15 with 0.9's offset).
+    hazard_temperature: float | None = None
 
     def __post_init__(self):
         if self.termination not in TERMINATIONS:

@@ -32,8 +32,8 @@ from ..rewards import StepContext
 
 
 def dream_hazard_logits(model, policy: str, *, num_envs: int = 16, steps: int = 250, seed: int = 0,
-                        progress: bool = True) -> np.ndarray:
-    """(steps, num_envs) hazard logits of never-ending dreams driven by a recording policy."""
+                        temperature: float = 0.9, progress: bool = True) -> np.ndarray:
+    """(steps, num_envs) hazard logits of never-ending dreams at ``temperature`` driven by a recording policy."""
     net = model.reward_model
     if net is None or net.config.termination != "hazard":
         raise ValueError("this model has no hazard reward model (train one with Recipe(termination='hazard'))")
@@ -45,7 +45,8 @@ def dream_hazard_logits(model, policy: str, *, num_envs: int = 16, steps: int = 
         return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
 
     never.needs_frames = False
-    env = WHAMVectorEnv(num_envs, model, max_episode_steps=None, obs_mode="tokens", termination_fn=never)
+    env = WHAMVectorEnv(num_envs, model, max_episode_steps=None, obs_mode="tokens", termination_fn=never,
+                        temperature=temperature)
     env.reset(seed=seed)
     policies = [make_policy(policy, seed=seed + i) for i in range(num_envs)]
     for _ in tqdm(range(steps), desc="hazard in the dream", disable=not progress, leave=False):
@@ -97,18 +98,22 @@ def calibration_unavailable(data) -> str | None:
 
 
 def calibrate_hazard(model, data, *, num_envs: int = 16, steps: int = 250, seed: int = 0,
-                     progress: bool = True) -> dict:
-    """Fit the hazard offset of ``model`` to the recording ``data`` and set it on its reward model.
+                     temperature: float = 0.9, progress: bool = True) -> dict:
+    """Fit the hazard offset of ``model`` to the recording ``data`` for dreams at ``temperature`` and set it on
+    its reward model.
 
-    Returns the report (also kept in the reward model's config as ``hazard_offset``)."""
+    Returns the report (also kept in the reward model's config as ``hazard_offset`` and ``hazard_temperature``).
+    The offset holds for that temperature: a hotter dream's noisier frames look more dangerous to the hazard."""
     reason = calibration_unavailable(data)  # also checks the manifest recording_stats reads
     if reason:
         raise ValueError(reason)
     policy, target = recording_stats(data)
-    logits = dream_hazard_logits(model, policy, num_envs=num_envs, steps=steps, seed=seed, progress=progress)
+    logits = dream_hazard_logits(model, policy, num_envs=num_envs, steps=steps, seed=seed, temperature=temperature,
+                                 progress=progress)
     offset = fit_offset(logits, target)
     model.reward_model.config.hazard_offset = offset
-    return {"policy": policy, "recorded_mean_length": target, "offset": offset,
+    model.reward_model.config.hazard_temperature = float(temperature)
+    return {"policy": policy, "recorded_mean_length": target, "offset": offset, "temperature": float(temperature),
             "dream_mean_length_before": expected_length(logits), "dream_mean_length_after": expected_length(logits, offset),
             "num_envs": num_envs, "steps": steps, "seed": seed}
 
@@ -116,7 +121,8 @@ def calibrate_hazard(model, data, *, num_envs: int = 16, steps: int = 250, seed:
 def write_hazard_offset(model_dir, report: dict) -> None:
     """Record a calibration in a model directory: the offset in reward.json, the report in card.json (each
     written atomically)."""
-    for name, update in (("reward.json", lambda d: d.update(hazard_offset=report["offset"])),
+    fitted = {"hazard_offset": report["offset"], "hazard_temperature": report["temperature"]}
+    for name, update in (("reward.json", lambda d: d.update(fitted)),
                          ("card.json", lambda d: d.update(hazard_calibration=report))):
         path = Path(model_dir) / name
         doc = json.loads(path.read_text())
