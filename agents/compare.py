@@ -25,7 +25,8 @@ curves are drawn to ``<results-dir>/<name>.png`` and the tables in ``--results-m
     python -m agents.compare --steps 20000 --rows random,behaviour,ppo-dream --name quick
     python -m agents.compare --steps 40960 --model runs/tc-v4/model --scenario take_cover --action-set take_cover \
         --hud --rows random,ppo-real,ppo-real-frames,ppo-dream --temperatures 0.9,1.15,1.3 --real-frames 57433 \
-        --episodes 100 --train-args "--observe latent --reward-scale 0.03 --n-steps 64 --n-epochs 10 --learning-rate 5e-4"
+        --episodes 100 --train-args "--observe latent --reward-scale 0.03 --n-steps 64 --n-epochs 10 \
+        --learning-rate 5e-4"
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ def calibrate_hazard(model, data, *, num_envs: int = 16, steps: int = 250, seed:
     model.reward_model.config.hazard_offset = offset
     model.reward_model.config.hazard_temperature = float(temperature)
     return {"policy": policy, "recorded_mean_length": target, "offset": offset, "temperature": float(temperature),
-            "dream_mean_length_before": expected_length(logits), "dream_mean_length_after": expected_length(logits, offset),
+            "dream_mean_length_before": expected_length(logits),
+            "dream_mean_length_after": expected_length(logits, offset),
             "num_envs": num_envs, "steps": steps, "seed": seed}
 
 
