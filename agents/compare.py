@@ -365,7 +365,8 @@ def write_results_md(results_dir: str, md_path: str) -> None:
     """Regenerate the block between the markers of ``md_path`` from every results JSON; keep the rest."""
     md_dir = os.path.dirname(os.path.abspath(md_path))
     files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
-    tables = [results_table(read_json(p), results_dir, md_dir) for p in files]
+    comparisons = [d for d in map(read_json, files) if "rows" in d and "settings" in d]  # not single evaluations
+    tables = [results_table(d, results_dir, md_dir) for d in comparisons]
     block = "\n".join([BEGIN, "", "\n\n".join(tables) or "(no results yet)", "", END])
     if os.path.exists(md_path):
         text = Path(md_path).read_text()

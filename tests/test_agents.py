@@ -320,6 +320,9 @@ def test_compare_temperature_sweep_with_an_action_set(tmp_path, capsys):
             "--eval-every", "0", "--eval-episodes", "1", "--eval-envs", "2", "--obs-size", "36x60",
             "--frame-stack", "1", "--threads", "1", "--inline", "--train-args", "--n-steps 16",
             "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--results-md", str(md)]
+    # agents.evaluate's single results may share the folder: the tables are drawn from comparisons only.
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a-single-evaluation.json").write_text(json.dumps({"real": {"mean": 1.0}}))
     res = compare.main(argv)
     assert list(res["rows"]) == ["random", "ppo-dream-t0.7", "ppo-dream-t1.3"]  # the table's order
     for t in ("0.7", "1.3"):
