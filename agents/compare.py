@@ -51,7 +51,7 @@ from wham_gym.atomic import atomic_write  # noqa: E402
 from agents.evaluate import EVAL_SEED, BehaviourAgent, Evaluator, RandomAgent  # noqa: E402
 from agents.runs import RunDir, read_json, write_json  # noqa: E402
 from agents.train_sb3 import device_name, resolve_device, train  # noqa: E402
-from agents.wrappers import DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW  # noqa: E402
+from agents.wrappers import DEFAULT_MAX_STEPS, DEFAULT_SCENARIO  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluated here)
