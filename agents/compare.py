@@ -407,11 +407,8 @@ def main(argv=None) -> dict:
         ap.error(f"--rows: unknown {unknown}; expected a comma-separated subset of {', '.join(ROWS)} (a dream row "
                  f"may carry a temperature, e.g. ppo-dream-t1.15)")
     if args.temperatures:
-        try:
-            temps = [t for t in args.temperatures.split(",") if t and float(t) > 0]
-        except ValueError:
-            temps = []
-        if not temps:
+        temps = [t for t in args.temperatures.split(",") if t]
+        if not temps or not all(known_row(f"ppo-dream-t{t}") for t in temps):  # split_row's rule for a temperature
             ap.error(f"--temperatures: expected comma-separated positive numbers, got {args.temperatures!r}")
         rows = [v for r in rows for v in ([f"{r}-t{t}" for t in temps] if r in DREAM_ROWS else [r])]
     if args.real_frames is not None and args.real_frames < 1:
