@@ -211,6 +211,24 @@ def test_a_card_records_the_recipe_that_reproduces_it():
         Recipe.from_card({"name": "official"})
 
 
+def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
+    """benchmarks/recipes/*.json reproduce the measured take_cover variants (`train all --recipe CARD`): they must
+    keep loading as the version changes, and say what benchmarks/RESULTS.md says they are."""
+    from pathlib import Path
+
+    from wham_gym.train.recipe import load_recipe
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
+    cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
+    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600"}
+    for r in cards.values():
+        assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
+        assert r.model_config().tokens_per_image == 60
+    sharp, plain = cards["take_cover_c4"], cards["take_cover_c4_t600"]
+    assert (sharp.hard_pixel_weight, sharp.tokenizer_train.steps) == (1.0, 2000)
+    assert (plain.hard_pixel_weight, plain.tokenizer_train.steps) == (0.0, 600)
+
+
 @pytest.fixture(scope="module")
 def ending_episodes(tmp_path_factory):
     """Three episodes in the recorder's file format: two end in death (terminated), one in a timeout."""
