@@ -1,6 +1,8 @@
 """Training: losses fall, resume continues identically, the recipe yields a model the envs accept."""
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from wham_gym import load_model
 from wham_gym.model import build_model
 from wham_gym.model.config import ViTTokenizerConfig, make_config
 from wham_gym.train.data import split_sources, tokenize_episodes
-from wham_gym.train.recipe import Recipe, run_recipe
+from wham_gym.train.recipe import Recipe, load_recipe, run_recipe
 from wham_gym.train.reward import class_weights
 from wham_gym.train.tokenizer import hard_pixel_l1, tokenizer_loss, train_tokenizer
 from wham_gym.train.trainer import TrainConfig, latest_checkpoint
@@ -214,10 +216,6 @@ def test_a_card_records_the_recipe_that_reproduces_it():
 def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     """benchmarks/recipes/*.json reproduce the measured take_cover variants (`train all --recipe CARD`): they must
     keep loading as the version changes, and say what benchmarks/RESULTS.md says they are."""
-    from pathlib import Path
-
-    from wham_gym.train.recipe import load_recipe
-
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
     assert set(cards) == {"take_cover_c4", "take_cover_c4_t600"}
