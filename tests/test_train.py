@@ -1,6 +1,5 @@
 """Training: losses fall, resume continues identically, the recipe yields a model the envs accept."""
 
-
 from pathlib import Path
 
 import numpy as np
