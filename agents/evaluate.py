@@ -36,6 +36,7 @@ from wham_gym import controller  # noqa: E402
 from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.engine import DreamEngine  # noqa: E402
+from wham_gym.measure.metrics import rank_correlation  # noqa: E402,F401 (agents.compare and users import it here)
 from wham_gym.prompts import fit_frames  # noqa: E402
 
 from agents.runs import dream_settings  # noqa: E402
@@ -118,26 +119,6 @@ def ci95(values) -> list[float]:
     v = np.asarray(values, float)
     half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("inf")
     return [float(v.mean() - half), float(v.mean() + half)]
-
-
-def rank_correlation(x, y) -> float:
-    """Spearman's rank correlation of two equally long sequences (ties get their mean rank)."""
-    def ranks(a):
-        a = np.asarray(a, float)
-        order = np.argsort(a, kind="stable")
-        r = np.empty(len(a))
-        r[order] = np.arange(len(a), dtype=float)
-        for value in np.unique(a):  # ties: the mean of their ranks
-            tied = a == value
-            r[tied] = r[tied].mean()
-        return r
-
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"rank correlation needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def summarize(returns, lengths, seconds: float) -> dict:

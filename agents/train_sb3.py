@@ -35,6 +35,7 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
+from wham_gym.rewards import TokenRewardModel  # noqa: E402
 from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, check_game,  # noqa: E402
                              make_dream_venv,
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
+    g.add_argument("--dream-ends", choices=("sampled", "expected"), default="sampled",
+                   help="how a termination hazard ends training dreams: sampled (a step ends with the hazard's "
+                        "probability, as deaths come in the game) or expected (dreams never end; each step's "
+                        "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)): a graded "
+                        "signal every step instead of one sampled end per ~100); evaluations always sample")
     g = ap.add_argument_group("reinjection (dream training only)")
     g.add_argument("--reinjection", choices=("none", "retrieval", "lockstep"), default="none",
                    help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "
@@ -153,6 +159,8 @@ def make_config(args: argparse.Namespace) -> dict:
         action_set_for(args.action_set)  # an unknown name: the error lists the known sets
         if args.algo != "ppo":
             raise ValueError("--action-set gives a Discrete action space: use --algo ppo (SAC needs a Box)")
+    if args.dream_ends != "sampled" and args.world != "dream":
+        raise ValueError(f"--dream-ends {args.dream_ends} applies to dream training; got --world {args.world}")
     if args.reinjection != "none" and args.world != "dream":
         raise ValueError(f"--reinjection {args.reinjection} applies to dream training; got --world {args.world}")
     worlds = [w for w in args.eval_worlds.split(",") if w]
@@ -216,8 +224,15 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
     elif cfg["reinjection"] == "lockstep":
         reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
                                            cfg["reinject_every"], cfg["reinject_nll"], game_kwargs=cfg["game_kwargs"])
+    ends = {}
+    if cfg.get("dream_ends", "sampled") == "expected":
+        if world_model.reward_model is None:
+            raise ValueError("--dream-ends expected needs a world model with a learned termination hazard; "
+                             f"{cfg['model']} has no reward model")
+        reward_fn, termination_fn = TokenRewardModel(world_model.reward_model).expected_ends(1 / (1 - cfg["gamma"]))
+        ends = dict(reward_fn=reward_fn, termination_fn=termination_fn)
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
-                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg))
+                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **ends)
 
 
 class Periodic(BaseCallback):
@@ -328,7 +343,10 @@ def train(argv=None) -> dict:
             check_game(world_model, cfg["game_kwargs"])  # both worlds must look alike
         except ValueError as exc:
             ap.error(str(exc))
-    venv = make_train_venv(cfg, world_model, args.subproc)
+    try:
+        venv = make_train_venv(cfg, world_model, args.subproc)
+    except ValueError as exc:  # settings the model cannot serve (e.g. --dream-ends expected without a hazard)
+        ap.error(str(exc))
     cls = ALGOS[cfg["algo"]]
     latest = run.latest_checkpoint()
     if latest:

@@ -3,8 +3,10 @@
 - termination: precision/recall of the model's learned termination on held-out real episodes'
   transitions (with the recipe's end frames), and its reward error;
 - episode ends in the dream: N dreams driven by a recording policy (``--policies``: strafe, the data
-  policy, and jitter / sweep, the same presets held 1 / 12 steps), episodes ended by the learned
-  termination only, against the same policy's episodes in the game (mean length in steps);
+  policy, and jitter / sweep, the same presets held 1 / 12 steps, or still), episodes ended by the learned
+  termination only, against the same policy's episodes in the game (mean length in steps); with more
+  than one policy, the Spearman correlation of the dream's and the game's lengths across them (does the
+  dream rank blind policies as the game does: the least an agent trained in it needs);
 - action following: strafe left / right / still from the same real start in game and dream
   (horizontal shift per step, and which game continuation each dream is closest to);
 - speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding
@@ -35,6 +37,7 @@ from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.measure.benchmark import run_engine
 from wham_gym.measure.fidelity import STRAFE_PROBES, action_following
+from wham_gym.measure.metrics import rank_correlation
 from wham_gym.model import load_model
 from wham_gym.train.data import split_sources, tokenize_episodes
 from wham_gym.train.reward import evaluate_reward_model, transitions
@@ -118,7 +121,7 @@ def main() -> None:
     ap.add_argument("--refresh-every", type=int, default=1, help="the dream's KV refresh period (1: exact)")
     ap.add_argument("--context-steps", type=int, default=None, help="the dream's context (default: the model's)")
     ap.add_argument("--policies", default="strafe", help="comma-separated recording policies for the episode "
-                    "ends: strafe (the data policy), jitter, sweep")
+                    "ends: strafe (the data policy), jitter, sweep, still")
     ap.add_argument("--probe-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -150,6 +153,11 @@ def main() -> None:
                           "mean_reward_per_step": dream["mean_reward"], "env_steps_per_s": dream["env_steps_per_s"]},
                 "ratio": float(np.mean(dream["lengths"]) / game.mean())}
             print("episode ends", policy, json.dumps(report["episode_ends"][policy]), flush=True)
+        ends = report["episode_ends"]
+        if len(ends) > 1:  # does the dream rank the blind policies as the game does
+            report["episode_ends_rank_correlation"] = rank_correlation([e["dream"]["mean"] for e in ends.values()],
+                                                                       [e["game"]["mean"] for e in ends.values()])
+            print("rank correlation of dream and game lengths", report["episode_ends_rank_correlation"], flush=True)
     if "probes" not in skip:
         probes = action_following(model, scenario, steps=10, seeds=tuple(range(args.probe_seeds)),
                                   probes=STRAFE_PROBES, env_kwargs=game_kwargs,

@@ -244,11 +244,13 @@ def test_train_sac_in_the_real_game_keeps_its_replay_buffer(tmp_path):
 
 def test_train_rejects_bad_arguments(tmp_path, capsys):
     for bad in (["--world", "real", "--reinjection", "retrieval"], ["--obs-size", "500x10"], ["--steps", "0"],
-                ["--eval-worlds", "real,moon"]):
+                ["--eval-worlds", "real,moon"], ["--world", "real", "--dream-ends", "expected"],
+                ["--dream-ends", "expected"]):  # the tiny model has no termination hazard to take the expectation of
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
     assert "applies to dream training" in err and "obs size" in err and "--steps must be >= 1" in err
+    assert "--dream-ends expected applies to dream training" in err and "needs a world model with a learned" in err
 
 
 def test_compare_all_rows_and_results_md(tmp_path):

@@ -467,7 +467,30 @@ def test_a_hazard_ends_episodes_at_its_rate_reproducibly(tiny):
     assert np.array_equal(ends(0), first) and not np.array_equal(ends(1), first)
     with pytest.raises(ValueError, match="termination: expected one of end_frame, hazard"):
         RewardModelConfig(c.image_vocab_size, c.tokens_per_image, termination="sometimes")
+    # Its ends in expectation (training dreams): never an end, and each step's reward pays the expected cost of
+    # dying, r * (1 - p * horizon), here with p = 0.25 and a reward of 2 everywhere.
+    with torch.no_grad():
+        net.reward.bias.fill_(2.0)
+    reward_fn, termination_fn = learned.expected_ends(horizon=3.0)
+    env = make(tiny, 8, obs_mode="tokens", reward_fn=reward_fn, termination_fn=termination_fn)
+    env.reset(seed=0)
+    for _ in range(3):
+        _, reward, terminated, truncated, _ = env.step(np.zeros((8, 16), np.float32))
+        np.testing.assert_allclose(reward, 2.0 * (1 - 0.25 * 3.0), rtol=1e-5)
+        assert not terminated.any() and not truncated.any()
+    with pytest.raises(ValueError, match="positive number of steps"):
+        learned.expected_ends(horizon=0)
+    end_frame_net = RewardModel(RewardModelConfig(c.image_vocab_size, c.tokens_per_image))
+    with pytest.raises(ValueError, match="expected ends need a termination hazard"):
+        TokenRewardModel(end_frame_net).expected_ends(horizon=100)
     # The hazard reads the frame the action was taken at: the dreamt frame does not change it.
     prev, act = torch.randint(0, 16, (2, c.tokens_per_image)), torch.randint(0, 8, (2, 16))
     net2 = RewardModel(net.config)
     assert torch.equal(net2(prev, act, prev)[1], net2(prev, act, torch.zeros_like(prev))[1])
+    # It reads the action unless told not to (reads_action=False: the frame alone decides).
+    other = (act + 1) % 8
+    assert not torch.equal(net2(prev, act, prev)[1], net2(prev, other, prev)[1])
+    blind = RewardModel(RewardModelConfig(c.image_vocab_size, c.tokens_per_image, termination="hazard",
+                                          reads_action=False))
+    assert blind.actions is None and torch.equal(blind(prev, act, prev)[1], blind(prev, other, prev)[1])
+    assert not torch.equal(blind(prev, act, prev)[1], blind(torch.roll(prev, 1, 0), act, prev)[1])

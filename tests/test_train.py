@@ -171,6 +171,14 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     assert (c.termination, c.token_dim, c.hidden) == ("hazard", HAZARD_SIZE["token_dim"], HAZARD_SIZE["hidden"])
     prev, act = torch.randint(0, 32, (3, 60)), torch.randint(0, 8, (3, 16))
     assert torch.equal(loaded.reward_model(prev, act, prev)[1], rm.eval()(prev, act, prev)[1])
+    # An action-blind hazard (Recipe.termination_reads_action=False): the setting travels too.
+    train_reward_model(model, dataset, tmp_path / "run2" / "reward", recipe.reward_train, progress=False,
+                       termination="hazard", reads_action=False)
+    (tmp_path / "run2" / "tokenizer").symlink_to(tmp_path / "run" / "tokenizer")
+    (tmp_path / "run2" / "world_model").symlink_to(tmp_path / "run" / "world_model")
+    blind = load_model(assemble(tmp_path / "run2", tmp_path / "m3", recipe, data=dataset)).reward_model
+    assert blind.config.reads_action is False
+    assert torch.equal(blind(prev, act, prev)[1], blind(prev, (act + 1) % 8, prev)[1])
 
 
 def test_silent_codes_are_restarted_within_a_few_checks():

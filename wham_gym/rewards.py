@@ -122,6 +122,28 @@ class LearnedRewardModel(ABC):
         termination.needs_frames = self.uses_frames
         return termination
 
+    def expected_ends(self, horizon: float) -> tuple[RewardFn, TerminationFn]:
+        """A hazard's ends in expectation, for training in the dream: (reward_fn, termination_fn).
+
+        Episodes never end by themselves (the cap still truncates), and each step's reward r becomes
+        ``r * (1 - p * horizon)``: p is the step's hazard and ``horizon`` the steps of reward a death
+        forfeits (``1 / (1 - gamma)`` for a discounted learner). To first order in p that is the expected
+        return of the sampled dream, with one sampled end per ~100 steps replaced by a graded cost every
+        step (Dreamer weighs imagined returns by its continue head for the same reason).
+        """
+        if not self.sampled_termination:
+            raise ValueError("expected ends need a termination hazard (a reward model trained with "
+                             "termination='hazard'); this one classifies end frames")
+        if not horizon > 0:
+            raise ValueError(f"horizon: expected a positive number of steps, got {horizon!r}")
+
+        def reward(ctx: StepContext) -> torch.Tensor:
+            r, p = self._predicted(ctx)
+            return r.float() * (1.0 - p.float() * horizon)
+
+        reward.needs_frames = self.uses_frames
+        return reward, NeverTerminate()
+
 
 class TokenRewardModel(LearnedRewardModel):
     """wham-gym's trained reward model (:class:`~wham_gym.model.reward_model.RewardModel`) as env callables.

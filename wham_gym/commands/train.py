@@ -77,7 +77,8 @@ def run_train(args: argparse.Namespace) -> int:
                           progress=progress, end_frame=recipe.end_frame)
     elif args.stage == "reward":
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
-                           progress=progress, end_frame=recipe.end_frame, termination=recipe.termination)
+                           progress=progress, end_frame=recipe.end_frame, termination=recipe.termination,
+                           reads_action=recipe.termination_reads_action)
     return 0
 
 

@@ -221,8 +221,22 @@ class StrafePolicy:
         return action
 
 
+class StillPolicy:
+    """Presses nothing: the floor a take_cover agent must beat (it lives about 38 steps, 134 tics), and the
+    policy a dream must punish for an agent trained in it to learn to move."""
+
+    def __init__(self, seed: int | None = None):
+        pass
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return np.zeros(controller.ACTION_DIM, np.float32)
+
+
 # The policies that act without looking at the game (frames, depth, labels), so a dream can drive them too.
-BLIND = ("random", "strafe", "jitter", "sweep")
+BLIND = ("random", "strafe", "jitter", "sweep", "still")
 
 POLICIES = {
     "explore": ExplorePolicy,
@@ -232,11 +246,12 @@ POLICIES = {
     # prefer: a new preset every step (what PPO found the strafe-only dream too lenient on), and long sweeps.
     "jitter": functools.partial(StrafePolicy, mean_hold=1.0),
     "sweep": functools.partial(StrafePolicy, mean_hold=12.0),
+    "still": StillPolicy,
 }
 
 
 def make_policy(name: str, seed: int | None = None):
-    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter`` or ``sweep``."""
+    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter``, ``sweep`` or ``still``."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
     return POLICIES[name](seed=seed)

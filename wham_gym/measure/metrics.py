@@ -1,10 +1,11 @@
-"""Image fidelity metrics, batched in torch: PSNR and SSIM per image.
+"""Image fidelity metrics, batched in torch: PSNR and SSIM per image; and Spearman's rank correlation.
 
 Inputs are uint8 or float images (N, 3, H, W) with values in [0, 255].
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,3 +39,23 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.flatten(1).mean(1).double()
+
+
+def rank_correlation(x, y) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties get their mean rank)."""
+    def ranks(a):
+        a = np.asarray(a, float)
+        order = np.argsort(a, kind="stable")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=float)
+        for value in np.unique(a):  # ties: the mean of their ranks
+            tied = a == value
+            r[tied] = r[tied].mean()
+        return r
+
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"rank correlation needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -45,6 +45,12 @@ class RewardModelConfig:
     # The dream temperature the offset was fitted at (None: never fitted). A hotter dream draws noisier frames,
     # which the hazard reads as danger (take_cover v4: ~3x the deaths at 1.15 with 0.9's offset).
     hazard_temperature: float | None = None
+    # False: the model does not read the action, so its termination depends on what the frame shows alone. A
+    # hazard that reads the action learns the recording policy's per-action death rates as a constant bias
+    # (take_cover c4: "right" always lowest, by 0.2 in the logit, whatever the frame), and an agent in the dream
+    # then lowers its death rate by holding that preset into a wall. Blind, the action acts only through the
+    # frames the world model draws, which is where its effect on survival lives.
+    reads_action: bool = True
 
     def __post_init__(self):
         if self.termination not in TERMINATIONS:
@@ -64,9 +70,9 @@ class RewardModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.tokens = nn.Embedding(c.image_vocab_size, c.token_dim)
-        self.actions = nn.Embedding(ACTION_VOCAB_SIZE, c.token_dim)
+        self.actions = nn.Embedding(ACTION_VOCAB_SIZE, c.token_dim) if c.reads_action else None
         frames = 1 if c.termination == "hazard" else 2  # a hazard reads the frame the action was taken at only
-        width = (frames * c.tokens_per_image + ACTION_DIM) * c.token_dim
+        width = (frames * c.tokens_per_image + (ACTION_DIM if c.reads_action else 0)) * c.token_dim
         self.body = nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden), nn.GELU())
         self.reward = nn.Linear(c.hidden, 1)
         self.termination = nn.Linear(c.hidden, 1)
@@ -74,8 +80,10 @@ class RewardModel(nn.Module):
     def forward(self, prev_tokens: torch.Tensor, action_ids: torch.Tensor, next_tokens: torch.Tensor):
         """(B, N) image tokens, (B, 16) action-vocab ids, (B, N) -> reward (B,), termination logit (B,).
 
-        A hazard model ignores ``next_tokens``."""
-        parts = [self.tokens(prev_tokens).flatten(1), self.actions(action_ids).flatten(1)]
+        A hazard model ignores ``next_tokens``; a model with ``reads_action=False`` ignores ``action_ids``."""
+        parts = [self.tokens(prev_tokens).flatten(1)]
+        if self.actions is not None:
+            parts.append(self.actions(action_ids).flatten(1))
         if self.config.termination != "hazard":
             parts.append(self.tokens(next_tokens).flatten(1))
         x = torch.cat(parts, dim=1)

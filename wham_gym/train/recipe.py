@@ -66,6 +66,9 @@ class Recipe:
     # How the reward model ends episodes (wham_gym.model.reward_model): "end_frame" (classify the dreamt frame)
     # or "hazard" (a calibrated per-step probability the env samples).
     termination: str = "end_frame"
+    # Whether the reward/termination model reads the action (RewardModelConfig.reads_action): False keeps a
+    # hazard from learning the recording policy's per-action death rates, which an agent would exploit.
+    termination_reads_action: bool = True
     # A hazard's calibration to dreams (wham_gym.train.hazard): dreams and steps of the fit (0 dreams: none).
     hazard_calibration_envs: int = 16
     hazard_calibration_steps: int = 250
@@ -194,7 +197,7 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame)
     train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
                        progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
-                       termination=recipe.termination)
+                       termination=recipe.termination, reads_action=recipe.termination_reads_action)
     out = assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
     if recipe.termination == "hazard" and recipe.hazard_calibration_envs:
         reason = calibration_unavailable(data)

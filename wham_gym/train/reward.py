@@ -64,7 +64,8 @@ def reward_loss(rm: RewardModel, batch: dict[str, torch.Tensor]) -> tuple[torch.
 
 def train_reward_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
                        stop_after: int | None = None, cache_dir=None,
-                       end_frame: str | None = None, termination: str = "end_frame") -> tuple[RewardModel, dict]:
+                       end_frame: str | None = None, termination: str = "end_frame",
+                       reads_action: bool = True) -> tuple[RewardModel, dict]:
     run_dir = Path(run_dir)
     device = torch.device(cfg.device)
     train_src, val_src = split_sources(data)
@@ -79,7 +80,7 @@ def train_reward_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool
     torch.manual_seed(cfg.seed)
     config = RewardModelConfig(model.config.image_vocab_size, model.config.tokens_per_image,
                                reward_values=tuple(float(v) for v in values[:32]), termination=termination,
-                               **(HAZARD_SIZE if hazard else {}))
+                               reads_action=reads_action, **(HAZARD_SIZE if hazard else {}))
     rm = RewardModel(config).to(device)
 
     def loss_fn(step, micro):
