@@ -212,7 +212,8 @@ def test_a_card_records_the_recipe_that_reproduces_it():
     assert (recipe.code_decay, recipe.code_threshold) == (0.99, 0.001)
     # The shipped card predates the hard-pixel term: it reads as off, which is how that tokenizer was trained.
     assert json.loads(json.dumps(asdict(recipe))) == {"hard_pixel_weight": 0.0, "hard_pixel_fraction": 0.02,
-                                                      "termination": "end_frame", "hazard_calibration_envs": 16,
+                                                      "termination": "end_frame", "termination_reads_action": True,
+                                                      "hazard_calibration_envs": 16,
                                                       "hazard_calibration_steps": 250, **card["recipe"]}
     with pytest.raises(ValueError, match="does not know"):
         Recipe.from_card({"recipe": {**card["recipe"], "flux_capacitor": 1}})
