@@ -222,7 +222,7 @@ class StrafePolicy:
 
 
 class StillPolicy:
-    """Presses nothing: the floor a take_cover agent must beat (it lives about 38 steps, 134 tics), and the
+    """Presses nothing: the floor a take_cover agent must beat (it lives about 40 steps, ~140 tics), and the
     policy a dream must punish for an agent trained in it to learn to move."""
 
     def __init__(self, seed: int | None = None):
