@@ -225,7 +225,7 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
         reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
                                            cfg["reinject_every"], cfg["reinject_nll"], game_kwargs=cfg["game_kwargs"])
     ends = {}
-    if cfg.get("dream_ends", "sampled") == "expected":
+    if cfg["dream_ends"] == "expected":  # make_config always sets it
         if world_model.reward_model is None:
             raise ValueError("--dream-ends expected needs a world model with a learned termination hazard; "
                              f"{cfg['model']} has no reward model")
