@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -171,6 +173,14 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     assert (c.termination, c.token_dim, c.hidden) == ("hazard", HAZARD_SIZE["token_dim"], HAZARD_SIZE["hidden"])
     prev, act = torch.randint(0, 32, (3, 60)), torch.randint(0, 8, (3, 16))
     assert torch.equal(loaded.reward_model(prev, act, prev)[1], rm.eval()(prev, act, prev)[1])
+    # The hazard has a body of its own: the reward's features no longer move its probability.
+    assert c.separate_termination and loaded.reward_model.termination_body is not None
+    with torch.no_grad():
+        before = loaded.reward_model(prev, act, prev)
+        for q in loaded.reward_model.body.parameters():
+            q.add_(1.0)
+        after = loaded.reward_model(prev, act, prev)
+    assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0])
     # An action-blind hazard (Recipe.termination_reads_action=False): the setting travels too.
     train_reward_model(model, dataset, tmp_path / "run2" / "reward", recipe.reward_train, progress=False,
                        termination="hazard", reads_action=False)
@@ -179,6 +189,29 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     blind = load_model(assemble(tmp_path / "run2", tmp_path / "m3", recipe, data=dataset)).reward_model
     assert blind.config.reads_action is False
     assert torch.equal(blind(prev, act, prev)[1], blind(prev, (act + 1) % 8, prev)[1])
+
+
+def test_a_weak_hazard_is_named_with_its_numbers(dataset, tmp_path, monkeypatch):
+    from wham_gym.train import reward
+    from wham_gym.train.reward import weak_hazard
+
+    # take_cover c4's hazard after 400 steps (its card's held-out metrics): 3 % below the base rate's cross-entropy.
+    m = {"term_xent": 0.0579, "term_xent_base": 0.0597, "term_mean_p": 0.0235, "term_rate": 0.0108}
+    why = weak_hazard(m, 400)
+    assert "0.0579 is 3 % below a constant rate's 0.0597" in why and "now 400" in why and "0.0235" in why
+    assert weak_hazard({**m, "term_xent": 0.0473}, 1500) is None  # after 1,500 steps: 21 % below
+    assert weak_hazard({**m, "term_xent": 0.0537}, 1500) is None  # exactly the margin (10 %) passes
+    assert weak_hazard({"term_xent": 0.05}, 10) is None  # no base rate (no end held out): nothing to judge
+    # Training a hazard ends with that check on its held-out episodes (this tiny recording holds out no end, so
+    # its metrics are replaced by the card's); an end-frame classifier is not checked.
+    model = load_model("tiny")
+    monkeypatch.setattr(reward, "evaluate_reward_model", lambda *a, **k: m)
+    with pytest.warns(UserWarning, match=r"hazard learned little: .* train it longer \(the recipe's reward_train.steps, now 2\)"):
+        reward.train_reward_model(model, dataset, tmp_path / "h", cfg(2, batch_size=32), progress=False,
+                                  termination="hazard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward.train_reward_model(model, dataset, tmp_path / "e", cfg(2, batch_size=32), progress=False)
 
 
 def test_silent_codes_are_restarted_within_a_few_checks():

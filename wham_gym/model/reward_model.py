@@ -51,6 +51,12 @@ class RewardModelConfig:
     # then lowers its death rate by holding that preset into a wall. Blind, the action acts only through the
     # frames the world model draws, which is where its effect on survival lives.
     reads_action: bool = True
+    # True: termination has a body of its own beside the reward's. Shared, the class-weighted reward regression
+    # (take_cover: 1-4 tics a step) shapes the features, and a hazard trained beside it ranks the policies wrong
+    # on real frames (take_cover c4, held-out episodes: standing still 80 steps expected against the game's 40;
+    # jitter 96 against 91). Its own body: 41 and 88 (benchmarks/RESULTS.md, "A hazard with its own body").
+    # False for models saved before it (one body).
+    separate_termination: bool = False
 
     def __post_init__(self):
         if self.termination not in TERMINATIONS:
@@ -74,6 +80,8 @@ class RewardModel(nn.Module):
         frames = 1 if c.termination == "hazard" else 2  # a hazard reads the frame the action was taken at only
         width = (frames * c.tokens_per_image + (ACTION_DIM if c.reads_action else 0)) * c.token_dim
         self.body = nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden), nn.GELU())
+        self.termination_body = (nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden),
+                                               nn.GELU()) if c.separate_termination else None)
         self.reward = nn.Linear(c.hidden, 1)
         self.termination = nn.Linear(c.hidden, 1)
 
@@ -88,7 +96,8 @@ class RewardModel(nn.Module):
             parts.append(self.tokens(next_tokens).flatten(1))
         x = torch.cat(parts, dim=1)
         h = self.body(x)
-        return self.reward(h).squeeze(-1), self.termination(h).squeeze(-1)
+        h_end = h if self.termination_body is None else self.termination_body(x)
+        return self.reward(h).squeeze(-1), self.termination(h_end).squeeze(-1)
 
     @torch.no_grad()
     def predict(self, prev_tokens, action_ids, next_tokens) -> tuple[torch.Tensor, torch.Tensor]:
