@@ -6,7 +6,9 @@
   policy, and jitter / sweep, the same presets held 1 / 12 steps, or still), episodes ended by the learned
   termination only, against the same policy's episodes in the game (mean length in steps); with more
   than two policies, the Spearman correlation of the dream's and the game's lengths across them (does the
-  dream rank blind policies as the game does: the least an agent trained in it needs);
+  dream rank blind policies as the game does: the least an agent trained in it needs); for a hazard, also
+  the length it expects on the game's own frames, which separates the termination's error from the world
+  model's;
 - action following: strafe left / right / still from the same real start in game and dream
   (horizontal shift per step, and which game continuation each dream is closest to);
 - speed: env-steps/s of the batched engine at each N, frames decoded, exact and diagonal decoding
@@ -33,12 +35,14 @@ from tqdm import tqdm
 
 import wham_gym  # noqa: F401  (registers the envs)
 from wham_gym.atomic import atomic_write
+from wham_gym.controller import to_wham
 from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.measure.benchmark import run_engine
 from wham_gym.measure.fidelity import STRAFE_PROBES, action_following
 from wham_gym.measure.metrics import rank_correlation
 from wham_gym.model import load_model
+from wham_gym.model.vocab import action_tokens
 from wham_gym.train.data import split_sources, tokenize_episodes
 from wham_gym.train.reward import evaluate_reward_model, transitions
 
@@ -55,22 +59,36 @@ def termination(model, data, cache) -> dict:
 
 
 def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int, seed: int,
-                 policy: str = "strafe") -> np.ndarray:
-    """Episode lengths (steps) of a recording policy in the game."""
+                 policy: str = "strafe", model=None) -> tuple[np.ndarray, float | None]:
+    """Episode lengths (steps) of a recording policy in the game and, with a ``model`` whose termination is a
+    hazard, the episode length that hazard expects on the game's own frames (1 / its mean probability over every
+    step played; its dream offset not applied): the termination alone, apart from the frames the world model
+    draws. Near the game's length for every policy, the hazard ranks them right; a dream that does not is the
+    world model's doing."""
     env = gym.make("wham_gym/Doom-v0", scenario=scenario, max_steps=max_steps, **game_kwargs)
-    lengths = []
+    rm = getattr(model, "reward_model", None)
+    hazard = rm is not None and rm.config.termination == "hazard"
+    lengths, probs = [], []
     try:
         for i in tqdm(range(episodes), desc="game episodes", leave=False):
             actor = make_policy(policy, seed=seed + i)
             obs, info = env.reset(seed=seed + i)
+            frames, actions = [], []
             for t in range(1, max_steps + 1):
-                obs, _, term, trunc, info = env.step(actor.act(obs))
+                action = actor.act(obs)
+                frames.append(obs), actions.append(action)
+                obs, _, term, trunc, info = env.step(action)
                 if term or trunc:
                     break
             lengths.append(t)
+            if hazard:
+                with torch.no_grad():
+                    tokens = model.encode_frames(np.stack(frames)).long()
+                    _, logit = rm(tokens, action_tokens(to_wham(torch.from_numpy(np.stack(actions)))), tokens)
+                probs.append(torch.sigmoid(logit.double()).numpy())
     finally:
         env.close()
-    return np.array(lengths)
+    return np.array(lengths), (1 / float(np.concatenate(probs).mean()) if hazard else None)
 
 
 def dream_lengths(model, num_envs: int, episodes: int, max_steps: int, seed: int, policy: str = "strafe",
@@ -125,7 +143,8 @@ def main() -> None:
     ap.add_argument("--probe-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination,ends,probes,speed")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination, ends, dream (the ends' dreams: game and "
+                    "hazard only), probes, speed")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,20 +163,31 @@ def main() -> None:
     if "ends" not in skip:
         report["episode_ends"] = {}
         for policy in args.policies.split(","):
-            game = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps, args.seed + 10_000, policy)
-            dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, policy, **engine)
+            game, hazard_length = game_lengths(scenario, game_kwargs, args.episodes, args.max_steps,
+                                               args.seed + 10_000, policy, model)
             report["episode_ends"][policy] = {
                 "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
-                "dream": {"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
-                          "episodes": len(dream["lengths"]), "capped": dream["capped"],
-                          "mean_reward_per_step": dream["mean_reward"], "env_steps_per_s": dream["env_steps_per_s"]},
-                "ratio": float(np.mean(dream["lengths"]) / game.mean())}
+                "hazard_on_game_frames": hazard_length}
+            if "dream" not in skip:
+                dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, policy,
+                                      **engine)
+                report["episode_ends"][policy].update(
+                    dream={"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
+                           "episodes": len(dream["lengths"]), "capped": dream["capped"],
+                           "mean_reward_per_step": dream["mean_reward"],
+                           "env_steps_per_s": dream["env_steps_per_s"]},
+                    ratio=float(np.mean(dream["lengths"]) / game.mean()))
             print("episode ends", policy, json.dumps(report["episode_ends"][policy]), flush=True)
         ends = report["episode_ends"]
-        if len(ends) > 2:  # does the dream rank the blind policies as the game does (two always give +-1)
+        if len(ends) > 2 and "dream" not in skip:  # does the dream rank the policies as the game does (two: +-1)
             report["episode_ends_rank_correlation"] = rank_correlation([e["dream"]["mean"] for e in ends.values()],
                                                                        [e["game"]["mean"] for e in ends.values()])
             print("rank correlation of dream and game lengths", report["episode_ends_rank_correlation"], flush=True)
+        if len(ends) > 2 and all(e["hazard_on_game_frames"] for e in ends.values()):  # the termination alone
+            report["hazard_rank_correlation"] = rank_correlation([e["hazard_on_game_frames"] for e in ends.values()],
+                                                                 [e["game"]["mean"] for e in ends.values()])
+            print("rank correlation of the hazard's lengths on game frames and the game's",
+                  report["hazard_rank_correlation"], flush=True)
     if "probes" not in skip:
         probes = action_following(model, scenario, steps=10, seeds=tuple(range(args.probe_seeds)),
                                   probes=STRAFE_PROBES, env_kwargs=game_kwargs,

@@ -259,13 +259,16 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     keep loading as the version changes, and say what benchmarks/RESULTS.md says they are."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
-    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600"}
+    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still"}
     for r in cards.values():
         assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
         assert r.model_config().tokens_per_image == 60
     sharp, plain = cards["take_cover_c4"], cards["take_cover_c4_t600"]
     assert (sharp.hard_pixel_weight, sharp.tokenizer_train.steps) == (1.0, 2000)
     assert (plain.hard_pixel_weight, plain.tokenizer_train.steps) == (0.0, 600)
+    # The variant whose hazard ranks blind policies as the game does on its frames: blind, trained 1,500 steps.
+    still = cards["take_cover_c4_still"]
+    assert (still.termination_reads_action, still.reward_train.steps, still.world_model_train.steps) == (False, 1500, 5500)
 
 
 @pytest.fixture(scope="module")
