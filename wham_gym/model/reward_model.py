@@ -53,8 +53,8 @@ class RewardModelConfig:
     reads_action: bool = True
     # True: termination has a body of its own beside the reward's. Shared, the class-weighted reward regression
     # (take_cover: 1-4 tics a step) shapes the features, and a hazard trained beside it ranks the policies wrong
-    # on real frames (take_cover c4, held-out episodes: standing still 80 steps expected against the game's 40;
-    # jitter 96 against 91). Its own body: 41 and 88 (benchmarks/RESULTS.md, "A hazard with its own body").
+    # on real frames (take_cover c4, held-out episodes: standing still 81 steps expected against the recording's 40,
+    # jitter 104 against 91). Its own body: 46 and 119, as good as a hazard trained alone (benchmarks/hazard_body.py).
     # False for models saved before it (one body).
     separate_termination: bool = False
 

@@ -105,8 +105,9 @@ def train_reward_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool
 
 def weak_hazard(metrics: dict, steps: int, margin: float = 0.10) -> str | None:
     """Why a trained hazard is not worth sampling, or None. Its held-out cross-entropy must be ``margin`` below
-    the constant base rate's: take_cover c4 at 400 steps was 3 % below (mean probability 2.2x the end rate, the
-    policies ranked backwards); at 1,500 steps 21 % below (calibrated, AUC 0.87)."""
+    the constant base rate's: take_cover c4 at 400 steps was 3 % below (mean probability 2.2x the end rate, about
+    40 steps expected on the game's frames under every policy); at 1,500 steps 29 % below with its own body
+    (calibrated, AUC 0.87, the policies ranked as the game ranks them)."""
     xent, base = metrics.get("term_xent"), metrics.get("term_xent_base")
     if xent is None or base is None or xent <= (1 - margin) * base:
         return None
