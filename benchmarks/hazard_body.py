@@ -99,7 +99,7 @@ def main() -> None:
         with torch.no_grad():
             for rec, eps in held.items():
                 x = torch.cat([e["tokens"] for e in eps])
-                p = torch.sigmoid(net(x, no_action.expand(len(x), -1), x)[1]).double().numpy()
+                p = net.hazard(x).numpy()
                 row["expected_lengths"][rec] = float(1 / p.mean())
                 ps.append(p), ts.append(torch.cat([e["term"] for e in eps]).numpy() > 0.5)
         row.update(probability_metrics(np.concatenate(ps), np.concatenate(ts)))

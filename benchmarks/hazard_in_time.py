@@ -25,6 +25,7 @@ from wham_gym.atomic import atomic_write
 from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.model import load_model
+from wham_gym.rewards import NeverTerminate
 
 
 def main() -> None:
@@ -41,20 +42,14 @@ def main() -> None:
     net = model.reward_model
     if net is None or net.config.termination != "hazard" or net.config.reads_action:
         raise SystemExit(f"{args.model}: expected a frame-only hazard (termination 'hazard', reads_action False)")
-    no_action = torch.zeros(1, 16, dtype=torch.long)
-
-    def hazard(tokens: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return torch.sigmoid(net(tokens, no_action.expand(len(tokens), -1), tokens)[1]).double().numpy()
 
     n, K = args.num_envs, args.steps
-    never = lambda ctx: torch.zeros(ctx.num_envs, dtype=torch.bool)  # noqa: E731  (dreams run K steps)
-    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=never, max_episode_steps=K + 1)
+    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=NeverTerminate(), max_episode_steps=K + 1)
     policies = [make_policy(args.policy, seed=i) for i in range(n)]
     obs, _ = env.reset(seed=0)
     dream = []
     for _ in range(K):
-        dream.append(hazard(torch.as_tensor(obs).long().reshape(n, -1)))
+        dream.append(net.hazard(torch.as_tensor(obs).long().reshape(n, -1)).numpy())
         obs, *_ = env.step(np.stack([p.act(None) for p in policies]))
     env.close()
     game = [[] for _ in range(K)]
@@ -72,7 +67,7 @@ def main() -> None:
                 if term or trunc:
                     break
             with torch.no_grad():
-                p = hazard(model.encode_frames(np.stack(frames)).long())
+                p = net.hazard(model.encode_frames(np.stack(frames)).long()).numpy()
             for k, v in enumerate(p):
                 game[k].append(float(v))
     finally:

@@ -84,8 +84,8 @@ def game_lengths(scenario: str, game_kwargs: dict, episodes: int, max_steps: int
             if hazard:
                 with torch.no_grad():
                     tokens = model.encode_frames(np.stack(frames)).long()
-                    _, logit = rm(tokens, action_tokens(to_wham(torch.from_numpy(np.stack(actions)))), tokens)
-                probs.append(torch.sigmoid(logit.double()).numpy())
+                act = action_tokens(to_wham(torch.from_numpy(np.stack(actions)))) if rm.config.reads_action else None
+                probs.append(rm.hazard(tokens, act).numpy())
     finally:
         env.close()
     return np.array(lengths), (1 / float(np.concatenate(probs).mean()) if hazard else None)
@@ -143,8 +143,8 @@ def main() -> None:
     ap.add_argument("--probe-seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination, ends, dream (the ends' dreams: game and "
-                    "hazard only), probes, speed")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination, ends, dream (the "
+                    "ends' dreams: game and hazard only), probes, speed")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

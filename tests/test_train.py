@@ -1,8 +1,7 @@
 """Training: losses fall, resume continues identically, the recipe yields a model the envs accept."""
 
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +180,10 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
             q.add_(1.0)
         after = loaded.reward_model(prev, act, prev)
     assert torch.equal(after[1], before[1]) and not torch.equal(after[0], before[0])
+    # Its probability on real frames, as the benchmarks read it (raw, no dream offset).
+    assert torch.equal(loaded.reward_model.hazard(prev, act), torch.sigmoid(after[1].double()))
+    with pytest.raises(ValueError, match="reads the action; pass action_ids"):
+        loaded.reward_model.hazard(prev)
     # An action-blind hazard (Recipe.termination_reads_action=False): the setting travels too.
     train_reward_model(model, dataset, tmp_path / "run2" / "reward", recipe.reward_train, progress=False,
                        termination="hazard", reads_action=False)
@@ -189,6 +192,11 @@ def test_assemble_ships_an_interim_model_from_checkpoints(dataset, tmp_path):
     blind = load_model(assemble(tmp_path / "run2", tmp_path / "m3", recipe, data=dataset)).reward_model
     assert blind.config.reads_action is False
     assert torch.equal(blind(prev, act, prev)[1], blind(prev, (act + 1) % 8, prev)[1])
+    assert torch.equal(blind.hazard(prev), torch.sigmoid(blind(prev, act, prev)[1].double()))  # no action needed
+    from wham_gym.model.reward_model import RewardModel, RewardModelConfig
+
+    with pytest.raises(ValueError, match="'end_frame', not a hazard"):
+        RewardModel(RewardModelConfig(32, 60)).hazard(prev)
 
 
 def test_a_weak_hazard_is_named_with_its_numbers(dataset, tmp_path, monkeypatch):

@@ -79,9 +79,8 @@ class RewardModel(nn.Module):
         self.actions = nn.Embedding(ACTION_VOCAB_SIZE, c.token_dim) if c.reads_action else None
         frames = 1 if c.termination == "hazard" else 2  # a hazard reads the frame the action was taken at only
         width = (frames * c.tokens_per_image + (ACTION_DIM if c.reads_action else 0)) * c.token_dim
-        self.body = nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden), nn.GELU())
-        self.termination_body = (nn.Sequential(nn.Linear(width, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden),
-                                               nn.GELU()) if c.separate_termination else None)
+        self.body = _mlp(width, c.hidden)
+        self.termination_body = _mlp(width, c.hidden) if c.separate_termination else None
         self.reward = nn.Linear(c.hidden, 1)
         self.termination = nn.Linear(c.hidden, 1)
 
@@ -105,3 +104,19 @@ class RewardModel(nn.Module):
         :class:`~wham_gym.rewards.TokenRewardModel` samples it instead)."""
         reward, term = self(prev_tokens, action_ids, next_tokens)
         return reward.float(), term > 0
+
+    @torch.no_grad()
+    def hazard(self, tokens: torch.Tensor, action_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """A hazard's probability (B,) float64 that the step taken at frames ``tokens`` (B, N) ends the episode, as
+        trained on real frames (the dream offset not applied). ``action_ids`` (B, 16): needed when it reads them."""
+        if self.config.termination != "hazard":
+            raise ValueError(f"hazard: this reward model's termination is {self.config.termination!r}, not a hazard")
+        if action_ids is None:
+            if self.actions is not None:
+                raise ValueError("hazard: this hazard reads the action; pass action_ids (B, 16)")
+            action_ids = torch.zeros(len(tokens), ACTION_DIM, dtype=torch.long, device=tokens.device)
+        return torch.sigmoid(self(tokens, action_ids, tokens)[1].double())
+
+
+def _mlp(width: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
