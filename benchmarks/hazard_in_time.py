@@ -5,8 +5,15 @@ policy; at each step k the model's hazard (its raw probability, the dream offset
 dreamt frames and on the game's frames of the episodes still alive. Where the two curves part shows what the
 world model leaves out: danger that builds up in the game and not in the dream, or the reverse.
 
+With ``--prefix K`` the dreams start where the game's episodes are after K steps (the game's last frames and
+actions as the prompt) and replay the game's own actions from there, so dream and game see the same state and the
+same controls: whether fireballs already in flight reach a player in the dream tells a world model that cannot
+carry danger from one that only does not start it.
+
     python benchmarks/hazard_in_time.py --model runs/tc-v10/model --policy still \\
         --out benchmarks/results/hazard_in_time_still.json
+    python benchmarks/hazard_in_time.py --model runs/tc-v10/model --policy still --prefix 15 --steps 30 \\
+        --out benchmarks/results/hazard_in_time_still_prefix15.json
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ def main() -> None:
     ap.add_argument("--policy", default="still", help="a recording policy: still, jitter, strafe, sweep")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--num-envs", type=int, default=32, help="dreams, and game episodes")
+    ap.add_argument("--prefix", type=int, default=0,
+                    help="start the dreams from the game's episodes at this step, replaying the game's actions")
+    ap.add_argument("--temperature", type=float, default=0.9, help="the dream's sampling temperature")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -43,42 +53,66 @@ def main() -> None:
     if net is None or net.config.termination != "hazard" or net.config.reads_action:
         raise SystemExit(f"{args.model}: expected a frame-only hazard (termination 'hazard', reads_action False)")
 
-    n, K = args.num_envs, args.steps
-    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=NeverTerminate(), max_episode_steps=K + 1)
-    policies = [make_policy(args.policy, seed=i) for i in range(n)]
-    obs, _ = env.reset(seed=0)
-    dream = []
-    for _ in range(K):
-        dream.append(net.hazard(torch.as_tensor(obs).long().reshape(n, -1)).numpy())
-        obs, *_ = env.step(np.stack([p.act(None) for p in policies]))
-    env.close()
-    game = [[] for _ in range(K)]
+    n, K, K0 = args.num_envs, args.steps, args.prefix
     card = model.card or {}
-    g = gym.make("wham_gym/Doom-v0", scenario=card.get("scenario") or "take_cover", max_steps=K + 1,
+    g = gym.make("wham_gym/Doom-v0", scenario=card.get("scenario") or "take_cover", max_steps=K0 + K + 1,
                  **(card.get("game_kwargs") or {}))
+    episodes = []  # (frames, actions) of each game episode, K0 + K steps at most
     try:
         for i in range(n):
             actor = make_policy(args.policy, seed=10_000 + i)
             o, _ = g.reset(seed=10_000 + i)
-            frames = []
-            for _ in range(K):
+            frames, actions = [], []
+            for _ in range(K0 + K):
                 frames.append(o)
-                o, _, term, trunc, _ = g.step(actor.act(o))
+                actions.append(actor.act(o))
+                o, _, term, trunc, _ = g.step(actions[-1])
                 if term or trunc:
                     break
-            with torch.no_grad():
-                p = net.hazard(model.encode_frames(np.stack(frames)).long()).numpy()
-            for k, v in enumerate(p):
-                game[k].append(float(v))
+            episodes.append((np.stack(frames), np.stack(actions)))
     finally:
         g.close()
-    rows = [{"step": k, "dream": float(np.mean(dream[k])), "game": float(np.mean(game[k])) if game[k] else None,
+    game = [[] for _ in range(K)]
+    for frames, _ in episodes:
+        with torch.no_grad():
+            p = net.hazard(model.encode_frames(frames[K0:]).long()).numpy() if len(frames) > K0 else []
+        for k, v in enumerate(p):
+            game[k].append(float(v))
+
+    if K0:  # the dreams take over the game's episodes alive at step K0 and replay their actions
+        alive = [e for e in episodes if len(e[0]) > K0]
+        if not alive:
+            raise SystemExit(f"no game episode lived {K0} steps; use a smaller --prefix")
+        n_dream = len(alive)
+    else:
+        n_dream = n
+        policies = [make_policy(args.policy, seed=i) for i in range(n)]
+    env = WHAMVectorEnv(n_dream, model, obs_mode="tokens", termination_fn=NeverTerminate(), max_episode_steps=K + 1,
+                        temperature=args.temperature)
+    prompt = None
+    if K0:
+        first = max(0, K0 - env.prompt_frames + 1)  # the prompt: the game's last frames up to step K0
+        prompt = (np.stack([f[first:K0 + 1] for f, _ in alive]), np.stack([a[first:K0] for _, a in alive]))
+        plans = [a[K0:] for _, a in alive]
+    obs, _ = env.reset(seed=0, options={"prompt": prompt} if prompt is not None else None)
+    dream = []
+    for k in range(K):
+        dream.append(net.hazard(torch.as_tensor(obs).long().reshape(n_dream, -1)).numpy())
+        if K0:  # an episode that ended in the game stands still in the dream from then on (no longer counted)
+            act = np.stack([plan[k] if k < len(plan) else np.zeros_like(plan[0]) for plan in plans])
+        else:
+            act = np.stack([p.act(None) for p in policies])
+        obs, *_ = env.step(act)
+    env.close()
+    if K0:  # compare the same episodes: a dream counts at step k while its game episode is alive
+        dream = [[d[j] for j, (f, _) in enumerate(alive) if len(f) > K0 + k] for k, d in enumerate(dream)]
+    rows = [{"step": K0 + k, "dream": float(np.mean(dream[k])) if len(dream[k]) else None, "game": float(np.mean(game[k])) if game[k] else None,
              "game_alive": len(game[k])} for k in range(K)]
     for r in rows[::4]:
-        print(f"step {r['step']:3d}: dream {r['dream']:.4f}  game {r['game'] or float('nan'):.4f} ({r['game_alive']} alive)")
+        print(f"step {r['step']:3d}: dream {r['dream'] or float('nan'):.4f}  game {r['game'] or float('nan'):.4f} ({r['game_alive']} alive)")
     report = {"model": args.model, "policy": args.policy, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-              "dreams": n, "game_episodes": n, "per_step": rows}
+              "prefix": K0, "temperature": args.temperature, "dreams": n_dream, "game_episodes": n, "per_step": rows}
     atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
     print(f"wrote {args.out}")
 

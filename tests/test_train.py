@@ -103,6 +103,34 @@ def test_world_model_loss_falls_and_resume_is_identical(dataset, tmp_path):
         assert torch.equal(p, q), name
 
 
+def test_changed_tokens_weigh_as_asked_and_validation_stays_plain():
+    torch.manual_seed(0)
+    model = tiny_model()
+    tpi, tps, V = model.config.tokens_per_image, model.config.tokens_per_step, TOK.vocab_size
+    imgs = torch.randint(0, V, (2, 4, tpi))
+    imgs[:, 1:, tpi // 2:] = imgs[:, :1, tpi // 2:]  # the bottom half copies the first frame: unchanged tokens
+    acts = torch.randint(0, 2, (2, 4, 16))
+    ids = model.vocab.interleave(imgs, acts)
+    with torch.no_grad():
+        logp = torch.log_softmax(model.gpt(ids[:, :-1]).float(), -1)
+        plain, _ = lm_loss(model, ids)
+        weighted, _ = lm_loss(model, ids, changed_weight=3.0)
+    # By hand: target index t (ids[t + 1]) is image token j of step s; it changed if step s > 0 and
+    # imgs[s, j] != imgs[s - 1, j]; everything else (actions, step 0's image) weighs 1.
+    num = den = 0.0
+    for b in range(2):
+        for t in range(ids.shape[1] - 1):
+            s, j = divmod(t + 1, tps)
+            w = 3.0 if j < tpi and s > 0 and imgs[b, s, j] != imgs[b, s - 1, j] else 1.0
+            num += w * -logp[b, t, ids[b, t + 1]].item()
+            den += w
+    assert weighted.item() == pytest.approx(num / den, rel=1e-5)
+    assert plain.item() == pytest.approx(-logp.gather(-1, ids[:, 1:, None]).mean().item(), rel=1e-5)
+    assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)
+    with pytest.raises(ValueError, match="changed_token_weight"):
+        train_world_model(model, [], "unused", cfg(1), changed_token_weight=0)
+
+
 def test_class_weights_balance_classes():
     values, w = class_weights(np.array([0, 0, 0, 1, 0, 0, -1, 0], np.float32))
     assert values.tolist() == [-1, 0, 1]
@@ -253,6 +281,7 @@ def test_a_card_records_the_recipe_that_reproduces_it():
     assert (recipe.code_decay, recipe.code_threshold) == (0.99, 0.001)
     # The shipped card predates the hard-pixel term: it reads as off, which is how that tokenizer was trained.
     assert json.loads(json.dumps(asdict(recipe))) == {"hard_pixel_weight": 0.0, "hard_pixel_fraction": 0.02,
+                                                      "changed_token_weight": 1.0,
                                                       "termination": "end_frame", "termination_reads_action": True,
                                                       "hazard_calibration_envs": 16,
                                                       "hazard_calibration_steps": 250, **card["recipe"]}

@@ -23,13 +23,24 @@ def sequences(model, imgs: np.ndarray, acts: np.ndarray, device) -> torch.Tensor
     return model.vocab.interleave(torch.from_numpy(imgs).to(device), torch.from_numpy(acts).to(device))
 
 
-def lm_loss(model, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def lm_loss(model, ids: torch.Tensor, changed_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Next-token cross-entropy; ``changed_weight`` != 1 weighs the image tokens that differ from the same
+    position one step earlier by that much (a weighted mean), so the few tokens that move (a fireball
+    coming closer) are not drowned by the many a frame copies from the last one."""
     logits = model.gpt(ids[:, :-1])
     targets = ids[:, 1:]
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    tpi, tps = model.config.tokens_per_image, model.config.tokens_per_step
+    is_image = (torch.arange(1, ids.shape[1], device=ids.device) % tps) < tpi
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    if changed_weight == 1.0:
+        loss = ce.mean()
+    else:
+        changed = torch.zeros_like(targets, dtype=torch.bool)
+        changed[:, tps - 1:] = ids[:, tps:] != ids[:, :-tps]  # target t against the token at t - tps
+        changed &= is_image  # action tokens and the first step's image keep weight 1
+        w = torch.where(changed, changed_weight, 1.0).reshape(-1)
+        loss = (w * ce).sum() / w.sum()
     with torch.no_grad():
-        tpi, tps = model.config.tokens_per_image, model.config.tokens_per_step
-        is_image = (torch.arange(1, ids.shape[1], device=ids.device) % tps) < tpi
         hit = logits.argmax(-1) == targets
         acc = hit[:, is_image].float().mean()
     return loss, {"acc": acc.item()}
@@ -37,8 +48,14 @@ def lm_loss(model, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 def train_world_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
                       stop_after: int | None = None, cache_dir=None, val_windows: int = 64,
-                      end_frame: str | None = None) -> dict:
-    """Train (or resume) ``model.gpt`` on ``data``; the tokenizer stays frozen."""
+                      end_frame: str | None = None, changed_token_weight: float = 1.0) -> dict:
+    """Train (or resume) ``model.gpt`` on ``data``; the tokenizer stays frozen.
+
+    ``changed_token_weight``: the training loss's weight on image tokens that change from the last step
+    (:func:`lm_loss`); validation reports the plain cross-entropy, so runs with different weights compare.
+    """
+    if not changed_token_weight > 0:
+        raise ValueError(f"changed_token_weight: expected a number > 0 (1: plain cross-entropy), got {changed_token_weight}")
     run_dir = Path(run_dir)
     device = torch.device(cfg.device)
     model.to(device)
@@ -54,7 +71,7 @@ def train_world_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool 
 
     def loss_fn(step, micro):
         imgs, acts = sampler.sample(batch_rng(cfg.seed, step, micro), cfg.batch_size)
-        return lm_loss(model, sequences(model, imgs, acts, device))
+        return lm_loss(model, sequences(model, imgs, acts, device), changed_token_weight)
 
     def validate():
         losses, accs = [], []
