@@ -8,7 +8,8 @@ world model leaves out: danger that builds up in the game and not in the dream, 
 With ``--prefix K`` the dreams start where the game's episodes are after K steps (the game's last frames and
 actions as the prompt) and replay the game's own actions from there, so dream and game see the same state and the
 same controls: whether fireballs already in flight reach a player in the dream tells a world model that cannot
-carry danger from one that only does not start it.
+carry danger from one that only does not start it. Both worlds also report the share of image tokens that change
+from one step to the next: a dream that copies its last frame too often (or redraws too much) shows there.
 
     python benchmarks/hazard_in_time.py --model runs/tc-v10/model --policy still \\
         --out benchmarks/results/hazard_in_time_still.json
@@ -73,11 +74,18 @@ def main() -> None:
     finally:
         g.close()
     game = [[] for _ in range(K)]
+    game_change = [[] for _ in range(K)]  # the share of image tokens that differ from the last step's
     for frames, _ in episodes:
+        if len(frames) <= K0:
+            continue
         with torch.no_grad():
-            p = net.hazard(model.encode_frames(frames[K0:]).long()).numpy() if len(frames) > K0 else []
+            tokens = model.encode_frames(frames[K0:]).long()
+            p = net.hazard(tokens).numpy()
+        tokens = tokens.reshape(len(tokens), -1).numpy()
         for k, v in enumerate(p):
             game[k].append(float(v))
+            if k:
+                game_change[k].append(float((tokens[k] != tokens[k - 1]).mean()))
 
     if K0:  # the dreams take over the game's episodes alive at step K0 and replay their actions
         alive = [e for e in episodes if len(e[0]) > K0]
@@ -95,24 +103,34 @@ def main() -> None:
         prompt = (np.stack([f[first:K0 + 1] for f, _ in alive]), np.stack([a[first:K0] for _, a in alive]))
         plans = [a[K0:] for _, a in alive]
     obs, _ = env.reset(seed=0, options={"prompt": prompt} if prompt is not None else None)
-    dream = []
+    dream, dream_tokens = [], []
     for k in range(K):
-        dream.append(net.hazard(torch.as_tensor(obs).long().reshape(n_dream, -1)).numpy())
+        dream_tokens.append(torch.as_tensor(obs).long().reshape(n_dream, -1))
+        dream.append(net.hazard(dream_tokens[-1]).numpy())
         if K0:  # an episode that ended in the game stands still in the dream from then on (no longer counted)
             act = np.stack([plan[k] if k < len(plan) else np.zeros_like(plan[0]) for plan in plans])
         else:
             act = np.stack([p.act(None) for p in policies])
         obs, *_ = env.step(act)
     env.close()
+    dream_change = [[]] + [(b != a).float().mean(1).numpy() for a, b in zip(dream_tokens, dream_tokens[1:])]
     if K0:  # compare the same episodes: a dream counts at step k while its game episode is alive
-        dream = [[d[j] for j, (f, _) in enumerate(alive) if len(f) > K0 + k] for k, d in enumerate(dream)]
-    rows = [{"step": K0 + k, "dream": float(np.mean(dream[k])) if len(dream[k]) else None, "game": float(np.mean(game[k])) if game[k] else None,
-             "game_alive": len(game[k])} for k in range(K)]
+        lives = lambda k: [j for j, (f, _) in enumerate(alive) if len(f) > K0 + k]  # noqa: E731
+        dream = [[d[j] for j in lives(k)] for k, d in enumerate(dream)]
+        dream_change = [[c[j] for j in lives(k)] if k else [] for k, c in enumerate(dream_change)]
+    mean = lambda v: float(np.mean(v)) if len(v) else None  # noqa: E731
+    rows = [{"step": K0 + k, "dream": mean(dream[k]), "game": mean(game[k]), "game_alive": len(game[k]),
+             "dream_token_change": mean(dream_change[k]), "game_token_change": mean(game_change[k])} for k in range(K)]
     for r in rows[::4]:
         print(f"step {r['step']:3d}: dream {r['dream'] or float('nan'):.4f}  game {r['game'] or float('nan'):.4f} ({r['game_alive']} alive)")
     report = {"model": args.model, "policy": args.policy, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-              "prefix": K0, "temperature": args.temperature, "dreams": n_dream, "game_episodes": n, "per_step": rows}
+              "prefix": K0, "temperature": args.temperature, "dreams": n_dream, "game_episodes": n,
+              "token_change": {"dream": mean([c for r in rows if (c := r["dream_token_change"]) is not None]),
+                               "game": mean([c for r in rows if (c := r["game_token_change"]) is not None])},
+              "per_step": rows}
+    print(f"image tokens changed per step: dream {report['token_change']['dream']:.3f}, "
+          f"game {report['token_change']['game']:.3f}")
     atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
     print(f"wrote {args.out}")
 
