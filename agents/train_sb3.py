@@ -35,6 +35,7 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
+from wham_gym.prompts import PromptBank  # noqa: E402
 from wham_gym.rewards import TokenRewardModel  # noqa: E402
 from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, check_game,  # noqa: E402
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "probability, as deaths come in the game) or expected (dreams never end; each step's "
                         "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)): a graded "
                         "signal every step instead of one sampled end per ~100); evaluations always sample")
+    g.add_argument("--dream-starts", nargs="+", default=None, metavar="PATH",
+                   help="recorded episodes (.npz files or folders) whose random windows start the training dreams, "
+                        "as IRIS and DIAMOND start theirs from the data: the agent meets mid-episode states (a "
+                        "fireball already in flight) that a dream from an episode's opening reaches rarely "
+                        "(default: the model's prompts, episode openings; evaluation dreams always start there)")
     g = ap.add_argument_group("reinjection (dream training only)")
     g.add_argument("--reinjection", choices=("none", "retrieval", "lockstep"), default="none",
                    help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "
@@ -161,6 +167,12 @@ def make_config(args: argparse.Namespace) -> dict:
             raise ValueError("--action-set gives a Discrete action space: use --algo ppo (SAC needs a Box)")
     if args.dream_ends != "sampled" and args.world != "dream":
         raise ValueError(f"--dream-ends {args.dream_ends} applies to dream training; got --world {args.world}")
+    if args.dream_starts is not None and args.world != "dream":
+        raise ValueError(f"--dream-starts applies to dream training; got --world {args.world}")
+    for path in args.dream_starts or ():
+        if not os.path.exists(path):
+            raise ValueError(f"--dream-starts: {path} does not exist; expected recorded episodes (.npz files or "
+                             "folders of them, as `wham-gym record` writes)")
     if args.reinjection != "none" and args.world != "dream":
         raise ValueError(f"--reinjection {args.reinjection} applies to dream training; got --world {args.world}")
     worlds = [w for w in args.eval_worlds.split(",") if w]
@@ -224,15 +236,17 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
     elif cfg["reinjection"] == "lockstep":
         reinjection = lockstep_reinjection(cfg["scenario"], cfg["num_envs"], cfg["max_episode_steps"],
                                            cfg["reinject_every"], cfg["reinject_nll"], game_kwargs=cfg["game_kwargs"])
-    ends = {}
+    extra = {}
     if cfg["dream_ends"] == "expected":  # make_config always sets it
         if world_model.reward_model is None:
             raise ValueError("--dream-ends expected needs a world model with a learned termination hazard; "
                              f"{cfg['model']} has no reward model")
         reward_fn, termination_fn = TokenRewardModel(world_model.reward_model).expected_ends(1 / (1 - cfg["gamma"]))
-        ends = dict(reward_fn=reward_fn, termination_fn=termination_fn)
+        extra = dict(reward_fn=reward_fn, termination_fn=termination_fn)
+    if cfg.get("dream_starts"):
+        extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # a bad path fails here, before training
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
-                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **ends)
+                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **extra)
 
 
 class Periodic(BaseCallback):

@@ -245,12 +245,39 @@ def test_train_sac_in_the_real_game_keeps_its_replay_buffer(tmp_path):
 def test_train_rejects_bad_arguments(tmp_path, capsys):
     for bad in (["--world", "real", "--reinjection", "retrieval"], ["--obs-size", "500x10"], ["--steps", "0"],
                 ["--eval-worlds", "real,moon"], ["--world", "real", "--dream-ends", "expected"],
-                ["--dream-ends", "expected"]):  # the tiny model has no termination hazard to take the expectation of
+                ["--dream-ends", "expected"],  # the tiny model has no termination hazard to take the expectation of
+                ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")]):
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
     assert "applies to dream training" in err and "obs size" in err and "--steps must be >= 1" in err
     assert "--dream-ends expected applies to dream training" in err and "needs a world model with a learned" in err
+    assert "--dream-starts applies to dream training" in err and "nothing" in err
+
+
+def test_dream_starts_come_from_the_recordings_given(tiny, tmp_path):
+    """--dream-starts: training dreams start from random windows of those episodes, evaluation dreams do not."""
+    rec = REPO / "wham_gym/assets/default/prompts"
+    args = train_sb3.build_parser().parse_args([*TINY_RUN, "--dream-starts", str(rec / "prompt_01.npz"),
+                                                "--out", str(tmp_path / "r")])
+    cfg = train_sb3.make_config(args)
+    venv = train_sb3.make_train_venv(cfg, tiny)
+    try:
+        inner = venv
+        while not hasattr(inner, "prompt_bank"):  # SB3's wrappers, then our adapter, then the vector env
+            inner = getattr(inner, "venv", None) or inner.env
+        assert [str(e) for e in inner.prompt_bank.episodes] == [str(rec / "prompt_01.npz")]
+    finally:
+        venv.close()
+    cfg.pop("dream_starts")
+    venv = train_sb3.make_train_venv(cfg, tiny)  # without it: the model's own prompts
+    try:
+        inner = venv
+        while not hasattr(inner, "prompt_bank"):
+            inner = getattr(inner, "venv", None) or inner.env
+        assert "prompt_01.npz" not in " ".join(str(e) for e in inner.prompt_bank.episodes)
+    finally:
+        venv.close()
 
 
 def test_compare_all_rows_and_results_md(tmp_path):

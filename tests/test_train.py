@@ -1,5 +1,6 @@
 """Training: losses fall, resume continues identically, the recipe yields a model the envs accept."""
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -296,7 +297,7 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     keep loading as the version changes, and say what benchmarks/RESULTS.md says they are."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
-    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still"}
+    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still", "take_cover_c4_changed4"}
     for r in cards.values():
         assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
         assert r.model_config().tokens_per_image == 60
@@ -306,6 +307,10 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     # The variant whose hazard ranks blind policies as the game does on its frames: blind, trained 1,500 steps.
     still = cards["take_cover_c4_still"]
     assert (still.termination_reads_action, still.reward_train.steps, still.world_model_train.steps) == (False, 1500, 5500)
+    # The same, its GPT's loss weighing the image tokens that change from the last step 4x from the first step.
+    changed = cards["take_cover_c4_changed4"]
+    assert changed.changed_token_weight == 4 and still.changed_token_weight == 1
+    assert dataclasses.replace(changed, name=still.name, changed_token_weight=1.0) == still
 
 
 @pytest.fixture(scope="module")

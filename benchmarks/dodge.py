@@ -1,0 +1,158 @@
+"""Does a dodge save the player, in the game and in the dream? The one thing a take_cover agent must learn.
+
+The game's episodes under a blind policy (still by default; fixed seeds) end in a death at step L. For each, the
+game is replayed from its seed with the same actions up to step K = L - b (ViZDoom is deterministic under the
+same seed and actions; the replay's own death at L is checked), then each branch holds one preset (none / left /
+right) for the next H steps. The dream takes over at the same step K (the game's last frames and actions as its
+prompt) and plays the same branches, several samples each, its death read as the env reads it: the hazard on
+every dreamt frame with the model's dream offset, so P(alive after h steps) = prod (1 - q_k).
+
+A world model an agent can learn to dodge in gives a still player the game's death and a strafing one the
+game's escape. One that kills everyone alike (or no one) teaches nothing about dodging, whatever its episode
+lengths say.
+
+    python benchmarks/dodge.py --model runs/tc-w4/model --before 2,4,6 --out benchmarks/results/dodge_w4.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import wham_gym  # noqa: F401  (registers the envs)
+from wham_gym.action_sets import action_set_for
+from wham_gym.atomic import atomic_write
+from wham_gym.env import WHAMVectorEnv
+from wham_gym.games.explore import make_policy
+from wham_gym.model import load_model
+from wham_gym.rewards import NeverTerminate
+
+BRANCHES = ("none", "left", "right")
+
+
+def play(game, seed: int, actions: list[np.ndarray], extra: np.ndarray | None = None, extra_steps: int = 0):
+    """Replay ``actions`` from ``seed``, then hold ``extra`` ``extra_steps`` times: (frames seen, steps lived)."""
+    o, _ = game.reset(seed=seed)
+    frames, lived = [o], 0
+    plan = list(actions) + [extra] * extra_steps
+    for a in plan:
+        o, _, term, trunc, _ = game.step(a)
+        if term or trunc:
+            return frames, lived + (0 if term else 1), bool(term)
+        lived += 1
+        frames.append(o)
+    return frames, lived, False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a model whose reward model is a frame-only hazard")
+    ap.add_argument("--policy", default="still", help="the blind policy whose deaths are branched from")
+    ap.add_argument("--episodes", type=int, default=32)
+    ap.add_argument("--before", default="2,4,6", help="branch b steps before each death (comma list)")
+    ap.add_argument("--horizon", type=int, default=10, help="steps after the death's step that still count")
+    ap.add_argument("--samples", type=int, default=2, help="dreams per episode and branch")
+    ap.add_argument("--temperature", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    net = model.reward_model
+    if net is None or net.config.termination != "hazard" or net.config.reads_action:
+        raise SystemExit(f"{args.model}: expected a frame-only hazard (termination 'hazard', reads_action False)")
+    card = model.card or {}
+    presets = action_set_for(card.get("action_set") or "take_cover")
+    offset = float(net.config.hazard_offset)
+    cap = 600
+    game = gym.make("wham_gym/Doom-v0", scenario=card.get("scenario") or "take_cover", max_steps=cap,
+                    **(card.get("game_kwargs") or {}))
+    deaths = []  # (seed, actions up to the death)
+    try:
+        for i in range(args.episodes):
+            seed = 10_000 + i
+            actor = make_policy(args.policy, seed=seed)
+            o, _ = game.reset(seed=seed)
+            actions = []
+            for _ in range(cap):
+                actions.append(actor.act(o))
+                o, _, term, trunc, _ = game.step(actions[-1])
+                if term or trunc:
+                    break
+            if term:
+                deaths.append((seed, actions))
+        report = {"model": args.model, "policy": args.policy, "date": date.today().isoformat(),
+                  "torch": torch.__version__, "temperature": args.temperature, "hazard_offset": offset,
+                  "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
+                  "deaths": len(deaths), "episodes": args.episodes, "by_before": {}}
+        window = None
+        for b in (int(x) for x in args.before.split(",")):
+            H = b + args.horizon
+            cases = [(s, a) for s, a in deaths if len(a) - b >= 3]  # room for a prompt before the branch
+            game_alive = {name: [] for name in BRANCHES}  # steps lived after K, per case
+            replayed = 0
+            prompts = []
+            for seed, actions in cases:
+                K = len(actions) - b
+                for name in BRANCHES:
+                    frames, lived, _ = play(game, seed, actions[:K], presets.vector(name), H)
+                    game_alive[name].append(lived - K)
+                    if name == "none" and args.policy == "still":
+                        replayed += int(lived == len(actions) - 1)  # dies on the same step as the original
+                if len(frames) < K + 1:
+                    raise SystemExit(f"seed {seed}: the replay died before step {K}; the game is not deterministic here")
+                prompts.append((np.stack(frames[:K + 1]), np.stack(actions[:K])))
+            # The dream: every case x branch x sample in one batch, from the game's frames up to step K.
+            n = len(cases) * len(BRANCHES) * args.samples
+            env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=NeverTerminate(),
+                                max_episode_steps=H + 1, temperature=args.temperature)
+            window = env.prompt_frames
+            order = [(c, name) for c in range(len(cases)) for name in BRANCHES for _ in range(args.samples)]
+            pf = np.stack([prompts[c][0][-window:] for c, _ in order])
+            pa = np.stack([prompts[c][1][len(prompts[c][1]) - window + 1:] for c, _ in order])
+            env.reset(seed=b, options={"prompt": (pf, pa)})
+            act = np.stack([presets.vector(name) for _, name in order])
+            alive = np.ones(n)
+            expected = np.zeros(n)  # expected steps lived after K, capped at H
+            alive_at_b = None
+            for k in range(H):
+                obs, *_ = env.step(act)
+                p = net.hazard(torch.as_tensor(obs).long().reshape(n, -1)).numpy()
+                p = np.clip(p, 1e-12, 1 - 1e-12)
+                q = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + offset)))  # the env's probability: offset applied
+                alive *= 1 - q
+                expected += alive
+                if k == b - 1:
+                    alive_at_b = alive.copy()
+            env.close()
+            row = {"cases": len(cases), "horizon": H, "branches": {}}
+            if args.policy == "still":
+                row["game_replay_dies_on_the_same_step"] = replayed / max(len(cases), 1)
+            for name in BRANCHES:
+                g = np.array(game_alive[name])
+                sel = np.array([nm == name for _, nm in order])
+                row["branches"][name] = {
+                    "game_survives_b": float(np.mean(g >= b)), "game_steps_lived": float(np.mean(g)),
+                    "dream_survives_b": float(np.mean(alive_at_b[sel])),
+                    "dream_steps_lived": float(np.mean(expected[sel])),
+                }
+            report["by_before"][str(b)] = row
+            print(f"b={b} ({len(cases)} deaths, H={H})" + "".join(
+                f"\n  {name:5s}: survive b steps game {r['game_survives_b']:.2f} dream {r['dream_survives_b']:.2f};"
+                f" steps lived game {r['game_steps_lived']:.1f} dream {r['dream_steps_lived']:.1f}"
+                for name, r in row["branches"].items()))
+    finally:
+        game.close()
+    report["prompt_frames"] = window
+    atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
