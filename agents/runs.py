@@ -58,8 +58,12 @@ def wrapping_from_config(cfg: dict) -> Wrapping:
 
 
 def dream_settings(cfg: dict) -> dict:
-    """The dream's engine settings of a run (its config, or the defaults of runs older than them)."""
-    return {k: cfg.get(k, LATER[k]) for k in DREAM_SETTINGS}
+    """The dream's settings of a run (its config, or the defaults of runs older than them): the engine's, and how
+    its episodes end when that is the world model's drawn end frame (training and evaluation dreams alike)."""
+    settings = {k: cfg.get(k, LATER[k]) for k in DREAM_SETTINGS}
+    if cfg.get("dream_ends") == "drawn":
+        settings["ends"] = "drawn"
+    return settings
 
 
 class RunDir:

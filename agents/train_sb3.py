@@ -86,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
-    g.add_argument("--dream-ends", choices=("sampled", "expected"), default="sampled",
-                   help="how a termination hazard ends training dreams: sampled (a step ends with the hazard's "
-                        "probability, as deaths come in the game) or expected (dreams never end; each step's "
-                        "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)): a graded "
-                        "signal every step instead of one sampled end per ~100); evaluations always sample")
+    g.add_argument("--dream-ends", choices=("sampled", "expected", "drawn"), default="sampled",
+                   help="how training dreams end: sampled (the model's termination; a hazard ends a step with its "
+                        "probability, as deaths come in the game), expected (dreams never end; each step's "
+                        "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)); evaluations "
+                        "sample), or drawn (a dream ends when the world model draws its end frame, the GPT's own "
+                        "death given the context and the action; for models trained with end frames; "
+                        "evaluation dreams end the same way)")
     g.add_argument("--dream-starts", nargs="+", default=None, metavar="PATH",
                    help="recorded episodes (.npz files or folders) whose random windows start the training dreams, "
                         "as IRIS and DIAMOND start theirs from the data: the agent meets mid-episode states (a "

@@ -5,7 +5,8 @@ game is replayed from its seed with the same actions up to step K = L - b (ViZDo
 same seed and actions; the replay's own death at L is checked), then each branch holds one preset (none / left /
 right) for the next H steps. The dream takes over at the same step K (the game's last frames and actions as its
 prompt) and plays the same branches, several samples each, its death read as the env reads it: the hazard on
-every dreamt frame with the model's dream offset, so P(alive after h steps) = prod (1 - q_k).
+every dreamt frame with the model's dream offset, so P(alive after h steps) = prod (1 - q_k); and, for a model
+trained with end frames, the deaths the world model draws itself (its end frame, sampled by the decoding).
 
 A world model an agent can learn to dodge in gives a still player the game's death and a strafing one the
 game's escape. One that kills everyone alike (or no one) teaches nothing about dodging, whatever its episode
@@ -31,7 +32,7 @@ from wham_gym.atomic import atomic_write
 from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.model import load_model
-from wham_gym.rewards import NeverTerminate
+from wham_gym.rewards import EndFrameTermination, NeverTerminate
 
 BRANCHES = ("none", "left", "right")
 
@@ -116,20 +117,27 @@ def main() -> None:
             order = [(c, name) for c in range(len(cases)) for name in BRANCHES for _ in range(args.samples)]
             pf = np.stack([prompts[c][0][-window:] for c, _ in order])
             pa = np.stack([prompts[c][1][len(prompts[c][1]) - window + 1:] for c, _ in order])
-            env.reset(seed=b, options={"prompt": (pf, pa)})
+            obs, _ = env.reset(seed=b, options={"prompt": (pf, pa)})
             act = np.stack([presets.vector(name) for _, name in order])
             alive = np.ones(n)
             expected = np.zeros(n)  # expected steps lived after K, capped at H
-            alive_at_b = None
+            drawn_alive = np.ones(n, bool)  # not yet drawn the end frame (the world model's own death, sampled)
+            drawn_lived = np.zeros(n)
+            end_tokens = EndFrameTermination(model).end_tokens.numpy()
+            alive_at_b = drawn_at_b = None
             for k in range(H):
-                obs, *_ = env.step(act)
+                # The step taken at frame k ends the episode with the hazard read on that frame (the env's rule;
+                # the first is the game's own frame at K, the same for every branch).
                 p = net.hazard(torch.as_tensor(obs).long().reshape(n, -1)).numpy()
                 p = np.clip(p, 1e-12, 1 - 1e-12)
                 q = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + offset)))  # the env's probability: offset applied
                 alive *= 1 - q
                 expected += alive
+                obs, *_ = env.step(act)
+                drawn_alive &= (np.asarray(obs).reshape(n, -1) == end_tokens).mean(1) < 0.5
+                drawn_lived += drawn_alive
                 if k == b - 1:
-                    alive_at_b = alive.copy()
+                    alive_at_b, drawn_at_b = alive.copy(), drawn_alive.copy()
             env.close()
             row = {"cases": len(cases), "horizon": H, "branches": {}}
             if args.policy == "still":
@@ -141,11 +149,14 @@ def main() -> None:
                     "game_survives_b": float(np.mean(g >= b)), "game_steps_lived": float(np.mean(g)),
                     "dream_survives_b": float(np.mean(alive_at_b[sel])),
                     "dream_steps_lived": float(np.mean(expected[sel])),
+                    "drawn_survives_b": float(np.mean(drawn_at_b[sel])),
+                    "drawn_steps_lived": float(np.mean(drawn_lived[sel])),
                 }
             report["by_before"][str(b)] = row
             print(f"b={b} ({len(cases)} deaths, H={H})" + "".join(
                 f"\n  {name:5s}: survive b steps game {r['game_survives_b']:.2f} dream {r['dream_survives_b']:.2f};"
-                f" steps lived game {r['game_steps_lived']:.1f} dream {r['dream_steps_lived']:.1f}"
+                f" steps lived game {r['game_steps_lived']:.1f} dream {r['dream_steps_lived']:.1f};"
+                f" drawn ends: survive {r['drawn_survives_b']:.2f}, lived {r['drawn_steps_lived']:.1f}"
                 for name, r in row["branches"].items()))
     finally:
         game.close()

@@ -42,6 +42,7 @@ from wham_gym.measure.benchmark import run_engine
 from wham_gym.measure.fidelity import STRAFE_PROBES, action_following
 from wham_gym.measure.metrics import rank_correlation
 from wham_gym.model import load_model
+from wham_gym.rewards import EndFrameTermination
 from wham_gym.model.vocab import action_tokens
 from wham_gym.train.data import split_sources, tokenize_episodes
 from wham_gym.train.reward import evaluate_reward_model, transitions
@@ -145,6 +146,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: termination, ends, dream (the "
                     "ends' dreams: game and hazard only), probes, speed")
+    ap.add_argument("--ends", choices=("model", "drawn"), default="model",
+                    help="how dreams end: the model's termination (its hazard or end-frame classifier), or drawn: "
+                         "when the world model draws its end frame (rewards.EndFrameTermination)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,7 +159,7 @@ def main() -> None:
     scenario, game_kwargs = card.get("scenario") or "take_cover", card.get("game_kwargs") or {}
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-              "dream": engine, "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
+              "dream": engine, "ends": args.ends, "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
     if "termination" not in skip:
         with tempfile.TemporaryDirectory() as cache:
             report["termination"] = termination(model, args.data, cache)
@@ -169,8 +173,9 @@ def main() -> None:
                 "game": {"mean": float(game.mean()), "std": float(game.std()), "episodes": len(game)},
                 "hazard_on_game_frames": hazard_length}
             if "dream" not in skip:
+                ends = {"termination_fn": EndFrameTermination(model)} if args.ends == "drawn" else {}
                 dream = dream_lengths(model, args.dream_envs, args.episodes, args.max_steps, args.seed, policy,
-                                      **engine)
+                                      **engine, **ends)
                 report["episode_ends"][policy].update(
                     dream={"mean": float(np.mean(dream["lengths"])), "std": float(np.std(dream["lengths"])),
                            "episodes": len(dream["lengths"]), "capped": dream["capped"],

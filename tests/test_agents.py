@@ -246,13 +246,15 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     for bad in (["--world", "real", "--reinjection", "retrieval"], ["--obs-size", "500x10"], ["--steps", "0"],
                 ["--eval-worlds", "real,moon"], ["--world", "real", "--dream-ends", "expected"],
                 ["--dream-ends", "expected"],  # the tiny model has no termination hazard to take the expectation of
-                ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")]):
+                ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")],
+                ["--dream-ends", "drawn"]):  # nor end frames to draw
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
     assert "applies to dream training" in err and "obs size" in err and "--steps must be >= 1" in err
     assert "--dream-ends expected applies to dream training" in err and "needs a world model with a learned" in err
     assert "--dream-starts applies to dream training" in err and "nothing" in err
+    assert "never learned to draw an end frame" in err
 
 
 def test_dream_starts_come_from_the_recordings_given(tiny, tmp_path):
@@ -582,3 +584,23 @@ def test_collect_records_what_the_agent_does_in_the_game(tmp_path):
         every += chosen
     venv.close()
     assert len(set(every)) > 1  # the agent's own choices, not one constant action
+
+
+def test_drawn_ends_reach_training_and_evaluation_dreams(tiny):
+    """--dream-ends drawn is a dream setting: the training dreams and the evaluation dreams of a run both end
+    where the world model draws its end frame."""
+    import copy
+
+    from wham_gym.rewards import EndFrameTermination
+
+    model = copy.copy(tiny)
+    model.card = {**(tiny.card or {}), "recipe": {**((tiny.card or {}).get("recipe") or {}), "end_frame": "black"}}
+    settings = runs.dream_settings({"dream_ends": "drawn"})
+    assert settings["ends"] == "drawn" and "ends" not in runs.dream_settings({"dream_ends": "sampled"})
+    for venv in (wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **settings),
+                 Evaluator(model, num_envs=2, dream_kwargs=settings).venv("dream", SMALL, 2)):
+        inner = venv
+        while not hasattr(inner, "signals"):
+            inner = getattr(inner, "venv", None) or inner.env
+        assert isinstance(inner.signals.termination_fn, EndFrameTermination)
+        venv.close()

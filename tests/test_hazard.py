@@ -92,3 +92,36 @@ def test_calibrating_a_model_sets_the_offset_it_samples_with(tiny, tmp_path):
     (data / "manifest.json").unlink()
     with pytest.raises(ValueError, match="no manifest.json"):
         calibrate_hazard(loaded, data, num_envs=2, steps=2, progress=False)
+
+
+def test_drawn_end_frames_end_the_step_where_the_world_model_drew_one(tiny):
+    """EndFrameTermination: a step ends where at least `share` of the new frame's tokens are the end frame's (the
+    encoding of a black frame), and a model that never learned end frames is refused with the reason."""
+    import copy
+
+    from wham_gym.rewards import EndFrameTermination, StepContext
+
+    with pytest.raises(ValueError, match="never learned to draw an end frame"):
+        EndFrameTermination(tiny)
+    model = copy.copy(tiny)
+    model.card = {**(tiny.card or {}), "recipe": {**((tiny.card or {}).get("recipe") or {}), "end_frame": "black"}}
+    ends = EndFrameTermination(model)
+    c = model.config
+    black = model.encode_frames(np.zeros((1, c.frame_height, c.frame_width, 3), np.uint8)).reshape(-1)
+    assert torch.equal(ends.end_tokens, black)
+    scene = model.encode_frames(np.full((1, c.frame_height, c.frame_width, 3), 200, np.uint8)).reshape(-1)
+    assert not torch.equal(scene, black)
+    n = len(black)
+    half = scene.clone()
+    half[: (n + 1) // 2] = black[: (n + 1) // 2]  # at least half the end frame
+    most = black.clone()
+    most[: n // 4] = scene[: n // 4]  # three quarters
+    tokens = torch.stack([black, half, most, scene])
+    ctx = StepContext(tokens=tokens, prev_tokens=torch.stack([scene] * 4), frames=None,
+                      actions=torch.zeros(4, 16), steps=torch.ones(4, dtype=torch.long), nll=torch.zeros(4),
+                      entropy=torch.zeros(4))
+    ended = ends(ctx)
+    assert ended.dtype == torch.bool and ended.tolist() == [True, True, True, False]
+    assert EndFrameTermination(model, share=1.0)(ctx).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="share"):
+        EndFrameTermination(model, share=0)

@@ -79,6 +79,38 @@ class NeverTerminate:
         return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
 
 
+class EndFrameTermination:
+    """An episode ends when the world model draws its end frame.
+
+    A model trained with ``Recipe(end_frame="black")`` saw a black frame after every death in its data, so its
+    GPT learned P(next frame is the end | the last frames, the action): a death hazard that reads motion
+    over the whole context and the action taken, which a hazard on one frame cannot (take_cover: 0.37 on the
+    game's last frame before a death under "none", 0.20 / 0.26 under a strafe, 0.008 ten steps earlier;
+    benchmarks/RESULTS.md). The dream's own decoding samples it; this reads what was drawn: a step ends when at
+    least ``share`` of the new frame's image tokens are the end frame's.
+    """
+
+    needs_frames = False
+
+    def __init__(self, model, share: float = 0.5):
+        if not 0 < share <= 1:
+            raise ValueError(f"share: expected a fraction in (0, 1], got {share}")
+        recipe = (getattr(model, "card", None) or {}).get("recipe") or {}
+        if recipe.get("end_frame") != "black":
+            raise ValueError(f"{getattr(model, 'name', 'this model')}: its recipe has end_frame "
+                             f"{recipe.get('end_frame')!r}, so it never learned to draw an end frame and its dreams "
+                             "would not end; train with Recipe(end_frame='black'), or end dreams by its termination")
+        c = model.config
+        black = np.zeros((1, c.frame_height, c.frame_width, 3), np.uint8)
+        with torch.no_grad():
+            self.end_tokens = model.encode_frames(black).reshape(-1).long()
+        self.share = float(share)
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        end = self.end_tokens.to(ctx.tokens.device)
+        return (ctx.tokens == end).float().mean(1) >= self.share
+
+
 class LearnedRewardModel(ABC):
     """A model predicting reward and termination from a dreamed step; one forward pass serves both.
 
