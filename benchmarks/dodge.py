@@ -51,6 +51,38 @@ def play(game, seed: int, actions: list[np.ndarray], extra: np.ndarray | None = 
     return frames, lived, False
 
 
+def end_signals(model, game, presets, deaths, before: int = 12) -> dict:
+    """What each termination reads on the game's own frames as a death comes: the frame-only hazard (raw, and with
+    the dream offset) and the GPT's probability that the next frame is its end frame given the last frames and the
+    action taken (each preset), at the frame d steps before the death's step (d = 0: the last frame)."""
+    net, vocab = model.reward_model, model.vocab
+    end = EndFrameTermination(model).end_tokens
+    window = model.config.gpt.block_size // vocab.tokens_per_step - 1  # context frames before the one predicted
+    temperature = 0.9
+    rows = {"hazard_raw": [[] for _ in range(before)], "hazard_dream": [[] for _ in range(before)],
+            **{f"gpt_end_{name}": [[] for _ in range(before)] for name in BRANCHES}}
+    offset = float(net.config.hazard_offset)
+    for seed, actions in deaths:
+        frames, _, _ = play(game, seed, actions[:-1])  # the frames up to the last one before the death
+        frames = np.stack(frames)
+        L = len(frames)
+        with torch.no_grad():
+            tokens = model.encode_frames(frames).long()
+            p = net.hazard(tokens.reshape(L, -1)).numpy()
+        for d in range(min(before, L - window + 1)):
+            t = L - 1 - d  # the frame the fatal step (d = 0) or an earlier one was taken at
+            rows["hazard_raw"][d].append(float(p[t]))
+            rows["hazard_dream"][d].append(float(1 / (1 + np.exp(-(np.log(p[t] / (1 - p[t])) + offset)))))
+            ctx = tokens[t - window + 1:t + 1][None]  # (1, window, N)
+            for name in BRANCHES:
+                acts = np.concatenate([np.stack(actions[t - window + 1:t]), presets.vector(name)[None]])
+                ids = torch.cat([vocab.interleave(ctx, model.action_ids(acts[None])), end[None]], 1)
+                with torch.no_grad():
+                    logp = torch.log_softmax(model.logits(ids)[0, -end.numel() - 1] / temperature, -1)
+                rows[f"gpt_end_{name}"][d].append(float(logp[end[0]].exp()))  # its first token: the end frame's
+    return {k: [float(np.mean(v)) if v else None for v in per_d] for k, per_d in rows.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model whose reward model is a frame-only hazard")
@@ -92,6 +124,9 @@ def main() -> None:
                   "torch": torch.__version__, "temperature": args.temperature, "hazard_offset": offset,
                   "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
                   "deaths": len(deaths), "episodes": args.episodes, "by_before": {}}
+        report["end_signals_by_steps_before_death"] = signals = end_signals(model, game, presets, deaths)
+        for k, v in signals.items():
+            print(f"{k:14s}", " ".join(f"{x:.3f}" for x in v if x is not None))
         window = None
         for b in (int(x) for x in args.before.split(",")):
             H = b + args.horizon
