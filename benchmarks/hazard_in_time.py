@@ -33,6 +33,7 @@ from wham_gym.atomic import atomic_write
 from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.model import load_model
+from wham_gym.model.reward_model import frame_hazard
 from wham_gym.rewards import NeverTerminate
 
 
@@ -50,9 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    net = model.reward_model
-    if net is None or net.config.termination != "hazard" or net.config.reads_action:
-        raise SystemExit(f"{args.model}: expected a frame-only hazard (termination 'hazard', reads_action False)")
+    net = frame_hazard(model)
 
     n, K, K0 = args.num_envs, args.steps, args.prefix
     card = model.card or {}

@@ -125,3 +125,20 @@ def test_drawn_end_frames_end_the_step_where_the_world_model_drew_one(tiny):
     assert EndFrameTermination(model, share=1.0)(ctx).tolist() == [True, False, False, False]
     with pytest.raises(ValueError, match="share"):
         EndFrameTermination(model, share=0)
+
+
+def test_frame_hazard_is_found_or_explained(tiny):
+    from wham_gym.model.reward_model import frame_hazard
+
+    with pytest.raises(ValueError, match="expected a frame-only hazard"):
+        frame_hazard(tiny)
+    net = RewardModel(RewardModelConfig(image_vocab_size=16, tokens_per_image=4, termination="hazard",
+                                        reads_action=False))
+
+    class Holder:  # what frame_hazard reads of a model
+        reward_model, card = net, {"name": "m"}
+
+    assert frame_hazard(Holder()) is net
+    Holder.reward_model = RewardModel(RewardModelConfig(image_vocab_size=16, tokens_per_image=4, termination="hazard"))
+    with pytest.raises(ValueError, match="m: expected a frame-only hazard.*reads_action True"):
+        frame_hazard(Holder())

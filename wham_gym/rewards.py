@@ -97,7 +97,7 @@ class EndFrameTermination:
             raise ValueError(f"share: expected a fraction in (0, 1], got {share}")
         recipe = (getattr(model, "card", None) or {}).get("recipe") or {}
         if recipe.get("end_frame") != "black":
-            raise ValueError(f"{getattr(model, 'name', 'this model')}: its recipe has end_frame "
+            raise ValueError(f"{recipe.get('name') or 'this model'}: its recipe has end_frame "
                              f"{recipe.get('end_frame')!r}, so it never learned to draw an end frame and its dreams "
                              "would not end; train with Recipe(end_frame='black'), or end dreams by its termination")
         c = model.config

@@ -118,5 +118,18 @@ class RewardModel(nn.Module):
         return torch.sigmoid(self(tokens, action_ids, tokens)[1].double())
 
 
+def frame_hazard(model) -> "RewardModel":
+    """``model``'s reward net when its termination is a hazard on the frame alone (what the take_cover benchmarks read
+    on game and dreamt frames); a ValueError saying what it has otherwise."""
+    net = getattr(model, "reward_model", None)
+    if net is None or net.config.termination != "hazard" or net.config.reads_action:
+        what = "no reward model" if net is None else (
+            f"termination {net.config.termination!r}, reads_action {net.config.reads_action}")
+        name = (getattr(model, "card", None) or {}).get("name", "this model")
+        raise ValueError(f"{name}: expected a frame-only hazard (termination 'hazard', reads_action False), got "
+                         f"{what}; train one with Recipe(termination='hazard', termination_reads_action=False)")
+    return net
+
+
 def _mlp(width: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
