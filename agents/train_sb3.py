@@ -246,7 +246,7 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
         reward_fn, termination_fn = TokenRewardModel(world_model.reward_model).expected_ends(1 / (1 - cfg["gamma"]))
         extra = dict(reward_fn=reward_fn, termination_fn=termination_fn)
     if cfg.get("dream_starts"):
-        extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # a bad path fails here, before training
+        extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # make_config checked that they exist
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
                            reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **extra)
 

@@ -58,11 +58,10 @@ def end_signals(model, game, presets, deaths, before: int = 12) -> dict:
     action taken (each preset), at the frame d steps before the death's step (d = 0: the last frame)."""
     net, vocab = model.reward_model, model.vocab
     end = EndFrameTermination(model).end_tokens
-    window = model.config.gpt.block_size // vocab.tokens_per_step - 1  # context frames before the one predicted
+    window = model.config.seq_len - 1  # context frames before the one predicted
     temperature = 0.9
     rows = {"hazard_raw": [[] for _ in range(before)], "hazard_dream": [[] for _ in range(before)],
             **{f"gpt_end_{name}": [[] for _ in range(before)] for name in BRANCHES}}
-    offset = float(net.config.hazard_offset)
     for seed, actions in deaths:
         frames, _, _ = play(game, seed, actions[:-1])  # the frames up to the last one before the death
         frames = np.stack(frames)
@@ -70,10 +69,11 @@ def end_signals(model, game, presets, deaths, before: int = 12) -> dict:
         with torch.no_grad():
             tokens = model.encode_frames(frames).long()
             p = net.hazard(tokens.reshape(L, -1)).numpy()
+            q = net.hazard(tokens.reshape(L, -1), dream=True).numpy()
         for d in range(min(before, L - window + 1)):
             t = L - 1 - d  # the frame the fatal step (d = 0) or an earlier one was taken at
             rows["hazard_raw"][d].append(float(p[t]))
-            rows["hazard_dream"][d].append(float(1 / (1 + np.exp(-(np.log(p[t] / (1 - p[t])) + offset)))))
+            rows["hazard_dream"][d].append(float(q[t]))
             ctx = tokens[t - window + 1:t + 1][None]  # (1, window, N)
             for name in BRANCHES:
                 acts = np.concatenate([np.stack(actions[t - window + 1:t]), presets.vector(name)[None]])
@@ -120,7 +120,8 @@ def main() -> None:
             if term:
                 deaths.append((seed, actions))
         report = {"model": args.model, "policy": args.policy, "date": date.today().isoformat(),
-                  "torch": torch.__version__, "temperature": args.temperature, "hazard_offset": offset,
+                  "torch": torch.__version__, "temperature": args.temperature,
+                  "hazard_offset": float(net.config.hazard_offset),
                   "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
                   "deaths": len(deaths), "episodes": args.episodes, "by_before": {}}
         report["end_signals_by_steps_before_death"] = signals = end_signals(model, game, presets, deaths)
@@ -157,18 +158,15 @@ def main() -> None:
             expected = np.zeros(n)  # expected steps lived after K, capped at H
             drawn_alive = np.ones(n, bool)  # not yet drawn the end frame (the world model's own death, sampled)
             drawn_lived = np.zeros(n)
-            end_tokens = EndFrameTermination(model).end_tokens.numpy()
+            ends = EndFrameTermination(model)
             alive_at_b = drawn_at_b = None
             for k in range(H):
                 # The step taken at frame k ends the episode with the hazard read on that frame (the env's rule;
                 # the first is the game's own frame at K, the same for every branch).
-                p = net.hazard(torch.as_tensor(obs).long().reshape(n, -1)).numpy()
-                p = np.clip(p, 1e-12, 1 - 1e-12)
-                q = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + offset)))  # the env's probability: offset applied
-                alive *= 1 - q
+                alive *= 1 - net.hazard(torch.as_tensor(obs).long().reshape(n, -1), dream=True).numpy()
                 expected += alive
                 obs, *_ = env.step(act)
-                drawn_alive &= (np.asarray(obs).reshape(n, -1) == end_tokens).mean(1) < 0.5
+                drawn_alive &= ~ends.drawn(torch.as_tensor(obs).long().reshape(n, -1)).numpy()
                 drawn_lived += drawn_alive
                 if k == b - 1:
                     alive_at_b, drawn_at_b = alive.copy(), drawn_alive.copy()

@@ -159,7 +159,8 @@ def main() -> None:
     scenario, game_kwargs = card.get("scenario") or "take_cover", card.get("game_kwargs") or {}
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-              "dream": engine, "ends": args.ends, "tokens_per_image": model.config.tokens_per_image, "parameters": model.num_parameters()}
+              "dream": engine, "ends": args.ends, "tokens_per_image": model.config.tokens_per_image,
+              "parameters": model.num_parameters()}
     if "termination" not in skip:
         with tempfile.TemporaryDirectory() as cache:
             report["termination"] = termination(model, args.data, cache)

@@ -257,6 +257,13 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "never learned to draw an end frame" in err
 
 
+def _vector_env(venv):
+    """The WHAMVectorEnv under SB3's wrappers and our adapter."""
+    while not hasattr(venv, "prompt_bank"):
+        venv = getattr(venv, "venv", None) or venv.env
+    return venv
+
+
 def test_dream_starts_come_from_the_recordings_given(tiny, tmp_path):
     """--dream-starts: training dreams start from random windows of those episodes, evaluation dreams do not."""
     rec = REPO / "wham_gym/assets/default/prompts"
@@ -265,19 +272,13 @@ def test_dream_starts_come_from_the_recordings_given(tiny, tmp_path):
     cfg = train_sb3.make_config(args)
     venv = train_sb3.make_train_venv(cfg, tiny)
     try:
-        inner = venv
-        while not hasattr(inner, "prompt_bank"):  # SB3's wrappers, then our adapter, then the vector env
-            inner = getattr(inner, "venv", None) or inner.env
-        assert [str(e) for e in inner.prompt_bank.episodes] == [str(rec / "prompt_01.npz")]
+        assert [str(e) for e in _vector_env(venv).prompt_bank.episodes] == [str(rec / "prompt_01.npz")]
     finally:
         venv.close()
     cfg.pop("dream_starts")
     venv = train_sb3.make_train_venv(cfg, tiny)  # without it: the model's own prompts
     try:
-        inner = venv
-        while not hasattr(inner, "prompt_bank"):
-            inner = getattr(inner, "venv", None) or inner.env
-        assert "prompt_01.npz" not in " ".join(str(e) for e in inner.prompt_bank.episodes)
+        assert "prompt_01.npz" not in " ".join(str(e) for e in _vector_env(venv).prompt_bank.episodes)
     finally:
         venv.close()
 
@@ -599,8 +600,5 @@ def test_drawn_ends_reach_training_and_evaluation_dreams(tiny):
     assert settings["ends"] == "drawn" and "ends" not in runs.dream_settings({"dream_ends": "sampled"})
     for venv in (wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **settings),
                  Evaluator(model, num_envs=2, dream_kwargs=settings).venv("dream", SMALL, 2)):
-        inner = venv
-        while not hasattr(inner, "signals"):
-            inner = getattr(inner, "venv", None) or inner.env
-        assert isinstance(inner.signals.termination_fn, EndFrameTermination)
+        assert isinstance(_vector_env(venv).signals.termination_fn, EndFrameTermination)
         venv.close()

@@ -106,9 +106,14 @@ class EndFrameTermination:
             self.end_tokens = model.encode_frames(black).reshape(-1).long()
         self.share = float(share)
 
+    def drawn(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, tokens_per_image) image tokens -> (N,) bool: these frames are the end frame."""
+        if self.end_tokens.device != tokens.device:  # once, on the first call from the engine's device
+            self.end_tokens = self.end_tokens.to(tokens.device)
+        return (tokens == self.end_tokens).float().mean(1) >= self.share
+
     def __call__(self, ctx: StepContext) -> torch.Tensor:
-        end = self.end_tokens.to(ctx.tokens.device)
-        return (ctx.tokens == end).float().mean(1) >= self.share
+        return self.drawn(ctx.tokens)
 
 
 class LearnedRewardModel(ABC):

@@ -106,16 +106,18 @@ class RewardModel(nn.Module):
         return reward.float(), term > 0
 
     @torch.no_grad()
-    def hazard(self, tokens: torch.Tensor, action_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hazard(self, tokens: torch.Tensor, action_ids: torch.Tensor | None = None, dream: bool = False) -> torch.Tensor:
         """A hazard's probability (B,) float64 that the step taken at frames ``tokens`` (B, N) ends the episode, as
-        trained on real frames (the dream offset not applied). ``action_ids`` (B, 16): needed when it reads them."""
+        trained on real frames, or with ``dream=True`` as a dream samples it (its calibrated offset added to the
+        logit). ``action_ids`` (B, 16): needed when it reads them."""
         if self.config.termination != "hazard":
             raise ValueError(f"hazard: this reward model's termination is {self.config.termination!r}, not a hazard")
         if action_ids is None:
             if self.actions is not None:
                 raise ValueError("hazard: this hazard reads the action; pass action_ids (B, 16)")
             action_ids = torch.zeros(len(tokens), ACTION_DIM, dtype=torch.long, device=tokens.device)
-        return torch.sigmoid(self(tokens, action_ids, tokens)[1].double())
+        logit = self(tokens, action_ids, tokens)[1].double()
+        return torch.sigmoid(logit + self.config.hazard_offset if dream else logit)
 
 
 def frame_hazard(model) -> "RewardModel":
