@@ -32,11 +32,12 @@ from .wrappers import Wrapping, parse_obs_size
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
             "max_episode_steps", "action_set", "grayscale", "reward_scale", "game_kwargs", "tokenizer_view",
-            "observe", "temperature", "decoding", "refresh_every", "context_steps", "dream_ends", "dream_starts")
+            "observe", "temperature", "decoding", "refresh_every", "context_steps", "dream_ends", "dream_starts",
+            "end_risk")
 # Identity settings newer than some run directories, and the value those runs had.
 LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {}, "tokenizer_view": False,
          "observe": "pixels", "temperature": 0.9, "decoding": "exact", "refresh_every": 1, "context_steps": None,
-         "dream_ends": "sampled", "dream_starts": None}
+         "dream_ends": "sampled", "dream_starts": None, "end_risk": None}
 # The dream's engine settings in a run's config (WHAMVectorEnv keywords).
 DREAM_SETTINGS = ("temperature", "decoding", "refresh_every", "context_steps")
 
@@ -61,8 +62,10 @@ def dream_settings(cfg: dict) -> dict:
     """The dream's settings of a run (its config, or the defaults of runs older than them): the engine's, and how
     its episodes end when that is the world model's drawn end frame (training and evaluation dreams alike)."""
     settings = {k: cfg.get(k, LATER[k]) for k in DREAM_SETTINGS}
-    if cfg.get("dream_ends") == "drawn":
-        settings["ends"] = "drawn"
+    if cfg.get("dream_ends") in ("drawn", "risk"):
+        settings["ends"] = cfg["dream_ends"]
+    if cfg.get("dream_ends") == "risk":
+        settings["end_risk"] = tuple(cfg.get("end_risk") or (1.0, 0.5))
     return settings
 
 

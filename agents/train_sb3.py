@@ -86,13 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
-    g.add_argument("--dream-ends", choices=("sampled", "expected", "drawn"), default="sampled",
+    g.add_argument("--dream-ends", choices=("sampled", "expected", "drawn", "risk"), default="sampled",
                    help="how training dreams end: sampled (the model's termination; a hazard ends a step with its "
                         "probability, as deaths come in the game), expected (dreams never end; each step's "
                         "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)); evaluations "
                         "sample), or drawn (a dream ends when the world model draws its end frame, the GPT's own "
                         "death given the context and the action; for models trained with end frames; "
-                        "evaluation dreams end the same way)")
+                        "evaluation dreams end the same way), or risk (a dream ends with a sharpened form of the "
+                        "world model's probability of drawing its end frame, --end-risk; the frames are drawn "
+                        "given the episode goes on; evaluation dreams the same)")
+    g.add_argument("--end-risk", default=None, metavar="SHARPNESS,CENTER",
+                   help="--dream-ends risk: q = sigmoid(SHARPNESS * (logit p - logit CENTER)) for the GPT's end "
+                        "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5")
     g.add_argument("--dream-starts", nargs="+", default=None, metavar="PATH",
                    help="recorded episodes (.npz files or folders) whose random windows start the training dreams, "
                         "as IRIS and DIAMOND start theirs from the data: the agent meets mid-episode states (a "
@@ -146,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_end_risk(text: str | None) -> list[float]:
+    """'SHARPNESS,CENTER' -> [sharpness, center] (None: [1.0, 0.5], the drawn ends' rate), checked here."""
+    if text is None:
+        return [1.0, 0.5]
+    try:
+        sharpness, center = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--end-risk: expected SHARPNESS,CENTER (two numbers, e.g. 3,0.2), got {text!r}") from None
+    if not sharpness > 0 or not 0 < center < 1:
+        raise ValueError(f"--end-risk: expected a sharpness > 0 and a center in (0, 1), got {text!r}")
+    return [sharpness, center]
+
+
 def make_config(args: argparse.Namespace) -> dict:
     """Validated, JSON-able settings of the run (what config.json stores)."""
     def positive(name, value, zero_ok=False):
@@ -169,6 +187,9 @@ def make_config(args: argparse.Namespace) -> dict:
             raise ValueError("--action-set gives a Discrete action space: use --algo ppo (SAC needs a Box)")
     if args.dream_ends != "sampled" and args.world != "dream":
         raise ValueError(f"--dream-ends {args.dream_ends} applies to dream training; got --world {args.world}")
+    if args.end_risk is not None and args.dream_ends != "risk":
+        raise ValueError(f"--end-risk applies to --dream-ends risk; got --dream-ends {args.dream_ends}")
+    args.end_risk = parse_end_risk(args.end_risk) if args.dream_ends == "risk" else None
     if args.dream_starts is not None and args.world != "dream":
         raise ValueError(f"--dream-starts applies to dream training; got --world {args.world}")
     for path in args.dream_starts or ():

@@ -31,7 +31,7 @@ from stable_baselines3.common.vec_env import (DummyVecEnv, SubprocVecEnv, VecEnv
 from wham_gym import controller
 from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
 from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
-from wham_gym.rewards import EndFrameTermination
+from wham_gym.rewards import EndFrameTermination, EndRiskTermination
 from wham_gym.action_sets_sb3 import VecDiscreteActions
 from wham_gym.sb3 import WHAMVecEnv
 
@@ -253,15 +253,19 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
 
 def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
                     max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
-                    seed: int | None = None, ends: str = "model", **env_kwargs) -> VecEnv:
+                    seed: int | None = None, ends: str = "model", end_risk: tuple[float, float] = (1.0, 0.5),
+                    **env_kwargs) -> VecEnv:
     """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward/termination;
     ``ends="drawn"``: episodes end when the world model draws its end frame instead
-    (:class:`~wham_gym.rewards.EndFrameTermination`); ``env_kwargs`` go to :class:`~wham_gym.env.WHAMVectorEnv`
-    (e.g. temperature, decoding, refresh_every)."""
+    (:class:`~wham_gym.rewards.EndFrameTermination`); ``ends="risk"``: with the sharpened probability of drawing
+    it, ``end_risk`` = (sharpness, center) (:class:`~wham_gym.rewards.EndRiskTermination`); ``env_kwargs`` go to
+    :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every)."""
     if ends == "drawn":
         env_kwargs = {"termination_fn": EndFrameTermination(model), **env_kwargs}
+    elif ends == "risk":
+        env_kwargs = {"termination_fn": EndRiskTermination(model, *end_risk), **env_kwargs}
     elif ends != "model":
-        raise ValueError(f"ends: expected 'model' or 'drawn', got {ends!r}")
+        raise ValueError(f"ends: expected 'model', 'drawn' or 'risk', got {ends!r}")
     if wrapping.observe == "latent":
         env_kwargs = {"obs_mode": "tokens", **env_kwargs}
     venv = WHAMVecEnv(num_envs, model, max_episode_steps=max_episode_steps, reinjection=reinjection, **env_kwargs)

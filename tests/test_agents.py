@@ -247,7 +247,9 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--eval-worlds", "real,moon"], ["--world", "real", "--dream-ends", "expected"],
                 ["--dream-ends", "expected"],  # the tiny model has no termination hazard to take the expectation of
                 ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")],
-                ["--dream-ends", "drawn"]):  # nor end frames to draw
+                ["--dream-ends", "drawn"],  # nor end frames to draw
+                ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
+                ["--dream-ends", "risk", "--end-risk", "3,1.5"]):
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -255,6 +257,8 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "--dream-ends expected applies to dream training" in err and "needs a world model with a learned" in err
     assert "--dream-starts applies to dream training" in err and "nothing" in err
     assert "never learned to draw an end frame" in err
+    assert "--end-risk applies to --dream-ends risk" in err and "expected SHARPNESS,CENTER" in err
+    assert "a center in (0, 1)" in err
 
 
 def _vector_env(venv):
@@ -601,4 +605,23 @@ def test_drawn_ends_reach_training_and_evaluation_dreams(tiny):
     for venv in (wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **settings),
                  Evaluator(model, num_envs=2, dream_kwargs=settings).venv("dream", SMALL, 2)):
         assert isinstance(_vector_env(venv).signals.termination_fn, EndFrameTermination)
+        venv.close()
+
+
+def test_risk_ends_reach_training_and_evaluation_dreams(tiny):
+    """--dream-ends risk --end-risk S,C is a dream setting: training and evaluation dreams end by
+    EndRiskTermination with the run's sharpness and center."""
+    import copy
+
+    from wham_gym.rewards import EndRiskTermination
+
+    model = copy.copy(tiny)
+    model.card = {**(tiny.card or {}), "recipe": {**((tiny.card or {}).get("recipe") or {}), "end_frame": "black"}}
+    settings = runs.dream_settings({"dream_ends": "risk", "end_risk": [3.0, 0.2]})
+    assert settings["ends"] == "risk" and settings["end_risk"] == (3.0, 0.2)
+    assert "end_risk" not in runs.dream_settings({"dream_ends": "drawn"})
+    for venv in (wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **settings),
+                 Evaluator(model, num_envs=2, dream_kwargs=settings).venv("dream", SMALL, 2)):
+        term = _vector_env(venv).signals.termination_fn
+        assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (3.0, 0.2)
         venv.close()

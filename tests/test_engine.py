@@ -365,3 +365,51 @@ def test_a_step_builds_no_autograd_graph():
     eng.reset(None, frames=np.zeros((2, 1, 180, 300, 3), np.uint8))
     out = eng.step(torch.zeros(2, 16), predict_actions=True)
     assert not (out.nll.requires_grad or out.entropy.requires_grad or out.frames.requires_grad)
+
+
+def test_watched_first_token_reports_its_probability_and_a_ban_removes_it(model64):
+    """watch_first_token: the probability each slot's new frame had of starting with the watched token, equal to
+    a plain forward over the whole context (no cache); watching alone changes no draw; banned, the token is never
+    drawn first, and an argmax slot whose best token it was draws its second best."""
+    rng = np.random.default_rng(5)
+    N, P = 6, 3
+    prompts = [random_prompt(model64, P, rng) for _ in range(N)]
+    imgs = torch.stack([p[0] for p in prompts])
+    acts = torch.stack([p[1] for p in prompts])
+    step_acts = random_actions(rng, N)
+    lo, hi = model64.vocab.range_low[0].item(), model64.vocab.range_high[0].item()
+
+    def run(watch=None, ban=False, **sampling):
+        eng = DreamEngine(model64, N, seed=11, **sampling)
+        eng.reset(tokens=imgs, actions=acts)
+        if watch is not None:
+            eng.watch_first_token(watch, ban=ban)
+        r = eng.step(step_acts, decode=False)
+        return r.tokens, r.first_token_prob
+
+    plain, none = run()
+    assert none is None
+    w = int(plain[0, 0])
+    watched, p = run(watch=w)
+    assert torch.equal(watched, plain)
+    # The reference: logits for the new frame's first token from one causal forward over the interleaved context.
+    all_acts = torch.cat([acts, step_acts[:, None]], 1)
+    seq = model64.vocab.interleave(imgs, model64.action_ids(all_acts.reshape(-1, 16)).reshape(N, P, 16))
+    with torch.no_grad():
+        logits = model64.logits(seq)[:, -1].double() / 0.9
+    ref = torch.softmax(logits[:, lo:hi + 1], -1)[:, w - lo]
+    assert p.dtype == torch.float64 and torch.allclose(p, ref, atol=1e-6), (p, ref)
+    assert 0 < float(p[0]) <= 1
+
+    banned, p_banned = run(watch=w, ban=True)
+    assert torch.allclose(p_banned, p) and not (banned[:, 0] == w).any()
+
+    best, _ = run(deterministic=True)
+    w0 = int(best[0, 0])
+    second, _ = run(watch=w0, ban=True, deterministic=True)
+    ranked = logits[0, lo:hi + 1].argsort(descending=True) + lo
+    assert int(ranked[0]) == w0 and int(second[0, 0]) == int(ranked[1])
+
+    eng = DreamEngine(model64, 1)
+    with pytest.raises(ValueError, match="image token id"):
+        eng.watch_first_token(hi + 1)

@@ -127,6 +127,75 @@ def test_drawn_end_frames_end_the_step_where_the_world_model_drew_one(tiny):
         EndFrameTermination(model, share=0)
 
 
+def _with_end_frames(tiny):
+    import copy
+
+    model = copy.copy(tiny)
+    model.card = {**(tiny.card or {}), "recipe": {**((tiny.card or {}).get("recipe") or {}), "end_frame": "black"}}
+    return model
+
+
+def test_end_risk_sharpens_the_world_models_end_probability(tiny):
+    """EndRiskTermination: q = sigmoid(sharpness (logit p - logit center)), q = p at (1, 0.5), the step's uniform
+    decides; it watches the end frame's first token, refuses models without end frames and a context without p."""
+    from wham_gym.rewards import EndFrameTermination, EndRiskTermination, StepContext
+
+    with pytest.raises(ValueError, match="never learned to draw an end frame"):
+        EndRiskTermination(tiny)
+    model = _with_end_frames(tiny)
+    term = EndRiskTermination(model)
+    assert term.first_token == int(EndFrameTermination(model).end_tokens[0]) and term.ban_first_token
+    p = torch.tensor([1e-4, 0.01, 0.2, 0.5, 0.9], dtype=torch.float64)
+    assert torch.allclose(term.probability(p), p)
+    sharp = EndRiskTermination(model, sharpness=3.0, center=0.2)
+    q = sharp.probability(p)
+    assert math.isclose(float(q[2]), 0.5)
+    assert torch.all(q[1:] > q[:-1])  # the GPT's ranking of danger is kept
+    assert q[0] < p[0] and q[1] < p[1] and q[3] > p[3] and q[4] > p[4]  # below the center less, above it more
+    expect = 1 / (1 + ((1 - p) / p * 0.2 / 0.8) ** 3)
+    assert torch.allclose(q, expect)
+
+    n = len(p)
+    tokens = torch.zeros(n, model.config.tokens_per_image, dtype=torch.long)
+    ctx = StepContext(tokens=tokens, prev_tokens=tokens, frames=None, actions=torch.zeros(n, 16),
+                      steps=torch.ones(n, dtype=torch.long), nll=torch.zeros(n), entropy=torch.zeros(n),
+                      uniform=torch.full((n,), 0.45, dtype=torch.float64), first_token_prob=p)
+    assert sharp(ctx).tolist() == (q > 0.45).tolist() == [False, False, True, True, True]
+    with pytest.raises(ValueError, match="first-token probability"):
+        sharp(StepContext(tokens=tokens, prev_tokens=tokens, frames=None, actions=torch.zeros(n, 16),
+                          steps=torch.ones(n, dtype=torch.long), nll=torch.zeros(n), entropy=torch.zeros(n)))
+    for bad in (dict(sharpness=0), dict(center=1.0), dict(center=0)):
+        with pytest.raises(ValueError):
+            EndRiskTermination(model, **bad)
+
+
+def test_env_has_its_engine_watch_what_the_termination_reads(tiny):
+    """A WHAMVectorEnv ended by EndRiskTermination: its engine watches and bans the end frame's first token, the
+    termination sees that probability each step, and replacing the termination stops the watch."""
+    from wham_gym.rewards import EndRiskTermination, NeverTerminate
+
+    model = _with_end_frames(tiny)
+    seen = []
+
+    class Spy(EndRiskTermination):
+        def __call__(self, ctx):
+            seen.append(ctx.first_token_prob.clone())
+            return super().__call__(ctx)
+
+    term = Spy(model, sharpness=2.0, center=0.3)
+    env = WHAMVectorEnv(3, model, obs_mode="tokens", termination_fn=term, max_episode_steps=20)
+    env.reset(seed=0)
+    for _ in range(4):
+        obs, _, _, _, _ = env.step(np.zeros((3, 16), np.float32))
+        assert not (torch.as_tensor(obs)[:, 0] == term.first_token).any()  # banned: never drawn first
+    assert env.engine.watched == (term.first_token, True)
+    assert len(seen) == 4 and all(s.shape == (3,) and bool(((s >= 0) & (s <= 1)).all()) for s in seen)
+    env.termination_fn = NeverTerminate()
+    env.step(np.zeros((3, 16), np.float32))
+    assert env.engine.watched == (None, False)
+    env.close()
+
+
 def test_frame_hazard_is_found_or_explained(tiny):
     from wham_gym.model.reward_model import frame_hazard
 

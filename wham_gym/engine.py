@@ -38,6 +38,9 @@ class StepResult:
     nll: torch.Tensor  # (N,) mean negative log-likelihood of the sampled image tokens
     entropy: torch.Tensor  # (N,) mean entropy of the model's image-token distributions
     predicted_actions: torch.Tensor | None  # (N, 16) controller vectors the model predicts at the new frame
+    # (N,) float64: the probability the new frame's first image token had of being the watched one
+    # (:meth:`DreamEngine.watch_first_token`; a model's end frame), under the sampling settings; None: none watched.
+    first_token_prob: torch.Tensor | None = None
 
 
 _SIGNAL_STREAM = 0x5DEECE66D  # xor-ed into slot seeds: the episode signals' stream, apart from the tokens'
@@ -180,6 +183,32 @@ class DreamEngine:
         self._positions = torch.arange(S, device=dev)
         self._uniform = False  # whether the last prefill took that path
         self._plan = self._diagonal_plan() if decoding == "diagonal" else None
+        self._watch: int | None = None  # watch_first_token's id
+        self._ban_watch = False
+        self._watch_prob: torch.Tensor | None = None
+
+    def watch_first_token(self, token: int | None, ban: bool = False) -> None:
+        """Report, every step, the probability each slot's new frame had of starting with image token ``token``
+        (``StepResult.first_token_prob``), read from the same filtered distribution its first token is drawn from.
+        ``ban=True`` also removes that token from the draw, so frames are dreamt as if they did not start with it.
+
+        What it is for: a model trained with black end frames starts its end frame with a token no game frame
+        starts with, so this is the GPT's own P(the episode ends now | context, action), every step, for a
+        termination to decide with (:class:`~wham_gym.rewards.EndRiskTermination`); banned, the frame drawn is the
+        world model's next frame given the episode goes on. ``token=None`` stops watching.
+        """
+        if token is not None:
+            lo, hi = self._range_lo[0], self._range_hi[0]
+            if not isinstance(token, (int, np.integer)) or not lo <= int(token) <= hi:
+                raise ValueError(f"watch_first_token: expected an image token id in [{lo}, {hi}], got {token!r}")
+            token = int(token)
+            self._watch_index = torch.tensor([token], device=self.device)
+        self._watch, self._ban_watch = token, bool(ban) and token is not None
+
+    @property
+    def watched(self) -> tuple[int | None, bool]:
+        """(the first image token watched or None, whether it is banned): :meth:`watch_first_token`'s settings."""
+        return self._watch, self._ban_watch
 
     # ------------------------------------------------------------------ slots
     def _ids(self, env_ids) -> torch.Tensor:
@@ -352,7 +381,8 @@ class DreamEngine:
             self._all_pending = False
         # Tokens sampled within the valid range need no boundary check (which would sync the host).
         frames = self.model.tokenizer.decode(img, check=False).permute(0, 2, 3, 1) if decode else None
-        return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted)
+        return StepResult(tokens=img, frames=frames, nll=nll, entropy=ent, predicted_actions=predicted,
+                          first_token_prob=self._watch_prob if self._watch is not None else None)
 
     def signal_uniforms(self) -> torch.Tensor:
         """(N,) float64 uniforms for the step just taken, one per slot, for stochastic episode signals (a
@@ -459,7 +489,13 @@ class DreamEngine:
         """Draw tokens for rows of ``logits`` (M, V) at position-in-step ``k``; their NLL and entropy if image tokens."""
         lo, hi = self._range_lo[k], self._range_hi[k]
         logits = logits.float()
-        tok = draw(filter_logits(logits, lo, hi, **self.sampling, outside=self._outside[k]), u)
+        filtered = filter_logits(logits, lo, hi, **self.sampling, outside=self._outside[k])
+        if k == 0 and self._watch is not None:  # a frame's first token: the watched token's chance, maybe banned
+            self._watch_prob = filtered.double().softmax(-1)[:, self._watch]
+            if self._ban_watch:  # filtered again without it: argmax, top-k and top-p pick among the rest
+                filtered = filter_logits(logits.index_fill(1, self._watch_index, float("-inf")), lo, hi,
+                                         **self.sampling, outside=self._outside[k])
+        tok = draw(filtered, u)
         if k >= self.tpi:
             return tok, None, None
         # Uncertainty of image tokens, from the model's own distribution over the valid range.

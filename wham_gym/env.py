@@ -298,12 +298,14 @@ class WHAMVectorEnv(VectorEnv):
         episode ended, and the observation and infos go back to the caller.
         """
         prev = self.engine.images[:, -1].clone()
+        self._watch_first_token()
         r = self.rollout.step(self._check_actions(actions), decode=self._decode, predict_actions=self.predict_actions,
                               checked=True)  # validated and clipped once, here at the boundary
         frames = None if r.frames is None else self._adapt(r.frames)
         self._reinjected = r.reinjected
         ctx = StepContext(tokens=r.tokens, prev_tokens=prev, frames=frames, actions=r.actions, steps=r.steps,
-                          nll=r.dreamt.nll, entropy=r.dreamt.entropy, uniform=self.engine.signal_uniforms())
+                          nll=r.dreamt.nll, entropy=r.dreamt.entropy, uniform=self.engine.signal_uniforms(),
+                          first_token_prob=r.dreamt.first_token_prob)
         reward, terminated, truncated = self.signals(ctx, r.real_terminated, r.real_truncated)
         obs = {"tokens": r.tokens, "pixels": frames}  # fresh tensors: safe to write reset slots into
         obs, reward, terminated, truncated, info = self.autoreset.step(
@@ -311,6 +313,15 @@ class WHAMVectorEnv(VectorEnv):
             info=lambda stepped: self._step_info(r.steps, r.dreamt, stepped))
         self._obs = obs
         return self._present(obs), self._out(reward), self._out(terminated), self._out(truncated), self._out(info)
+
+    def _watch_first_token(self) -> None:
+        """Have the engine report (and maybe ban) the first image token the termination declares it reads
+        (:class:`~wham_gym.rewards.EndRiskTermination`); read every step, since ``termination_fn`` may be replaced."""
+        fn = self.signals.termination_fn
+        token = getattr(fn, "first_token", None)
+        ban = bool(getattr(fn, "ban_first_token", False))
+        if (token, ban and token is not None) != self.engine.watched:
+            self.engine.watch_first_token(token, ban=ban)
 
     def _check_actions(self, actions) -> torch.Tensor:
         if torch.is_tensor(actions):

@@ -47,6 +47,9 @@ class StepContext:
     # (N,) float64 uniforms in [0, 1), one per slot and step, for signals that are sampled (a termination hazard);
     # None: such a signal draws from torch's global generator.
     uniform: torch.Tensor | None = None
+    # (N,) float64: the probability the new frame had of starting with the token a termination watches (one that
+    # declares ``first_token``; the env has the engine report it); None when nothing watches one.
+    first_token_prob: torch.Tensor | None = None
 
     @property
     def num_envs(self) -> int:
@@ -114,6 +117,51 @@ class EndFrameTermination:
 
     def __call__(self, ctx: StepContext) -> torch.Tensor:
         return self.drawn(ctx.tokens)
+
+
+class EndRiskTermination:
+    """An episode ends with a sharpened form of the world model's own probability of drawing its end frame now.
+
+    :class:`EndFrameTermination` lets the dream's decoding sample the end frame: a death at exactly the GPT's
+    P(end | last frames, action). On take_cover that probability is too soft where a death is certain (0.37 on the
+    game's last frame before a fireball hits a still player) and too high where none comes (0.01-0.05 a step
+    elsewhere, the dream's background of deaths): a still player lives 72 dream steps against 44 in the game, and
+    an agent learns to stand still. Here the engine reports that probability p every step (the end frame's first
+    token, which no game frame starts with) and bans the token, so the frame drawn is the next frame given the
+    episode goes on; the step ends with probability
+
+        q = sigmoid(sharpness * (logit(p) - logit(center)))
+
+    drawn from the step's signal uniform. ``sharpness=1, center=0.5`` is q = p: the drawn ends' rate. A sharpness
+    above 1 pushes p above ``center`` toward a certain death and p below it toward none, keeping the GPT's ranking
+    of danger; the two are fitted to the game's episode lengths under blind policies (benchmarks/end_risk.py).
+    """
+
+    needs_frames = False
+    ban_first_token = True  # the env asks the engine not to draw it: the end is decided here
+
+    def __init__(self, model, sharpness: float = 1.0, center: float = 0.5):
+        if not sharpness > 0:
+            raise ValueError(f"sharpness: expected a positive number, got {sharpness!r}")
+        if not 0 < center < 1:
+            raise ValueError(f"center: expected a probability in (0, 1), got {center!r}")
+        self.first_token = int(EndFrameTermination(model).end_tokens[0])  # refuses models without end frames
+        self.sharpness, self.center = float(sharpness), float(center)
+
+    def probability(self, p: torch.Tensor) -> torch.Tensor:
+        """The GPT's end probability p (N,) -> this termination's q (N,) float64."""
+        p = p.double().clamp(1e-12, 1 - 1e-12)
+        c = torch.tensor(self.center, dtype=torch.float64)
+        return torch.sigmoid(self.sharpness * (torch.logit(p) - torch.logit(c)))
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        if ctx.first_token_prob is None:
+            raise ValueError("EndRiskTermination reads the engine's first-token probability: step it in a "
+                             "WHAMVectorEnv (which has the engine watch its first_token), or call "
+                             "engine.watch_first_token(term.first_token, ban=True) and pass first_token_prob")
+        q = self.probability(ctx.first_token_prob)
+        u = ctx.uniform if ctx.uniform is not None else torch.rand(q.shape, dtype=torch.float64, device=q.device)
+        return u.to(q.device) < q
 
 
 class LearnedRewardModel(ABC):
