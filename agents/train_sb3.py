@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--end-risk", default=None, metavar="SHARPNESS,CENTER",
                    help="--dream-ends risk: q = sigmoid(SHARPNESS * (logit p - logit CENTER)) for the GPT's end "
                         "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5")
+    g.add_argument("--dream-horizon", type=int, default=None, metavar="H",
+                   help="cut training dreams after H steps (a time limit: PPO bootstraps the rest from its value, "
+                        "as IRIS, DIAMOND and Dreamer imagine 15-20 steps from real starts), so the agent learns "
+                        "from the short runs a world model dreams well rather than long ones that drift; best with "
+                        "--dream-starts (default: --max-episode-steps; evaluations always run whole episodes)")
     g.add_argument("--dream-starts", nargs="+", default=None, metavar="PATH",
                    help="recorded episodes (.npz files or folders) whose random windows start the training dreams, "
                         "as IRIS and DIAMOND start theirs from the data: the agent meets mid-episode states (a "
@@ -190,6 +195,12 @@ def make_config(args: argparse.Namespace) -> dict:
     if args.end_risk is not None and args.dream_ends != "risk":
         raise ValueError(f"--end-risk applies to --dream-ends risk; got --dream-ends {args.dream_ends}")
     args.end_risk = parse_end_risk(args.end_risk) if args.dream_ends == "risk" else None
+    if args.dream_horizon is not None:
+        if args.world != "dream":
+            raise ValueError(f"--dream-horizon applies to dream training; got --world {args.world}")
+        if not 1 <= args.dream_horizon <= args.max_episode_steps:
+            raise ValueError(f"--dream-horizon must lie in [1, --max-episode-steps = {args.max_episode_steps}], "
+                             f"got {args.dream_horizon}")
     if args.dream_starts is not None and args.world != "dream":
         raise ValueError(f"--dream-starts applies to dream training; got --world {args.world}")
     for path in args.dream_starts or ():
@@ -268,7 +279,8 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
         extra = dict(reward_fn=reward_fn, termination_fn=termination_fn)
     if cfg.get("dream_starts"):
         extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # make_config checked that they exist
-    return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=cfg["max_episode_steps"],
+    horizon = cfg.get("dream_horizon") or cfg["max_episode_steps"]
+    return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=horizon,
                            reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **extra)
 
 

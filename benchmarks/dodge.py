@@ -12,7 +12,12 @@ A world model an agent can learn to dodge in gives a still player the game's dea
 game's escape. One that kills everyone alike (or no one) teaches nothing about dodging, whatever its episode
 lengths say.
 
+With ``--risk S,C``, the dreams are ended by :class:`~wham_gym.rewards.EndRiskTermination` instead: the engine
+bans the end frame (so nothing is drawn) and reports the GPT's probability of it every step, and survival is
+computed for each (sharpness, center) asked, from the same dreams.
+
     python benchmarks/dodge.py --model runs/tc-w4/model --before 2,4,6 --out benchmarks/results/dodge_w4.json
+    python benchmarks/dodge.py --model runs/tc-w4/model --before 1,2,4 --risk "1,0.5;6,0.05" --out ...
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from datetime import date
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +40,10 @@ from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.model import load_model
 from wham_gym.model.reward_model import frame_hazard
-from wham_gym.rewards import EndFrameTermination, NeverTerminate
+from wham_gym.rewards import EndFrameTermination, EndRiskTermination, NeverTerminate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from end_risk import Recorder  # noqa: E402  (benchmarks/end_risk.py)
 
 BRANCHES = ("none", "left", "right")
 
@@ -93,9 +103,13 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=10, help="steps after the death's step that still count")
     ap.add_argument("--samples", type=int, default=2, help="dreams per episode and branch")
     ap.add_argument("--temperature", type=float, default=0.9)
+    ap.add_argument("--risk", default=None, metavar="S,C[;S,C...]",
+                    help="end the dreams by EndRiskTermination instead of drawn end frames: the engine bans the end "
+                         "frame and reports its probability, and survival is computed for each (sharpness, center)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    risks = [tuple(float(x) for x in pair.split(",")) for pair in args.risk.split(";")] if args.risk else []
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     net = frame_hazard(model)
@@ -146,7 +160,8 @@ def main() -> None:
                 prompts.append((np.stack(frames[:K + 1]), np.stack(actions[:K])))
             # The dream: every case x branch x sample in one batch, from the game's frames up to step K.
             n = len(cases) * len(BRANCHES) * args.samples
-            env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=NeverTerminate(),
+            recorder = Recorder(model) if risks else None  # bans the end frame: no drawn ends then
+            env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=recorder or NeverTerminate(),
                                 max_episode_steps=H + 1, temperature=args.temperature)
             window = env.prompt_frames
             order = [(c, name) for c in range(len(cases)) for name in BRANCHES for _ in range(args.samples)]
@@ -171,6 +186,12 @@ def main() -> None:
                 if k == b - 1:
                     alive_at_b, drawn_at_b = alive.copy(), drawn_alive.copy()
             env.close()
+            risk_alive = {}  # (sharpness, center) -> (n,) P(alive b steps after K), and expected steps lived
+            if risks:
+                p = np.stack(recorder.p, 1)  # (n, H): the step k's end probability
+                for s, c in risks:
+                    alive_k = np.cumprod(1 - EndRiskTermination(model, s, c).probability(torch.from_numpy(p)).numpy(), 1)
+                    risk_alive[(s, c)] = (alive_k[:, b - 1], alive_k.sum(1))
             row = {"cases": len(cases), "horizon": H, "branches": {}}
             if args.policy == "still":
                 row["game_replay_dies_on_the_same_step"] = replayed / max(len(cases), 1)
@@ -184,11 +205,18 @@ def main() -> None:
                     "drawn_survives_b": float(np.mean(drawn_at_b[sel])),
                     "drawn_steps_lived": float(np.mean(drawn_lived[sel])),
                 }
+                if risks:  # drawn ends are banned in these dreams: the risk's survival replaces them
+                    del row["branches"][name]["drawn_survives_b"], row["branches"][name]["drawn_steps_lived"]
+                    row["branches"][name]["risk"] = {
+                        f"{s},{c}": {"survives_b": float(np.mean(a_b[sel])), "steps_lived": float(np.mean(lived[sel]))}
+                        for (s, c), (a_b, lived) in risk_alive.items()}
             report["by_before"][str(b)] = row
             print(f"b={b} ({len(cases)} deaths, H={H})" + "".join(
                 f"\n  {name:5s}: survive b steps game {r['game_survives_b']:.2f} dream {r['dream_survives_b']:.2f};"
-                f" steps lived game {r['game_steps_lived']:.1f} dream {r['dream_steps_lived']:.1f};"
-                f" drawn ends: survive {r['drawn_survives_b']:.2f}, lived {r['drawn_steps_lived']:.1f}"
+                f" steps lived game {r['game_steps_lived']:.1f} dream {r['dream_steps_lived']:.1f};" + (
+                    "".join(f" risk {k}: survive {v['survives_b']:.2f}, lived {v['steps_lived']:.1f};"
+                            for k, v in r["risk"].items()) if risks else
+                    f" drawn ends: survive {r['drawn_survives_b']:.2f}, lived {r['drawn_steps_lived']:.1f}")
                 for name, r in row["branches"].items()))
     finally:
         game.close()

@@ -287,6 +287,29 @@ def test_dream_starts_come_from_the_recordings_given(tiny, tmp_path):
         venv.close()
 
 
+def test_dream_horizon_cuts_training_dreams_only(tiny, tmp_path):
+    """--dream-horizon H: training dreams are truncated (bootstrapped by SB3) after H steps; the run's episode cap
+    stays for evaluations, and the setting is refused where it means nothing."""
+    args = train_sb3.build_parser().parse_args([*TINY_RUN, "--dream-horizon", "3", "--out", str(tmp_path / "r")])
+    cfg = train_sb3.make_config(args)
+    assert cfg["dream_horizon"] == 3 and cfg["max_episode_steps"] > 3
+    venv = train_sb3.make_train_venv(cfg, tiny)
+    try:
+        assert _vector_env(venv).max_episode_steps == 3
+        venv.reset()
+        for _ in range(3):
+            _, _, dones, infos = venv.step(np.zeros(venv.num_envs, dtype=np.int64)
+                                           if cfg.get("action_set") else
+                                           np.zeros((venv.num_envs, *venv.action_space.shape), np.float32))
+        assert dones.all() and all(info["TimeLimit.truncated"] for info in infos)
+    finally:
+        venv.close()
+    for bad in (["--world", "real", "--dream-horizon", "5"], ["--dream-horizon", "0"],
+                ["--max-episode-steps", "10", "--dream-horizon", "11"]):
+        with pytest.raises(ValueError, match="--dream-horizon"):
+            train_sb3.make_config(train_sb3.build_parser().parse_args([*TINY_RUN, *bad, "--out", str(tmp_path / "x")]))
+
+
 def test_compare_all_rows_and_results_md(tmp_path):
     md = tmp_path / "RESULTS.md"
     md.write_text("# Agents\n\nNotes kept by hand.\n\n" + compare.BEGIN + "\nold\n" + compare.END + "\n\nTail.\n")
