@@ -84,6 +84,39 @@ def test_hard_pixel_term_adds_to_the_tokenizer_loss():
     assert Recipe.from_card({"recipe": {"hard_pixel_weight": 1.0}}).hard_pixel_weight == 1.0  # a card keeps it
 
 
+def test_window_sampler_draws_its_end_share_from_windows_ending_in_an_end_frame():
+    """WindowSampler(end_share): round(n * share) windows of each batch end in an ended episode's end frame; the
+    rest stay uniform; bad shares and data without end frames are refused."""
+    from wham_gym.train.data import TokenEpisode
+
+    def episode(T, ended, mark):
+        tokens = np.full((T, 6), mark, np.int32)
+        tokens[:, 0] = np.arange(T)  # the step index, to find where a window starts
+        if ended:
+            tokens[-1] = 999  # the end frame
+        return TokenEpisode(tokens=tokens, action_ids=np.zeros((T, 16), np.int8), rewards=np.zeros(T, np.float32),
+                            terminated=np.zeros(T, bool), source=f"e{mark}", ended=ended)
+
+    eps = [episode(40, False, 1), episode(12, True, 2), episode(30, False, 3), episode(9, True, 4)]
+    sampler = WindowSampler(eps, 4, end_share=0.25)
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(50):
+        imgs, acts = sampler.sample(rng, 8)
+        assert imgs.shape == (8, 4, 6) and acts.shape == (8, 4, 16)
+        last_is_end = (imgs[:, -1] == 999).all(1)
+        assert last_is_end[-2:].all()  # two of eight: the end windows, the episode's last 4 steps
+        assert np.array_equal(imgs[-2:, 0, 0], np.where(imgs[-2:, 0, 1] == 2, 8, 5))
+        ends += int(last_is_end[:-2].sum())
+    assert ends < 50 * 6 * 0.1  # uniform windows end at an end frame seldom (2 of 72 windows here)
+    uniform = WindowSampler(eps, 4)
+    assert not (uniform.sample(np.random.default_rng(0), 8)[0][:, -1] == 999).all(1)[-2:].all()
+    with pytest.raises(ValueError, match="end_share"):
+        WindowSampler(eps, 4, end_share=1.0)
+    with pytest.raises(ValueError, match="no episode ends in an end frame"):
+        WindowSampler([eps[0], eps[2]], 4, end_share=0.1)
+
+
 def test_world_model_loss_falls_and_resume_is_identical(dataset, tmp_path):
     model = tiny_model()
     train_src, _ = split_sources(dataset)
@@ -282,7 +315,7 @@ def test_a_card_records_the_recipe_that_reproduces_it():
     assert (recipe.code_decay, recipe.code_threshold) == (0.99, 0.001)
     # The shipped card predates the hard-pixel term: it reads as off, which is how that tokenizer was trained.
     assert json.loads(json.dumps(asdict(recipe))) == {"hard_pixel_weight": 0.0, "hard_pixel_fraction": 0.02,
-                                                      "changed_token_weight": 1.0,
+                                                      "changed_token_weight": 1.0, "end_window_share": 0.0,
                                                       "termination": "end_frame", "termination_reads_action": True,
                                                       "hazard_calibration_envs": 16,
                                                       "hazard_calibration_steps": 250, **card["recipe"]}
@@ -297,7 +330,8 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     keep loading as the version changes, and say what benchmarks/RESULTS.md says they are."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
-    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still", "take_cover_c4_changed4"}
+    assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still", "take_cover_c4_changed4",
+                          "take_cover_c4_changed4_ends"}
     for r in cards.values():
         assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
         assert r.model_config().tokens_per_image == 60
@@ -311,6 +345,11 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     changed = cards["take_cover_c4_changed4"]
     assert changed.changed_token_weight == 4 and still.changed_token_weight == 1
     assert dataclasses.replace(changed, name=still.name, changed_token_weight=1.0) == still
+    # tc-w4 resumed to 8,000 GPT steps with an eighth of each batch from windows that end in a death.
+    ends = cards["take_cover_c4_changed4_ends"]
+    assert (ends.end_window_share, ends.world_model_train.steps) == (0.125, 8000)
+    assert dataclasses.replace(ends, name=changed.name, end_window_share=0.0,
+                               world_model_train=changed.world_model_train) == changed
 
 
 @pytest.fixture(scope="module")

@@ -139,21 +139,39 @@ def tokenize_episodes(model, sources: list[str], cache_dir, batch: int = 64, pro
 
 
 class WindowSampler:
-    """Uniform windows of ``steps`` consecutive steps over token episodes (every step equally likely)."""
+    """Uniform windows of ``steps`` consecutive steps over token episodes (every step equally likely).
 
-    def __init__(self, episodes: list[TokenEpisode], steps: int):
+    ``end_share`` > 0: that share of each batch (rounded) is instead windows whose last step is an episode's end
+    frame (episodes tokenized with ``end_frame``), uniformly over those episodes. A death is one window in ~80 on
+    take_cover, so a batch of 16 holds one every five steps; drawn more often, the GPT spends more of its capacity on
+    what precedes one (the fireball's last frames, the action that did not dodge). Its end probability is then too
+    high by a constant factor in the odds, which a termination fitted to the game's episode lengths absorbs
+    (rewards.EndRiskTermination's center)."""
+
+    def __init__(self, episodes: list[TokenEpisode], steps: int, end_share: float = 0.0):
         self.episodes = [e for e in episodes if len(e.tokens) >= steps]
         if not self.episodes:
             raise ValueError(f"no episode has the {steps} steps a training window needs")
+        if not 0 <= end_share < 1:
+            raise ValueError(f"end_share: expected a fraction in [0, 1), got {end_share!r}")
         self.steps = steps
         self.lengths = [len(e.tokens) for e in self.episodes]
+        self.ended = np.flatnonzero([e.ended for e in self.episodes])
+        if end_share and not len(self.ended):
+            raise ValueError("end_share: no episode ends in an end frame; tokenize with end_frame='black'")
+        self.end_share = float(end_share)
 
     def __len__(self) -> int:
         return count_windows(self.lengths, self.steps)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, steps, tokens_per_image) image tokens and (n, steps, 16) action-vocab ids."""
-        which, starts, _ = sample_windows(self.lengths, self.steps, n, rng, per="window")
+        n_end = int(round(n * self.end_share))
+        which, starts, _ = sample_windows(self.lengths, self.steps, n - n_end, rng, per="window")
+        if n_end:
+            ends = rng.choice(self.ended, n_end)
+            which = np.concatenate([which, ends])
+            starts = np.concatenate([starts, np.array(self.lengths)[ends] - self.steps])
         return self._take(which, starts)
 
     def gather(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

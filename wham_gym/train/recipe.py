@@ -65,6 +65,8 @@ class Recipe:
     hard_pixel_fraction: float = 0.02
     # The GPT's loss weight on image tokens that change from the last step (train/world_model.lm_loss; 1: off).
     changed_token_weight: float = 1.0
+    # The share of each GPT batch drawn from windows that end in an end frame (train/data.WindowSampler; 0: uniform).
+    end_window_share: float = 0.0
     # How the reward model ends episodes (wham_gym.model.reward_model): "end_frame" (classify the dreamt frame)
     # or "hazard" (a calibrated per-step probability the env samples).
     termination: str = "end_frame"
@@ -197,7 +199,7 @@ def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = 
     cache = run_dir / "token-cache"
     train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
-                      changed_token_weight=recipe.changed_token_weight)
+                      changed_token_weight=recipe.changed_token_weight, end_window_share=recipe.end_window_share)
     train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
                        progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
                        termination=recipe.termination, reads_action=recipe.termination_reads_action)

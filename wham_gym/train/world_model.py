@@ -48,11 +48,14 @@ def lm_loss(model, ids: torch.Tensor, changed_weight: float = 1.0) -> tuple[torc
 
 def train_world_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool = True,
                       stop_after: int | None = None, cache_dir=None, val_windows: int = 64,
-                      end_frame: str | None = None, changed_token_weight: float = 1.0) -> dict:
+                      end_frame: str | None = None, changed_token_weight: float = 1.0,
+                      end_window_share: float = 0.0) -> dict:
     """Train (or resume) ``model.gpt`` on ``data``; the tokenizer stays frozen.
 
     ``changed_token_weight``: the training loss's weight on image tokens that change from the last step
     (:func:`lm_loss`); validation reports the plain cross-entropy, so runs with different weights compare.
+    ``end_window_share``: the share of each batch drawn from windows that end in an end frame
+    (:class:`~wham_gym.train.data.WindowSampler`'s ``end_share``); validation windows stay uniform.
     """
     if not changed_token_weight > 0:
         raise ValueError(f"changed_token_weight: expected a number > 0 (1: plain cross-entropy), got {changed_token_weight}")
@@ -62,7 +65,7 @@ def train_world_model(model, data, run_dir, cfg: TrainConfig, *, progress: bool 
     train_src, val_src = split_sources(data)
     cache = Path(cache_dir) if cache_dir else run_dir / "token-cache"  # shared by stages that tokenize the same data
     tokens = lambda src: tokenize_episodes(model, src, cache, progress=progress, end_frame=end_frame)  # noqa: E731
-    sampler = WindowSampler(tokens(train_src), model.config.seq_len)
+    sampler = WindowSampler(tokens(train_src), model.config.seq_len, end_share=end_window_share)
     val_sampler = WindowSampler(tokens(val_src), model.config.seq_len)
     val_flat = np.linspace(0, len(val_sampler) - 1, min(val_windows, len(val_sampler))).astype(np.int64)
     val_ids = sequences(model, *val_sampler.gather(val_flat), device)
