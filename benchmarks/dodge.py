@@ -18,6 +18,10 @@ computed for each (sharpness, center) asked, from the same dreams.
 
     python benchmarks/dodge.py --model runs/tc-w4/model --before 2,4,6 --out benchmarks/results/dodge_w4.json
     python benchmarks/dodge.py --model runs/tc-w4/model --before 1,2,4 --risk "1,0.5;6,0.05" --out ...
+
+With ``--agent RUN`` (a PPO run of ``agents.train_sb3 --observe latent``), the agent itself acts from each branch
+point too, in the game and in the dream: whether it dodges where the game needs it to, and whether the dream
+agrees.
 """
 
 from __future__ import annotations
@@ -94,6 +98,84 @@ def end_signals(model, game, presets, deaths, before: int = 12) -> dict:
     return {k: [float(np.mean(v)) if v else None for v in per_d] for k, per_d in rows.items()}
 
 
+class AgentView:
+    """What a PPO agent of ``agents.train_sb3 --observe latent`` sees: the last ``frame_stack`` frames' quantised
+    latents stacked on the channel axis, oldest first (SB3's VecFrameStack, channels last)."""
+
+    def __init__(self, run: str, model):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: agents/
+        from agents.evaluate import load_policy
+
+        self.policy, wrapping, cfg = load_policy(run, device="cpu")
+        if wrapping.observe != "latent":
+            raise SystemExit(f"--agent {run}: expected a run trained with --observe latent, got {wrapping.observe!r}")
+        self.frames, self.model = wrapping.frame_stack, model
+
+    @torch.no_grad()
+    def act(self, history: list[torch.Tensor]) -> np.ndarray:
+        """history: per step, (n, tokens_per_image) image tokens, newest last -> (n,) preset indices (argmax)."""
+        tok = self.model.tokenizer
+        codes = [tok.codes(t.long()).float().numpy().reshape(len(t), *tok.grid, -1) for t in history[-self.frames:]]
+        return self.policy.predict(np.concatenate(codes, -1), deterministic=True)[0]
+
+
+def agent_branch(model, game, presets, agent, cases, b: int, H: int, samples: int, temperature: float, risks):
+    """The agent acting from step K = L - b of each death, in the game and in ``samples`` dreams per case: the
+    game's steps lived after K, and the dream's P(alive b steps later) and steps lived (drawn ends, or each risk)."""
+    game_lived, prompts, history = [], [], []
+    for seed, actions in cases:
+        K = len(actions) - b
+        o, _ = game.reset(seed=seed)
+        frames = [o]
+        for a in actions[:K]:
+            o, *_ = game.step(a)
+            frames.append(o)
+        seen = [model.encode_frames(f[None]).reshape(1, -1) for f in frames[-agent.frames:]]
+        history.append(seen)
+        prompts.append((np.stack(frames), np.stack(actions[:K])))
+        lived = 0
+        for _ in range(H):
+            o, _, term, trunc, _ = game.step(presets.vector(int(agent.act(seen)[0])))
+            if term:
+                break
+            lived += 1
+            if trunc:
+                break
+            seen = seen[1:] + [model.encode_frames(o[None]).reshape(1, -1)]
+        game_lived.append(lived)
+    n = len(cases) * samples
+    recorder = Recorder(model) if risks else None
+    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=recorder or NeverTerminate(),
+                        max_episode_steps=H + 1, temperature=temperature)
+    window = env.prompt_frames
+    order = [c for c in range(len(cases)) for _ in range(samples)]
+    pf = np.stack([prompts[c][0][-window:] for c in order])
+    pa = np.stack([prompts[c][1][len(prompts[c][1]) - window + 1:] for c in order])
+    obs, _ = env.reset(seed=b, options={"prompt": (pf, pa)})
+    seen = [torch.cat([history[c][i] for c in order]) for i in range(len(history[0]))]
+    ends = EndFrameTermination(model)
+    drawn_alive, drawn_lived, drawn_at_b = np.ones(n, bool), np.zeros(n), None
+    for k in range(H):
+        obs, *_ = env.step(np.stack([presets.vector(int(i)) for i in agent.act(seen)]))
+        tokens = torch.as_tensor(obs).long().reshape(n, -1)
+        seen = seen[1:] + [tokens]
+        drawn_alive &= ~ends.drawn(tokens).numpy()
+        drawn_lived += drawn_alive
+        if k == b - 1:
+            drawn_at_b = drawn_alive.copy()
+    env.close()
+    g = np.array(game_lived)
+    row = {"game_survives_b": float(np.mean(g >= b)), "game_steps_lived": float(np.mean(g))}
+    if risks:
+        p = np.stack(recorder.p, 1)
+        for s, c in risks:
+            alive = np.cumprod(1 - EndRiskTermination(model, s, c).probability(torch.from_numpy(p)).numpy(), 1)
+            row[f"risk {s},{c}"] = {"survives_b": float(alive[:, b - 1].mean()), "steps_lived": float(alive.sum(1).mean())}
+    else:
+        row["drawn"] = {"survives_b": float(drawn_at_b.mean()), "steps_lived": float(drawn_lived.mean())}
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model whose reward model is a frame-only hazard")
@@ -106,6 +188,9 @@ def main() -> None:
     ap.add_argument("--risk", default=None, metavar="S,C[;S,C...]",
                     help="end the dreams by EndRiskTermination instead of drawn end frames: the engine bans the end "
                          "frame and reports its probability, and survival is computed for each (sharpness, center)")
+    ap.add_argument("--agent", default=None, metavar="RUN",
+                    help="also let a PPO run of agents.train_sb3 (--observe latent) act from each branch point, in "
+                         "the game and in the dream: does it dodge where the game needs it to, in either world?")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -210,6 +295,10 @@ def main() -> None:
                     row["branches"][name]["risk"] = {
                         f"{s},{c}": {"survives_b": float(np.mean(a_b[sel])), "steps_lived": float(np.mean(lived[sel]))}
                         for (s, c), (a_b, lived) in risk_alive.items()}
+            if args.agent:
+                row["agent"] = agent_branch(model, game, presets, AgentView(args.agent, model), cases, b, H,
+                                            args.samples, args.temperature, risks)
+                print(f"  agent: {json.dumps(row['agent'])}")
             report["by_before"][str(b)] = row
             print(f"b={b} ({len(cases)} deaths, H={H})" + "".join(
                 f"\n  {name:5s}: survive b steps game {r['game_survives_b']:.2f} dream {r['dream_survives_b']:.2f};"
