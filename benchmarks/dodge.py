@@ -44,10 +44,10 @@ from wham_gym.env import WHAMVectorEnv
 from wham_gym.games.explore import make_policy
 from wham_gym.model import load_model
 from wham_gym.model.reward_model import frame_hazard
-from wham_gym.rewards import EndFrameTermination, EndRiskTermination, NeverTerminate
+from wham_gym.rewards import EndFrameTermination, NeverTerminate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_risk import Recorder  # noqa: E402  (benchmarks/end_risk.py)
+from end_risk import Recorder, alive_after  # noqa: E402  (benchmarks/end_risk.py)
 
 BRANCHES = ("none", "left", "right")
 
@@ -169,7 +169,7 @@ def agent_branch(model, game, presets, agent, cases, b: int, H: int, samples: in
     if risks:
         p = np.stack(recorder.p, 1)
         for s, c in risks:
-            alive = np.cumprod(1 - EndRiskTermination(model, s, c).probability(torch.from_numpy(p)).numpy(), 1)
+            alive = alive_after(model, p, s, c)
             row[f"risk {s},{c}"] = {"survives_b": float(alive[:, b - 1].mean()), "steps_lived": float(alive.sum(1).mean())}
     else:
         row["drawn"] = {"survives_b": float(drawn_at_b.mean()), "steps_lived": float(drawn_lived.mean())}
@@ -275,7 +275,7 @@ def main() -> None:
             if risks:
                 p = np.stack(recorder.p, 1)  # (n, H): the step k's end probability
                 for s, c in risks:
-                    alive_k = np.cumprod(1 - EndRiskTermination(model, s, c).probability(torch.from_numpy(p)).numpy(), 1)
+                    alive_k = alive_after(model, p, s, c)
                     risk_alive[(s, c)] = (alive_k[:, b - 1], alive_k.sum(1))
             row = {"cases": len(cases), "horizon": H, "branches": {}}
             if args.policy == "still":

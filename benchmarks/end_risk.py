@@ -60,9 +60,14 @@ def dream_end_probs(model, policies: list[str], per_policy: int, horizon: int, s
     return np.stack(rec.p, 1)
 
 
-def expected_length(q: np.ndarray) -> np.ndarray:
-    """(n, H) per-step end probabilities -> (n,) expected episode length in steps, capped at H."""
-    alive = np.cumprod(1 - q, axis=1)  # alive after step t
+def alive_after(model, p: np.ndarray, sharpness: float = 1.0, center: float = 0.5) -> np.ndarray:
+    """(n, H) recorded end probabilities -> (n, H) P(alive after step t) under EndRiskTermination(sharpness, center)."""
+    q = EndRiskTermination(model, sharpness, center).probability(torch.from_numpy(p)).numpy()
+    return np.cumprod(1 - q, axis=1)
+
+
+def expected_length(alive: np.ndarray) -> np.ndarray:
+    """(n, H) P(alive after step t) -> (n,) expected episode length in steps, capped at H."""
     return 1 + alive[:, :-1].sum(1)
 
 
@@ -97,9 +102,7 @@ def main() -> None:
     grid = []
     for s in (float(x) for x in args.sharpness.split(",")):
         for c in (float(x) for x in args.centers.split(",")):
-            term = EndRiskTermination(model, s, c)
-            lengths = {name: float(expected_length(term.probability(torch.from_numpy(v)).numpy()).mean())
-                       for name, v in by_policy.items()}
+            lengths = {name: float(expected_length(alive_after(model, v, s, c)).mean()) for name, v in by_policy.items()}
             err = float(np.mean([np.log(lengths[k] / game[k]) ** 2 for k in policies]))
             grid.append({"sharpness": s, "center": c, "dream": lengths, "rms_log_ratio": err ** 0.5})
     grid.sort(key=lambda g: g["rms_log_ratio"])
@@ -108,7 +111,7 @@ def main() -> None:
               "temperature": args.temperature, "horizon": H, "per_policy": args.per_policy,
               "game_episodes": args.game_episodes, "game": game,
               "p_quantiles": {name: np.quantile(v, [0.5, 0.9, 0.99, 0.999]).tolist() for name, v in by_policy.items()},
-              "drawn_rate": {name: float(expected_length(v).mean()) for name, v in by_policy.items()},
+              "drawn_rate": {name: float(expected_length(np.cumprod(1 - v, 1)).mean()) for name, v in by_policy.items()},
               "grid": grid}
     print("game (capped at", H, "):", {k: round(v, 1) for k, v in game.items()})
     print("q = p (the drawn ends' rate):", {k: round(v, 1) for k, v in report["drawn_rate"].items()})

@@ -17,6 +17,7 @@ and the end of a real episode behind the dream.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -147,12 +148,12 @@ class EndRiskTermination:
             raise ValueError(f"center: expected a probability in (0, 1), got {center!r}")
         self.first_token = int(EndFrameTermination(model).end_tokens[0])  # refuses models without end frames
         self.sharpness, self.center = float(sharpness), float(center)
+        self._center_logit = math.log(self.center / (1 - self.center))
 
     def probability(self, p: torch.Tensor) -> torch.Tensor:
         """The GPT's end probability p (N,) -> this termination's q (N,) float64."""
         p = p.double().clamp(1e-12, 1 - 1e-12)
-        c = torch.tensor(self.center, dtype=torch.float64)
-        return torch.sigmoid(self.sharpness * (torch.logit(p) - torch.logit(c)))
+        return torch.sigmoid(self.sharpness * (torch.logit(p) - self._center_logit))
 
     def __call__(self, ctx: StepContext) -> torch.Tensor:
         if ctx.first_token_prob is None:
