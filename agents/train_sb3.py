@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
     g.add_argument("--dream-ends", choices=("sampled", "expected", "drawn", "risk"), default="sampled",
-                   help="how training dreams end: sampled (the model's termination; a hazard ends a step with its "
-                        "probability, as deaths come in the game), expected (dreams never end; each step's "
+                   help="how training dreams end: sampled (the model's termination: the ends its card recommends, "
+                        "card['ends'], else its learned hazard, which ends a step with its probability, as deaths "
+                        "come in the game), expected (dreams never end; each step's "
                         "reward r pays the expected cost of dying, r * (1 - hazard / (1 - gamma)); evaluations "
                         "sample), or drawn (a dream ends when the world model draws its end frame, the GPT's own "
                         "death given the context and the action; for models trained with end frames; "

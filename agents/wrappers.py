@@ -255,7 +255,8 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
                     max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
                     seed: int | None = None, ends: str = "model", end_risk: tuple[float, float] = (1.0, 0.5),
                     **env_kwargs) -> VecEnv:
-    """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward/termination;
+    """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward and its termination
+    (the ends its card recommends, else its learned hazard: ``ends="model"``);
     ``ends="drawn"``: episodes end when the world model draws its end frame instead
     (:class:`~wham_gym.rewards.EndFrameTermination`); ``ends="risk"``: with the sharpened probability of drawing
     it, ``end_risk`` = (sharpness, center) (:class:`~wham_gym.rewards.EndRiskTermination`); ``env_kwargs`` go to

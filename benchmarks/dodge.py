@@ -47,7 +47,7 @@ from wham_gym.model.reward_model import frame_hazard
 from wham_gym.rewards import EndFrameTermination, NeverTerminate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_risk import Recorder, alive_after  # noqa: E402  (benchmarks/end_risk.py)
+from end_risk import Recorder, alive_after, first_token_prob  # noqa: E402  (benchmarks/end_risk.py)
 
 BRANCHES = ("none", "left", "right")
 
@@ -91,10 +91,8 @@ def end_signals(model, game, presets, deaths, before: int = 12) -> dict:
             ctx = tokens[t - window + 1:t + 1][None]  # (1, window, N)
             for name in BRANCHES:
                 acts = np.concatenate([np.stack(actions[t - window + 1:t]), presets.vector(name)[None]])
-                ids = torch.cat([vocab.interleave(ctx, model.action_ids(acts[None])), end[None]], 1)
-                with torch.no_grad():
-                    logp = torch.log_softmax(model.logits(ids)[0, -end.numel() - 1] / temperature, -1)
-                rows[f"gpt_end_{name}"][d].append(float(logp[end[0]].exp()))  # its first token: the end frame's
+                ids = vocab.interleave(ctx, model.action_ids(acts[None]))  # its first token: the end frame's
+                rows[f"gpt_end_{name}"][d].append(float(first_token_prob(model, ids, int(end[0]), temperature)[0]))
     return {k: [float(np.mean(v)) if v else None for v in per_d] for k, per_d in rows.items()}
 
 
@@ -117,6 +115,23 @@ class AgentView:
         tok = self.model.tokenizer
         codes = [tok.codes(t.long()).float().numpy().reshape(len(t), *tok.grid, -1) for t in history[-self.frames:]]
         return self.policy.predict(np.concatenate(codes, -1), deterministic=True)[0]
+
+
+class AgentActor:
+    """The agent playing a whole game episode (``--policy agent``): its own deaths are then the branch points.
+    Frames before the first are zero latents, as SB3's VecFrameStack pads at a reset."""
+
+    def __init__(self, view: AgentView, presets):
+        self.view, self.presets, self.codes = view, presets, []
+
+    @torch.no_grad()
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        model, tok = self.view.model, self.view.model.tokenizer
+        code = tok.codes(model.encode_frames(frame[None]).reshape(1, -1).long()).float().numpy()
+        code = code.reshape(1, *tok.grid, -1)
+        self.codes = ([np.zeros_like(code)] * (self.view.frames - 1) if not self.codes else self.codes) + [code]
+        self.codes = self.codes[-self.view.frames:]
+        return self.presets.vector(int(self.view.policy.predict(np.concatenate(self.codes, -1), deterministic=True)[0][0]))
 
 
 def agent_branch(model, game, presets, agent, cases, b: int, H: int, samples: int, temperature: float, risks):
@@ -179,7 +194,8 @@ def agent_branch(model, game, presets, agent, cases, b: int, H: int, samples: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model whose reward model is a frame-only hazard")
-    ap.add_argument("--policy", default="still", help="the blind policy whose deaths are branched from")
+    ap.add_argument("--policy", default="still",
+                    help="the blind policy whose deaths are branched from, or 'agent': the --agent run's own deaths")
     ap.add_argument("--episodes", type=int, default=32)
     ap.add_argument("--before", default="2,4,6", help="branch b steps before each death (comma list)")
     ap.add_argument("--horizon", type=int, default=10, help="steps after the death's step that still count")
@@ -204,11 +220,14 @@ def main() -> None:
     cap = 600
     game = gym.make("wham_gym/Doom-v0", scenario=card.get("scenario") or "take_cover", max_steps=cap,
                     **(card.get("game_kwargs") or {}))
+    if args.policy == "agent" and not args.agent:
+        raise SystemExit("--policy agent branches from the --agent run's own deaths: give --agent RUN")
+    view = AgentView(args.agent, model) if args.agent else None
     deaths = []  # (seed, actions up to the death)
     try:
         for i in range(args.episodes):
             seed = 10_000 + i
-            actor = make_policy(args.policy, seed=seed)
+            actor = AgentActor(view, presets) if args.policy == "agent" else make_policy(args.policy, seed=seed)
             o, _ = game.reset(seed=seed)
             actions = []
             for _ in range(cap):
@@ -296,7 +315,7 @@ def main() -> None:
                         f"{s},{c}": {"survives_b": float(np.mean(a_b[sel])), "steps_lived": float(np.mean(lived[sel]))}
                         for (s, c), (a_b, lived) in risk_alive.items()}
             if args.agent:
-                row["agent"] = agent_branch(model, game, presets, AgentView(args.agent, model), cases, b, H,
+                row["agent"] = agent_branch(model, game, presets, view, cases, b, H,
                                             args.samples, args.temperature, risks)
                 print(f"  agent: {json.dumps(row['agent'])}")
             report["by_before"][str(b)] = row

@@ -32,6 +32,7 @@ from wham_gym.env import WHAMVectorEnv  # noqa: E402
 from wham_gym.games.explore import make_policy  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
 from wham_gym.rewards import EndRiskTermination  # noqa: E402
+from wham_gym.train.reward import probability_metrics  # noqa: E402
 
 
 class Recorder(EndRiskTermination):
@@ -60,6 +61,65 @@ def dream_end_probs(model, policies: list[str], per_policy: int, horizon: int, s
     return np.stack(rec.p, 1)
 
 
+@torch.no_grad()
+def first_token_prob(model, ids: torch.Tensor, token: int, temperature: float) -> torch.Tensor:
+    """(B, T) WHAM ids ending with a step's action -> (B,) float64: the probability that the next frame starts with
+    ``token``, among the ids the engine may draw there (WHAM never starts a frame with codebook index 0), at the
+    dream's temperature: what ``DreamEngine.watch_first_token`` reports."""
+    lo, hi = int(model.vocab.range_low[0]), int(model.vocab.range_high[0])
+    logits = model.logits(ids)[:, -1, lo:hi + 1].double() / temperature
+    return torch.softmax(logits, -1)[:, token - lo]
+
+
+@torch.no_grad()
+def real_end_probs(model, sources: list[str], cache, temperature: float, batch: int = 64):
+    """The GPT's end probability on recorded transitions, teacher-forced: for every action taken at a frame with a
+    full context behind it, P(the next frame starts with the end frame's first token | the last frames, the
+    actions), as a dream at ``temperature`` reads it. -> (p, ended): (M,) float, (M,) bool (that step ended the
+    episode)."""
+    from wham_gym.train.data import tokenize_episodes
+
+    first = EndRiskTermination(model).first_token
+    w = model.config.seq_len - 1  # context frames, the one taken at last (as the dream's window)
+    ctx, acts, ended = [], [], []
+    for e in tokenize_episodes(model, sources, cache, progress=False, end_frame="black"):
+        steps = len(e.tokens) - (1 if e.ended else 0)  # transitions: the end frame itself starts none
+        for t in range(w - 1, steps):
+            ctx.append(e.tokens[t - w + 1:t + 1]), acts.append(e.action_ids[t - w + 1:t + 1])
+            ended.append(bool(e.terminated[t]))
+    if not ctx:
+        raise ValueError(f"no transition with {w} frames of context in {len(sources)} episodes")
+    p = []
+    for i in range(0, len(ctx), batch):
+        ids = model.vocab.interleave(torch.from_numpy(np.stack(ctx[i:i + batch]).astype(np.int64)),
+                                     torch.from_numpy(np.stack(acts[i:i + batch]).astype(np.int64)))
+        p.append(first_token_prob(model, ids, first, temperature).numpy())
+    return np.concatenate(p), np.array(ended)
+
+
+def score_real(model, recordings: list[str], temperature: float, centers: list[float]) -> dict:
+    """The end probability on the recordings' held-out episodes (their training split): its AUC for the steps
+    that ended an episode, and precision / recall of the risk's decision q >= 0.5 (p >= center, whatever the
+    sharpness) for each center."""
+    import tempfile
+
+    from wham_gym.train.data import split_sources
+
+    held_out = [s for rec in recordings for s in split_sources(rec)[1]]
+    with tempfile.TemporaryDirectory() as cache:
+        p, ended = real_end_probs(model, held_out, cache, temperature)
+    by_center = {}
+    for c in centers:
+        fired = p >= c
+        tp = int((fired & ended).sum())
+        by_center[str(c)] = {"precision": tp / max(int(fired.sum()), 1), "recall": tp / max(int(ended.sum()), 1),
+                             "fired": int(fired.sum())}
+    return {"recordings": recordings, "episodes": len(held_out), "transitions": len(p), "ends": int(ended.sum()),
+            "auc": probability_metrics(p, ended).get("term_auc", float("nan")), "mean_p": float(p.mean()),
+            "mean_p_at_ends": float(p[ended].mean()) if ended.any() else float("nan"),
+            "by_center": by_center}
+
+
 def alive_after(model, p: np.ndarray, sharpness: float = 1.0, center: float = 0.5) -> np.ndarray:
     """(n, H) recorded end probabilities -> (n, H) P(alive after step t) under EndRiskTermination(sharpness, center)."""
     q = EndRiskTermination(model, sharpness, center).probability(torch.from_numpy(p)).numpy()
@@ -83,13 +143,33 @@ def main() -> None:
     ap.add_argument("--centers", default="0.03,0.05,0.08,0.12,0.2,0.3,0.5")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", nargs="*", default=[],
+                    help="recordings: also score the termination on their held-out episodes' real transitions "
+                         "(teacher-forced end probability; precision / recall of q >= 0.5, i.e. p >= center)")
+    ap.add_argument("--real-only", action="store_true", help="with --data: skip the dreams and the fit")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.real_only and not args.data:
+        ap.error("--real-only scores real transitions: give --data REC [REC ...]")
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     card = model.card or {}
     policies = args.policies.split(",")
     H = args.horizon
+
+    report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
+              "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
+              "temperature": args.temperature}
+    if args.data:
+        report["real_transitions"] = real = score_real(model, args.data, args.temperature,
+                                                       [float(x) for x in args.centers.split(",")])
+        print(f"real held-out transitions: {real['transitions']} ({real['ends']} ends), AUC of p {real['auc']:.3f}")
+        for c, r in real["by_center"].items():
+            print(f"  center {c}: precision {r['precision']:.2f} recall {r['recall']:.2f}")
+    if args.real_only:
+        atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
+        print(f"wrote {args.out}")
+        return
 
     game = {}
     for name in policies:
@@ -106,13 +186,10 @@ def main() -> None:
             err = float(np.mean([np.log(lengths[k] / game[k]) ** 2 for k in policies]))
             grid.append({"sharpness": s, "center": c, "dream": lengths, "rms_log_ratio": err ** 0.5})
     grid.sort(key=lambda g: g["rms_log_ratio"])
-    report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
-              "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
-              "temperature": args.temperature, "horizon": H, "per_policy": args.per_policy,
-              "game_episodes": args.game_episodes, "game": game,
+    report.update({"horizon": H, "per_policy": args.per_policy, "game_episodes": args.game_episodes, "game": game,
               "p_quantiles": {name: np.quantile(v, [0.5, 0.9, 0.99, 0.999]).tolist() for name, v in by_policy.items()},
               "drawn_rate": {name: float(expected_length(np.cumprod(1 - v, 1)).mean()) for name, v in by_policy.items()},
-              "grid": grid}
+              "grid": grid})
     print("game (capped at", H, "):", {k: round(v, 1) for k, v in game.items()})
     print("q = p (the drawn ends' rate):", {k: round(v, 1) for k, v in report["drawn_rate"].items()})
     for g in grid[:8]:

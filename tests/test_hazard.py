@@ -196,6 +196,77 @@ def test_env_has_its_engine_watch_what_the_termination_reads(tiny):
     env.close()
 
 
+def test_a_card_that_recommends_ends_sets_the_envs_default_termination(tiny):
+    """card["ends"] (the shipped take_cover model's): a WHAMVectorEnv built without termination_fn ends its dreams
+    by that termination; an explicit termination_fn wins; a bad card is refused with the fix; a temperature other
+    than the fitted one warns."""
+    from wham_gym.rewards import EndFrameTermination, EndRiskTermination, NeverTerminate, card_termination
+
+    model = _with_end_frames(tiny)
+    assert card_termination(model) is None
+    model.card = {**model.card, "ends": {"kind": "risk", "sharpness": 6.0, "center": 0.05, "temperature": 0.9}}
+    term = card_termination(model)
+    assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (6.0, 0.05)
+    env = WHAMVectorEnv(2, model, obs_mode="tokens", temperature=0.9)
+    assert isinstance(env.termination_fn, EndRiskTermination) and env.termination_fn.sharpness == 6.0
+    env.reset(seed=0)
+    env.step(np.zeros((2, 16), np.float32))
+    assert env.engine.watched == (term.first_token, True)
+    env.close()
+    explicit = NeverTerminate()
+    env = WHAMVectorEnv(2, model, obs_mode="tokens", temperature=0.9, termination_fn=explicit)
+    assert env.termination_fn is explicit
+    env.close()
+    with pytest.warns(UserWarning, match="fitted .* temperature 0.9"):
+        WHAMVectorEnv(2, model, obs_mode="tokens", temperature=1.3).close()
+    model.card = {**model.card, "ends": {"kind": "drawn"}}
+    assert isinstance(card_termination(model), EndFrameTermination)
+    model.card = {**model.card, "ends": {"kind": "hazard"}}
+    with pytest.raises(ValueError, match="expected .*risk.* or .*drawn"):
+        WHAMVectorEnv(2, model, obs_mode="tokens")
+
+
+def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_path):
+    """benchmarks/end_risk.py --data: the GPT's end probability on a recording's transitions, teacher-forced, is the
+    probability a dream prompted with the same frames and actions reports for that step (first_token_prob), and
+    the step that ended the episode is the one marked."""
+    import importlib.util
+    from pathlib import Path
+
+    from wham_gym import controller
+    from wham_gym.data.episodes import Episode, write_episode
+    from wham_gym.engine import DreamEngine
+    from wham_gym.rewards import EndRiskTermination
+
+    spec = importlib.util.spec_from_file_location("end_risk", Path(__file__).parents[1] / "benchmarks" / "end_risk.py")
+    end_risk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(end_risk)
+    model = _with_end_frames(tiny)
+    rng = np.random.default_rng(3)
+    w = model.config.seq_len - 1  # the context frames a transition is read with
+    T = w + 3
+    images = rng.integers(40, 200, (T, 3, 180, 300), dtype=np.uint8)
+    ctrl = np.zeros((T, 16), np.float32)
+    ctrl[:, :12] = rng.integers(0, 2, (T, 12))
+    ctrl[:, 12:] = rng.integers(-1, 2, (T, 4))  # values the WHAM bins hold exactly
+    term = np.zeros(T, bool)
+    term[-1] = True
+    path = tmp_path / "episode_000000.npz"
+    write_episode(path, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32),
+                                rewards=np.full(T, 3.5, np.float32), terminated=term,
+                                truncated=np.zeros(T, bool), scenario="take_cover", seed=0))
+    p, ended = end_risk.real_end_probs(model, [str(path)], tmp_path / "cache", temperature=0.9)
+    assert p.shape == ended.shape == (T - w + 1,) and ended.tolist() == [False] * (T - w) + [True]
+    first = EndRiskTermination(model).first_token
+    tokens = model.encode_frames(images.transpose(0, 2, 3, 1)).long()
+    for t in (w - 1, T - 1):
+        eng = DreamEngine(model, 1, temperature=0.9)
+        eng.reset(tokens=tokens[t - w + 1:t + 1][None], actions=torch.from_numpy(ctrl[t - w + 1:t])[None])
+        eng.watch_first_token(first)
+        got = eng.step(torch.from_numpy(ctrl[t:t + 1]), decode=False).first_token_prob
+        assert math.isclose(float(got[0]), float(p[t - w + 1]), rel_tol=1e-4), (t, float(got[0]), p[t - w + 1])
+
+
 def test_frame_hazard_is_found_or_explained(tiny):
     from wham_gym.model.reward_model import frame_hazard
 

@@ -331,7 +331,7 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
     assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still", "take_cover_c4_changed4",
-                          "take_cover_c4_changed4_ends"}
+                          "take_cover_c4_changed4_ends", "take_cover_c4_changed4_agent"}
     for r in cards.values():
         assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
         assert r.model_config().tokens_per_image == 60
@@ -350,6 +350,11 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     assert (ends.end_window_share, ends.world_model_train.steps) == (0.125, 8000)
     assert dataclasses.replace(ends, name=changed.name, end_window_share=0.0,
                                world_model_train=changed.world_model_train) == changed
+    # tc-w4 resumed to 7,500 GPT steps on its data plus the real play of an agent trained in its dream (one turn
+    # of the iterative loop): the recipe is tc-w4's but for the steps.
+    agent = cards["take_cover_c4_changed4_agent"]
+    assert agent.world_model_train.steps == 7500
+    assert dataclasses.replace(agent, name=changed.name, world_model_train=changed.world_model_train) == changed
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ from . import controller
 from .autoreset import Autoreset, put, row
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import EpisodeSignals, StepContext
+from .rewards import EpisodeSignals, StepContext, card_termination
 from .model import load_model
 from .rollout import Rollout
 
@@ -172,10 +172,14 @@ class WHAMVectorEnv(VectorEnv):
         cfg = self.model.config
         self.num_envs = N = self.engine.num_envs
         self.obs_mode, self.return_torch = obs_mode, bool(return_torch)
+        if termination_fn is None:  # the card's recommended ends, else the shipped reward model's hazard
+            termination_fn = card_termination(self.model)
+            if termination_fn is None:
+                _check_hazard_temperature(getattr(self.model, "reward_model", None), temperature)
+            else:
+                _check_ends_temperature(self.model.card["ends"], temperature)
         self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
                                       reward_model=getattr(self.model, "reward_model", None))
-        if termination_fn is None:
-            _check_hazard_temperature(getattr(self.model, "reward_model", None), temperature)
         self.autoreset = Autoreset(autoreset_mode, N, self.device)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
@@ -446,6 +450,16 @@ def _check_hazard_temperature(net, temperature: float) -> None:
                       f"dreams at {temperature:g}: its episodes will end at another rate than the game's (hotter: "
                       f"more often). Calibrate a copy of the model at this temperature: wham-gym train "
                       f"calibrate-hazard --model DIR --data REC --temperature {temperature:g}", stacklevel=3)
+
+
+def _check_ends_temperature(ends: dict, temperature: float) -> None:
+    """Warn when the card's recommended ends were fitted at another dream temperature than this env's."""
+    fitted = ends.get("temperature")
+    if fitted is not None and abs(float(fitted) - temperature) > 1e-6:
+        warnings.warn(f"this model's recommended ends (card['ends']) were fitted to the game's episode lengths in "
+                      f"dreams at temperature {fitted:g}, this env dreams at {temperature:g}: its episodes will end "
+                      f"at another rate than the game's. Refit them: python benchmarks/end_risk.py --model DIR "
+                      f"--temperature {temperature:g}", stacklevel=3)
 
 
 class WHAMEnv(gym.Env):

@@ -165,6 +165,25 @@ class EndRiskTermination:
         return u.to(q.device) < q
 
 
+def card_termination(model):
+    """The termination a model's card recommends for its dreams (``card["ends"]``), or None.
+
+    ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
+    game's episode lengths (benchmarks/end_risk.py); ``{"kind": "drawn"}``: :class:`EndFrameTermination`. None
+    when the card names none: the env then ends dreams by the model's learned reward model, if it ships one.
+    """
+    ends = (getattr(model, "card", None) or {}).get("ends")
+    if not ends:
+        return None
+    kind = ends.get("kind") if isinstance(ends, dict) else None
+    if kind == "risk":
+        return EndRiskTermination(model, ends["sharpness"], ends["center"])
+    if kind == "drawn":
+        return EndFrameTermination(model)
+    raise ValueError(f"this model's card.json has ends {ends!r}: expected {{'kind': 'risk', 'sharpness': S, "
+                     "'center': C}} or {'kind': 'drawn'}; fix the card, or pass termination_fn to the env")
+
+
 class LearnedRewardModel(ABC):
     """A model predicting reward and termination from a dreamed step; one forward pass serves both.
 
