@@ -30,6 +30,7 @@ def test_default_env_passes_the_checker_and_starts_from_real_frames():
 def test_take_cover_model_ships_by_name_with_its_card():
     from wham_gym.action_sets import action_set_for
     from wham_gym.model import SHIPPED
+    from wham_gym.rewards import EndRiskTermination
 
     folder = SHIPPED["take_cover"]
     weights = [folder / f for f in ("model.safetensors", "reward.safetensors")]
@@ -39,9 +40,15 @@ def test_take_cover_model_ships_by_name_with_its_card():
     assert card["scenario"] == "take_cover" and card["game_kwargs"] == {"render_hud": True}
     assert action_set_for(model).name == "take_cover"  # the dream and its game offer the same actions by name
     assert card["recipe"]["end_frame"] == "black" and card["reinjection"]["every"] >= 1
-    assert card["measured"]["termination_precision"] >= 0.8 and card["measured"]["termination_recall"] >= 0.8
     assert model.reward_model is not None and model.config.tokens_per_image == 60
+    # Its dreams end by the risk its card recommends, fitted to the game's blind-policy episode lengths.
+    ends = card["ends"]
+    assert ends["kind"] == "risk" and ends["temperature"] == 0.9
+    lengths = card["measured"]["episode_length_blind_policies"]
+    assert all(0.8 <= v["dream"] / v["game"] <= 1.2 for v in lengths.values()), lengths
     env = gym.make("wham_gym/WHAM-v0", model="take_cover").unwrapped
+    term = env.vector.termination_fn
+    assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (ends["sharpness"], ends["center"])
     obs, _ = env.reset(seed=0)
     assert obs.shape == (180, 300, 3) and obs.std() > 10  # a real take_cover frame from its shipped prompts
     _, reward, _, _, _ = env.step(np.zeros(16, np.float32))

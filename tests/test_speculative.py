@@ -133,7 +133,7 @@ def test_speculative_with_refresh_mode_and_resets(model64):
 @pytest.mark.parametrize("name", ["argmax", "t0.9", "topp0.8"])
 def test_speculation_happens_on_a_trained_model(take_cover, name):
     # The shipped take_cover model from real prompts of its card: the previous frame is a good draft,
-    # so a step takes far fewer passes than its 60 tokens, and the tokens are still exact decoding's.
+    # so a step takes fewer passes than its 60 tokens, and the tokens are still exact decoding's.
     model, prompts = take_cover
     frames = np.stack([p.frames for p in prompts])
     acts = np.stack([p.actions for p in prompts])
@@ -153,8 +153,11 @@ def test_speculation_happens_on_a_trained_model(take_cover, name):
         runs[decoding] = out, passes, drafted, accepted
     _assert_same(runs["exact"][0], runs["speculative"][0])
     _, passes, drafted, accepted = runs["speculative"]
-    assert max(passes) < 30, passes  # exact decoding: 60
-    assert accepted > 0.3 * drafted  # measured: 72% (argmax, top-p 0.8 at 0.7: as confident), 44% (t 0.9)
+    # Exact decoding takes 60 passes a step. Measured on the shipped model (tc-w6, whose GPT was trained to weigh
+    # the tokens that change): 106 / 142 / 135 passes over 3 steps and 35 / 25 / 27 % of drafts accepted (argmax,
+    # t 0.9, top-p 0.8 at 0.7); the earlier shipped model, trained on held strafes only, accepted 44-72 %.
+    assert sum(passes) < 0.9 * 60 * len(passes), passes
+    assert accepted > 0.2 * drafted, (accepted, drafted)
 
 
 def test_options_are_checked(model64):

@@ -331,7 +331,8 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     cards = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.json"))}
     assert set(cards) == {"take_cover_c4", "take_cover_c4_t600", "take_cover_c4_still", "take_cover_c4_changed4",
-                          "take_cover_c4_changed4_ends", "take_cover_c4_changed4_agent"}
+                          "take_cover_c4_changed4_ends", "take_cover_c4_changed4_agent",
+                          "take_cover_c4_changed4_agent2"}
     for r in cards.values():
         assert (r.seq_len, r.termination, r.end_frame, r.tokenizer.patch_size) == (4, "hazard", "black", 30)
         assert r.model_config().tokens_per_image == 60
@@ -355,6 +356,10 @@ def test_the_benchmark_recipe_cards_load_as_the_results_describe_them():
     agent = cards["take_cover_c4_changed4_agent"]
     assert agent.world_model_train.steps == 7500
     assert dataclasses.replace(agent, name=changed.name, world_model_train=changed.world_model_train) == changed
+    # The loop's second turn: tc-w6 resumed to 9,500 steps with the play of the agent trained in its dream added.
+    agent2 = cards["take_cover_c4_changed4_agent2"]
+    assert agent2.world_model_train.steps == 9500
+    assert dataclasses.replace(agent2, name=changed.name, world_model_train=changed.world_model_train) == changed
 
 
 @pytest.fixture(scope="module")
