@@ -648,3 +648,12 @@ def test_risk_ends_reach_training_and_evaluation_dreams(tiny):
         term = _vector_env(venv).signals.termination_fn
         assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (3.0, 0.2)
         venv.close()
+    # The default (--dream-ends sampled: the model's termination) follows the ends a card recommends, as the shipped
+    # take_cover model's does; an explicit --dream-ends wins over the card.
+    model.card = {**model.card, "ends": {"kind": "risk", "sharpness": 6.0, "center": 0.05}}
+    default = runs.dream_settings({"dream_ends": "sampled"})
+    for venv, expect in ((wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **default), (6.0, 0.05)),
+                         (wrappers.make_dream_venv(model, 2, SMALL, max_episode_steps=5, **settings), (3.0, 0.2))):
+        term = _vector_env(venv).signals.termination_fn
+        assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == expect
+        venv.close()
