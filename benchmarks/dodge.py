@@ -110,11 +110,18 @@ class AgentView:
         self.frames, self.model = wrapping.frame_stack, model
 
     @torch.no_grad()
+    def codes(self, tokens: torch.Tensor) -> np.ndarray:
+        """(n, tokens_per_image) image tokens -> (n, *grid, D): the quantised latent the agent sees of each frame."""
+        tok = self.model.tokenizer
+        return tok.codes(tokens.long()).float().numpy().reshape(len(tokens), *tok.grid, -1)
+
+    def predict(self, codes: list[np.ndarray]) -> np.ndarray:
+        """The last ``frames`` frames' codes, oldest first -> (n,) preset indices (argmax)."""
+        return self.policy.predict(np.concatenate(codes[-self.frames:], -1), deterministic=True)[0]
+
     def act(self, history: list[torch.Tensor]) -> np.ndarray:
         """history: per step, (n, tokens_per_image) image tokens, newest last -> (n,) preset indices (argmax)."""
-        tok = self.model.tokenizer
-        codes = [tok.codes(t.long()).float().numpy().reshape(len(t), *tok.grid, -1) for t in history[-self.frames:]]
-        return self.policy.predict(np.concatenate(codes, -1), deterministic=True)[0]
+        return self.predict([self.codes(t) for t in history[-self.frames:]])
 
 
 class AgentActor:
@@ -122,16 +129,13 @@ class AgentActor:
     Frames before the first are zero latents, as SB3's VecFrameStack pads at a reset."""
 
     def __init__(self, view: AgentView, presets):
-        self.view, self.presets, self.codes = view, presets, []
+        self.view, self.presets, self.seen = view, presets, []
 
     @torch.no_grad()
     def act(self, frame: np.ndarray) -> np.ndarray:
-        model, tok = self.view.model, self.view.model.tokenizer
-        code = tok.codes(model.encode_frames(frame[None]).reshape(1, -1).long()).float().numpy()
-        code = code.reshape(1, *tok.grid, -1)
-        self.codes = ([np.zeros_like(code)] * (self.view.frames - 1) if not self.codes else self.codes) + [code]
-        self.codes = self.codes[-self.view.frames:]
-        return self.presets.vector(int(self.view.policy.predict(np.concatenate(self.codes, -1), deterministic=True)[0][0]))
+        code = self.view.codes(self.view.model.encode_frames(frame[None]).reshape(1, -1))
+        self.seen = ((self.seen or [np.zeros_like(code)] * (self.view.frames - 1)) + [code])[-self.view.frames:]
+        return self.presets.vector(int(self.view.predict(self.seen)[0]))
 
 
 def agent_branch(model, game, presets, agent, cases, b: int, H: int, samples: int, temperature: float, risks):

@@ -188,7 +188,7 @@ def main() -> None:
     grid.sort(key=lambda g: g["rms_log_ratio"])
     report.update({"horizon": H, "per_policy": args.per_policy, "game_episodes": args.game_episodes, "game": game,
               "p_quantiles": {name: np.quantile(v, [0.5, 0.9, 0.99, 0.999]).tolist() for name, v in by_policy.items()},
-              "drawn_rate": {name: float(expected_length(np.cumprod(1 - v, 1)).mean()) for name, v in by_policy.items()},
+              "drawn_rate": {name: float(expected_length(alive_after(model, v)).mean()) for name, v in by_policy.items()},
               "grid": grid})
     print("game (capped at", H, "):", {k: round(v, 1) for k, v in game.items()})
     print("q = p (the drawn ends' rate):", {k: round(v, 1) for k, v in report["drawn_rate"].items()})

@@ -444,22 +444,28 @@ def _rollout(num_envs: int, model, reinjection, engine_settings: dict) -> Rollou
 def _check_hazard_temperature(net, temperature: float) -> None:
     """Warn when a hazard termination was calibrated at another dream temperature than this env's."""
     cfg = getattr(net, "config", None)
-    fitted = getattr(cfg, "hazard_temperature", None)
-    if getattr(cfg, "termination", None) == "hazard" and fitted is not None and abs(fitted - temperature) > 1e-6:
-        warnings.warn(f"this model's termination hazard was calibrated for dreams at temperature {fitted:g}, this env "
-                      f"dreams at {temperature:g}: its episodes will end at another rate than the game's (hotter: "
-                      f"more often). Calibrate a copy of the model at this temperature: wham-gym train "
-                      f"calibrate-hazard --model DIR --data REC --temperature {temperature:g}", stacklevel=3)
+    if getattr(cfg, "termination", None) == "hazard":
+        _warn_other_temperature(
+            getattr(cfg, "hazard_temperature", None), temperature, "termination hazard was calibrated",
+            f"Calibrate a copy of the model at this temperature: wham-gym train calibrate-hazard --model DIR "
+            f"--data REC --temperature {temperature:g}")
 
 
 def _check_ends_temperature(ends: dict, temperature: float) -> None:
     """Warn when the card's recommended ends were fitted at another dream temperature than this env's."""
-    fitted = ends.get("temperature")
+    _warn_other_temperature(
+        ends.get("temperature"), temperature,
+        "recommended ends (card['ends']) were fitted to the game's episode lengths",
+        f"Refit them: python benchmarks/end_risk.py --model DIR --temperature {temperature:g}")
+
+
+def _warn_other_temperature(fitted, temperature: float, what: str, fix: str) -> None:
+    """A termination fitted to the game at one dream temperature ends episodes at another rate at another (a
+    hotter dream draws noisier frames, which read as danger): warn, with the fix."""
     if fitted is not None and abs(float(fitted) - temperature) > 1e-6:
-        warnings.warn(f"this model's recommended ends (card['ends']) were fitted to the game's episode lengths in "
-                      f"dreams at temperature {fitted:g}, this env dreams at {temperature:g}: its episodes will end "
-                      f"at another rate than the game's. Refit them: python benchmarks/end_risk.py --model DIR "
-                      f"--temperature {temperature:g}", stacklevel=3)
+        warnings.warn(f"this model's {what} for dreams at temperature {float(fitted):g}, this env dreams at "
+                      f"{temperature:g}: its episodes will end at another rate than the game's (hotter: more "
+                      f"often). {fix}", stacklevel=4)
 
 
 class WHAMEnv(gym.Env):
