@@ -38,7 +38,9 @@ def uniforms(seeds: torch.Tensor, counters: torch.Tensor, n: int) -> torch.Tenso
     j = counters[:, None] + torch.arange(n, device=counters.device)
     h1 = _hash32(seeds[:, None] ^ _hash32(j))
     h2 = _hash32(h1 ^ _hash32((seeds[:, None] >> 32) + 0x9E3779B9))
-    return ((h1 >> 5) * 67108864.0 + (h2 >> 6)).double() / 9007199254740992.0  # 53 bits
+    # In int64, then one exact conversion: an int64 tensor times a Python float is float32 (24 bits), which
+    # rounded about 3 draws in 10^8 up to exactly 1.0 (and drew the vocabulary's last id, out of range).
+    return ((h1 >> 5) * 67108864 + (h2 >> 6)).double() / 9007199254740992.0  # 53 bits, at most 1 - 2^-53
 
 
 def slot_seed(seed: int, slot: int) -> int:
@@ -85,7 +87,10 @@ def draw(filtered_logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF sample: the first token whose cumulative probability exceeds ``u`` (N,) in [0, 1)."""
     probs = filtered_logits.double().softmax(-1)
     cdf = probs.cumsum(-1)
-    target = (u * cdf[:, -1]).unsqueeze(-1)  # scaled so rounding of the total never selects a zero-probability tail
+    total = cdf[:, -1:]
+    # Scaled by the total, and kept below it, so rounding never selects the zero-probability tail (whose cdf
+    # equals the total): at worst the last token with a positive probability.
+    target = torch.minimum(u.unsqueeze(-1) * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
 
 
