@@ -471,3 +471,43 @@ def test_several_recordings_of_one_game_train_one_model(tmp_path):
         _recorded_scenario([strafe, recording("dtc", "defend_the_center", True)])
     args = build_parser().parse_args(["train", "world-model", "--data", strafe, jitter, "--run-dir", "r"])
     assert args.data == [strafe, jitter]
+
+
+def test_a_run_started_from_a_trained_model_continues_it(dataset, tmp_path, capsys):
+    """`wham-gym train all --from-model M`: with the card's recipe nothing retrains and the weights come back
+    as they were; `--more-steps N` trains the GPT N steps more from them and leaves the other stages alone."""
+    from wham_gym.commands.main import main
+
+    recipe = Recipe(name="tiny-doom", tokenizer=TOK, n_layer=1, n_head=2, n_embd=32, seq_len=4, max_frames=64,
+                    tokenizer_train=cfg(2, batch_size=4), world_model_train=cfg(4, batch_size=2),
+                    reward_train=cfg(2, batch_size=32))
+    first = load_model(run_recipe(dataset, tmp_path / "run", tmp_path / "m0", recipe, progress=False))
+
+    def state(m):
+        return {**{f"tok.{k}": v for k, v in m.tokenizer.state_dict().items()},
+                **{f"gpt.{k}": v for k, v in m.gpt.state_dict().items()},
+                **{f"rm.{k}": v for k, v in m.reward_model.state_dict().items()}}
+
+    base = ["train", "all", "--data", str(dataset), "--from-model", str(tmp_path / "m0"), "--no-progress",
+            "--device", "cpu"]
+    assert main(base + ["--run-dir", str(tmp_path / "same"), "--out", str(tmp_path / "m1")]) == 0
+    assert "tokenizer at step 2, world_model at step 4, reward at step 2" in capsys.readouterr().out
+    same = load_model(tmp_path / "m1")
+    assert same.card["steps"] == {"tokenizer": 2, "world_model": 4, "reward": 2}
+    a, b = state(first), state(same)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert main(base + ["--run-dir", str(tmp_path / "more"), "--out", str(tmp_path / "m2"), "--more-steps", "2"]) == 0
+    more = load_model(tmp_path / "m2")
+    assert more.card["steps"] == {"tokenizer": 2, "world_model": 6, "reward": 2}
+    c = state(more)
+    changed = {k for k in a if not torch.equal(a[k], c[k])}
+    assert changed and all(k.startswith("gpt.") for k in changed)  # only the GPT trained on
+
+    # A run that has checkpoints of its own is left as it is (a rerun resumes, it does not start over).
+    from wham_gym.train.recipe import seed_run_dir
+
+    assert seed_run_dir(tmp_path / "m0", tmp_path / "more", load_recipe(str(tmp_path / "m0"))) == {}
+    with pytest.raises(SystemExit, match="--from-model: expected a shipped model"):
+        main(base[:4] + ["--from-model", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "x"),
+                         "--out", str(tmp_path / "m3")])

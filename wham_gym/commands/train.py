@@ -28,6 +28,12 @@ def register(sub) -> None:
         s.add_argument("--recipe", default=None, metavar="NAME|CARD",
                        help="a named recipe (default, take_cover), or the recipe a model card.json records (or a "
                             "model directory holding one), e.g. wham_gym/assets/default to reproduce the default")
+        s.add_argument("--from-model", default=None, metavar="MODEL",
+                       help="start the run from this trained model's weights (a name such as take_cover, or a model "
+                            "directory; its card's recipe unless --recipe is given), e.g. to continue it on new play")
+        s.add_argument("--more-steps", type=int, default=0, metavar="N",
+                       help="train the GPT N steps more than the recipe says (with --from-model: continue it; its "
+                            "learning-rate schedule stretches to the new total)")
         s.add_argument("--no-progress", action="store_true")
         s.set_defaults(func=run_train)
     s = stages.add_parser("calibrate-hazard", help="fit a hazard termination's offset so dreams end as often as "
@@ -54,19 +60,34 @@ def run_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from ..model import resolve_device
-    from ..train.recipe import Recipe, load_recipe, run_recipe, tokenizer_stage
+    from ..model import SHIPPED, resolve_device
+    from ..train.recipe import Recipe, load_recipe, run_recipe, seed_run_dir, tokenizer_stage
     from ..train.reward import train_reward_model
     from ..train.world_model import train_world_model
 
     resolve_device(args.device)  # a clear one-line error for --device cuda on a CPU-only torch
-    recipe = load_recipe(args.recipe) if args.recipe else Recipe()
+    if args.more_steps < 0:
+        raise SystemExit(f"--more-steps: expected a number of GPT steps >= 0, got {args.more_steps}")
+    source = None
+    if args.from_model:
+        source = SHIPPED.get(args.from_model, Path(args.from_model))
+        if not (source / "card.json").is_file():
+            raise SystemExit(f"--from-model: expected a shipped model ({', '.join(SHIPPED)}) or a model directory "
+                             f"with a card.json (written by wham-gym train), got {args.from_model!r}")
+    spec = args.recipe or (str(source) if source else None)
+    recipe = load_recipe(spec) if spec else Recipe()
+    if args.more_steps:
+        wm = recipe.world_model_train
+        recipe = replace(recipe, world_model_train=replace(wm, steps=wm.steps + args.more_steps))
     # Without --name the model is named after --out (a card's recipe names the model it came from).
     recipe = replace(recipe, name=args.name or None)
     recipe = recipe.scaled(args.scale) if args.scale != 1.0 else recipe
     progress = not args.no_progress
     run = Path(args.run_dir)
     args.data = args.data[0] if len(args.data) == 1 else args.data  # one folder keeps its manifest's name
+    if source is not None:
+        seeded = seed_run_dir(source, run, recipe)
+        print(f"{run}: started from {source} ({', '.join(f'{k} at step {v}' for k, v in seeded.items()) or 'every stage already had checkpoints'})")
     if args.stage == "all":
         out = run_recipe(args.data, run, args.out, recipe, device=args.device, progress=progress, overwrite=args.overwrite)
         print(f"wrote {out}")
@@ -74,7 +95,8 @@ def run_train(args: argparse.Namespace) -> int:
     model = tokenizer_stage(args.data, run, recipe, args.device, progress)
     if args.stage == "world-model":
         train_world_model(model, args.data, run / "world_model", replace(recipe.world_model_train, device=args.device),
-                          progress=progress, end_frame=recipe.end_frame)
+                          progress=progress, cache_dir=run / "token-cache", end_frame=recipe.end_frame,
+                          changed_token_weight=recipe.changed_token_weight, end_window_share=recipe.end_window_share)
     elif args.stage == "reward":
         train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
                            progress=progress, end_frame=recipe.end_frame, termination=recipe.termination,

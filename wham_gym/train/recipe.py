@@ -21,7 +21,7 @@ from ..model.config import ViTTokenizerConfig, make_config
 from .hazard import calibrate_hazard, calibration_unavailable, write_hazard_offset
 from .reward import train_reward_model
 from .tokenizer import CODE_DECAY, CODE_THRESHOLD, train_tokenizer
-from .trainer import TrainConfig, latest_checkpoint, load_checkpoint
+from .trainer import TrainConfig, latest_checkpoint, load_checkpoint, make_optimizer, save_checkpoint
 from .world_model import train_world_model
 from ..data.episodes import Episode, write_episode
 from ..data.reader import load_episode
@@ -189,6 +189,39 @@ def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress
     model = build_model(recipe.model_config(), device=device)
     model.tokenizer.load_state_dict(tok.state_dict())
     return model
+
+
+def seed_run_dir(model_dir, run_dir, recipe: Recipe) -> dict[str, int]:
+    """Start ``run_dir``'s stages from a trained model's weights, so the recipe continues that model.
+
+    Each stage without a checkpoint of its own gets one holding the model's weights at the step its card
+    records (a fresh optimizer state: AdamW's moments start again). A recipe whose stage runs to more steps
+    then trains that many more on the data it is given, on the tail of its schedule; one with as many steps
+    keeps the stage as it is. This is how the iterative loop continues a shipped model on an agent's own
+    play. Returns the step each seeded stage starts from (stages that already had checkpoints are left).
+    """
+    model = load_model(model_dir)
+    card_steps = (model.card or {}).get("steps") or {}
+    run_dir, seeded = Path(run_dir), {}
+    stages = (("tokenizer", model.tokenizer, recipe.tokenizer_train),
+              ("world_model", model.gpt, recipe.world_model_train),
+              ("reward", getattr(model, "reward_model", None), recipe.reward_train))
+    for stage, module, cfg in stages:
+        if module is None or latest_checkpoint(run_dir / stage) is not None:
+            continue
+        if stage not in card_steps:
+            raise ValueError(f"{model_dir}: its card records no step count for the {stage} stage "
+                             f"(card['steps'] = {card_steps}); only models written by `wham-gym train` can seed a run")
+        meta = {"seeded_from": str(model_dir), "history": []}
+        extra = None
+        if stage == "tokenizer":  # every code counts as alive: dead-code restarts judge from fresh usage
+            extra = {"code_usage": torch.ones(model.tokenizer.vocab_size)}
+        if stage == "reward":
+            meta["config"] = module.config.to_dict()
+        save_checkpoint(run_dir / stage, int(card_steps[stage]), module, make_optimizer(module, cfg), meta,
+                        extra=extra)
+        seeded[stage] = int(card_steps[stage])
+    return seeded
 
 
 def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = "cpu", progress: bool = True,
