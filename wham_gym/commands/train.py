@@ -61,9 +61,8 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..model import SHIPPED, resolve_device
-    from ..train.recipe import Recipe, load_recipe, run_recipe, seed_run_dir, tokenizer_stage
-    from ..train.reward import train_reward_model
-    from ..train.world_model import train_world_model
+    from ..train.recipe import (Recipe, load_recipe, reward_stage, run_recipe, seed_run_dir, tokenizer_stage,
+                                world_model_stage)
 
     resolve_device(args.device)  # a clear one-line error for --device cuda on a CPU-only torch
     if args.more_steps < 0:
@@ -94,13 +93,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     model = tokenizer_stage(args.data, run, recipe, args.device, progress)
     if args.stage == "world-model":
-        train_world_model(model, args.data, run / "world_model", replace(recipe.world_model_train, device=args.device),
-                          progress=progress, cache_dir=run / "token-cache", end_frame=recipe.end_frame,
-                          changed_token_weight=recipe.changed_token_weight, end_window_share=recipe.end_window_share)
+        world_model_stage(model, args.data, run, recipe, args.device, progress)
     elif args.stage == "reward":
-        train_reward_model(model, args.data, run / "reward", replace(recipe.reward_train, device=args.device),
-                           progress=progress, end_frame=recipe.end_frame, termination=recipe.termination,
-                           reads_action=recipe.termination_reads_action)
+        reward_stage(model, args.data, run, recipe, args.device, progress)
     return 0
 
 

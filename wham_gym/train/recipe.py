@@ -191,6 +191,21 @@ def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress
     return model
 
 
+def world_model_stage(model, data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True) -> dict:
+    """Train (or resume) the recipe's GPT in ``run_dir/world_model`` on the tokens of ``model``'s tokenizer."""
+    return train_world_model(model, data, Path(run_dir) / "world_model", replace(recipe.world_model_train, device=device),
+                             progress=progress, cache_dir=Path(run_dir) / "token-cache", end_frame=recipe.end_frame,
+                             changed_token_weight=recipe.changed_token_weight,
+                             end_window_share=recipe.end_window_share)
+
+
+def reward_stage(model, data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True):
+    """Train (or resume) the recipe's reward / termination model in ``run_dir/reward``."""
+    return train_reward_model(model, data, Path(run_dir) / "reward", replace(recipe.reward_train, device=device),
+                              progress=progress, cache_dir=Path(run_dir) / "token-cache", end_frame=recipe.end_frame,
+                              termination=recipe.termination, reads_action=recipe.termination_reads_action)
+
+
 def seed_run_dir(model_dir, run_dir, recipe: Recipe) -> dict[str, int]:
     """Start ``run_dir``'s stages from a trained model's weights, so the recipe continues that model.
 
@@ -227,15 +242,9 @@ def seed_run_dir(model_dir, run_dir, recipe: Recipe) -> dict[str, int]:
 def run_recipe(data, run_dir, out_dir, recipe: Recipe = Recipe(), device: str = "cpu", progress: bool = True,
                overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
-    on = {"device": device}
     model = tokenizer_stage(data, run_dir, recipe, device, progress)
-    cache = run_dir / "token-cache"
-    train_world_model(model, data, run_dir / "world_model", replace(recipe.world_model_train, **on),
-                      progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
-                      changed_token_weight=recipe.changed_token_weight, end_window_share=recipe.end_window_share)
-    train_reward_model(model, data, run_dir / "reward", replace(recipe.reward_train, **on),
-                       progress=progress, cache_dir=cache, end_frame=recipe.end_frame,
-                       termination=recipe.termination, reads_action=recipe.termination_reads_action)
+    world_model_stage(model, data, run_dir, recipe, device, progress)
+    reward_stage(model, data, run_dir, recipe, device, progress)
     out = assemble(run_dir, out_dir, recipe, data=data, overwrite=overwrite)
     if recipe.termination == "hazard" and recipe.hazard_calibration_envs:
         reason = calibration_unavailable(data)
