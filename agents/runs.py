@@ -31,13 +31,14 @@ from .wrappers import Wrapping, parse_obs_size
 
 # Settings a resumed run must share with its checkpoints (anything else may change, e.g. --steps).
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
-            "max_episode_steps", "action_set", "grayscale", "reward_scale", "game_kwargs", "tokenizer_view",
-            "observe", "temperature", "decoding", "refresh_every", "context_steps", "dream_ends", "dream_starts",
-            "end_risk", "dream_horizon")
+            "max_episode_steps", "action_set", "action_axes", "grayscale", "reward_scale", "game_kwargs",
+            "tokenizer_view", "observe", "temperature", "decoding", "refresh_every", "context_steps", "dream_ends",
+            "dream_starts", "end_risk", "dream_horizon", "ensemble")
 # Identity settings newer than some run directories, and the value those runs had.
-LATER = {"action_set": None, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {}, "tokenizer_view": False,
-         "observe": "pixels", "temperature": 0.9, "decoding": "exact", "refresh_every": 1, "context_steps": None,
-         "dream_ends": "sampled", "dream_starts": None, "end_risk": None, "dream_horizon": None}
+LATER = {"action_set": None, "action_axes": False, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {},
+         "tokenizer_view": False, "observe": "pixels", "temperature": 0.9, "decoding": "exact", "refresh_every": 1,
+         "context_steps": None, "dream_ends": "sampled", "dream_starts": None, "end_risk": None,
+         "dream_horizon": None, "ensemble": None}
 # The dream's engine settings in a run's config (WHAMVectorEnv keywords).
 DREAM_SETTINGS = ("temperature", "decoding", "refresh_every", "context_steps")
 
@@ -53,7 +54,8 @@ def read_json(path: str) -> Any:
 
 def wrapping_from_config(cfg: dict) -> Wrapping:
     return Wrapping(obs_size=parse_obs_size(cfg.get("obs_size")), frame_stack=int(cfg.get("frame_stack", 1)),
-                    rescale=True, action_set=cfg.get("action_set"), grayscale=bool(cfg.get("grayscale", False)),
+                    rescale=True, action_set=cfg.get("action_set"),
+                    action_axes=bool(cfg.get("action_axes", False)), grayscale=bool(cfg.get("grayscale", False)),
                     reward_scale=float(cfg.get("reward_scale", 1.0)),
                     tokenizer_view=bool(cfg.get("tokenizer_view", False)), observe=cfg.get("observe", "pixels"))
 

@@ -54,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
     ap.add_argument("--world", choices=WORLDS, default="dream", help="where the agent trains")
     ap.add_argument("--model", default="default", help="world model: a preset, a model directory or a checkpoint")
+    ap.add_argument("--ensemble", nargs="+", default=None, metavar="MODEL",
+                    help="more world models (sharing --model's tokenizer) to train in: the --num-envs dreams are "
+                         "split across --model and these, each with its own card's ends, so the policy cannot "
+                         "exploit one model's errors (evaluation dreams stay --model's)")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO, help="Doom scenario of the real game (the model's)")
     ap.add_argument("--action-set", default=None,
                     help="act through a named action set (wham_gym.action_sets, e.g. take_cover: Discrete none/left/"
-                         "right) instead of the 16-dim controller Box; PPO only")
+                         "right) instead of the 16-dim controller Box; with --algo sac (or --action-axes) a small "
+                         "Box over the set's axes (take_cover: left stick x)")
+    ap.add_argument("--action-axes", action="store_true",
+                    help="with --action-set: a Box over the set's axes instead of Discrete presets (SAC: always)")
     ap.add_argument("--steps", type=int, default=100_000, help="total env steps (transitions) to train for")
     ap.add_argument("--num-envs", type=int, default=8, help="parallel envs (dreams share one batched engine)")
     ap.add_argument("--max-episode-steps", type=int, default=DEFAULT_MAX_STEPS, help="episode cap in both worlds")
@@ -143,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-range", type=float, default=0.1, help="PPO")
     g.add_argument("--buffer-size", type=int, default=None, help="SAC: transitions (default: what fits 2 GiB)")
     g.add_argument("--learning-starts", type=int, default=1000, help="SAC: transitions before updates start")
+    g.add_argument("--gradient-steps", type=int, default=-1,
+                   help="SAC: gradient steps per vector step (-1: one per transition, i.e. --num-envs)")
     g = ap.add_argument_group("run")
     g.add_argument("--out", default=None, help="run directory (default: runs/agents/<algo>-<world>[-retrieval])")
     g.add_argument("--checkpoint-every", type=int, default=None, help="env steps between checkpoints "
@@ -189,8 +198,15 @@ def make_config(args: argparse.Namespace) -> dict:
     obs_size = parse_obs_size(args.obs_size)
     if args.action_set is not None:
         action_set_for(args.action_set)  # an unknown name: the error lists the known sets
-        if args.algo != "ppo":
-            raise ValueError("--action-set gives a Discrete action space: use --algo ppo (SAC needs a Box)")
+        # SAC needs a Box: it acts through the set's axes (what the set offers for continuous control)
+        args.action_axes = args.action_axes or args.algo == "sac"
+        if args.action_axes and not action_set_for(args.action_set).axes:
+            raise ValueError(f"--action-set {args.action_set} has no axes for a Box (needed by --algo sac and "
+                             "--action-axes); use --algo ppo with its Discrete presets, or a set with axes")
+    elif args.action_axes:
+        raise ValueError("--action-axes acts through an action set's axes: give --action-set too")
+    if args.gradient_steps == 0 or args.gradient_steps < -1:
+        raise ValueError(f"--gradient-steps must be >= 1, or -1 (one per transition), got {args.gradient_steps}")
     if args.dream_ends != "sampled" and args.world != "dream":
         raise ValueError(f"--dream-ends {args.dream_ends} applies to dream training; got --world {args.world}")
     if args.end_risk is not None and args.dream_ends != "risk":
@@ -208,6 +224,13 @@ def make_config(args: argparse.Namespace) -> dict:
         if not os.path.exists(path):
             raise ValueError(f"--dream-starts: {path} does not exist; expected recorded episodes (.npz files or "
                              "folders of them, as `wham-gym record` writes)")
+    if args.ensemble is not None:
+        if args.world != "dream":
+            raise ValueError(f"--ensemble applies to dream training; got --world {args.world}")
+        if args.num_envs < 1 + len(args.ensemble):
+            raise ValueError(f"--ensemble: {1 + len(args.ensemble)} world models need --num-envs >= "
+                             f"{1 + len(args.ensemble)} (one env each at least), got {args.num_envs}")
+        args.ensemble = [str(m) for m in args.ensemble]
     if args.reinjection != "none" and args.world != "dream":
         raise ValueError(f"--reinjection {args.reinjection} applies to dream training; got --world {args.world}")
     worlds = [w for w in args.eval_worlds.split(",") if w]
@@ -255,10 +278,13 @@ def make_algo(cfg: dict, venv, device: str):
                    clip_range=cfg["clip_range"], gae_lambda=0.95, **common)
     from wham_gym.sb3 import make_sac
 
-    return make_sac(venv, policy, buffer_size=cfg["buffer_size"], learning_starts=cfg["learning_starts"], **common)
+    return make_sac(venv, policy, buffer_size=cfg["buffer_size"], learning_starts=cfg["learning_starts"],
+                    gradient_steps=cfg.get("gradient_steps", 1), **common)
 
 
-def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
+def make_train_venv(cfg: dict, world_model, subprocess: bool = False, ensemble=()):
+    """The envs the agent trains in: N games, or N dreams of ``world_model`` (split across it and the loaded
+    ``ensemble`` models when given)."""
     wrapping = wrapping_from_config(cfg)
     if cfg["world"] == "real":
         return make_real_venv(cfg["scenario"], cfg["num_envs"], wrapping, max_steps=cfg["max_episode_steps"],
@@ -282,7 +308,8 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False):
         extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # make_config checked that they exist
     horizon = cfg.get("dream_horizon") or cfg["max_episode_steps"]
     return make_dream_venv(world_model, cfg["num_envs"], wrapping, max_episode_steps=horizon,
-                           reinjection=reinjection, seed=cfg["seed"], **dream_settings(cfg), **extra)
+                           reinjection=reinjection, seed=cfg["seed"], ensemble=ensemble, **dream_settings(cfg),
+                           **extra)
 
 
 class Periodic(BaseCallback):
@@ -388,13 +415,14 @@ def train(argv=None) -> dict:
     needs_model = (cfg["world"] == "dream" or "dream" in cfg["eval_worlds"] or cfg["tokenizer_view"]
                    or cfg["observe"] == "latent")
     world_model = load_model(cfg["model"], device=device) if needs_model else None
+    ensemble = [load_model(m, device=device) for m in cfg.get("ensemble") or ()]
     if cfg["world"] == "dream" or cfg["tokenizer_view"] or cfg["observe"] == "latent":
         try:
             check_game(world_model, cfg["game_kwargs"])  # both worlds must look alike
         except ValueError as exc:
             ap.error(str(exc))
     try:
-        venv = make_train_venv(cfg, world_model, args.subproc)
+        venv = make_train_venv(cfg, world_model, args.subproc, ensemble)
     except ValueError as exc:  # settings the model cannot serve (e.g. --dream-ends expected without a hazard)
         ap.error(str(exc))
     cls = ALGOS[cfg["algo"]]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -32,8 +33,8 @@ from wham_gym import controller
 from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
 from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
 from wham_gym.rewards import EndFrameTermination, EndRiskTermination
-from wham_gym.action_sets_sb3 import VecDiscreteActions
-from wham_gym.sb3 import WHAMVecEnv
+from wham_gym.action_sets_sb3 import VecAxesActions, VecDiscreteActions
+from wham_gym.sb3 import ConcatVecEnv, WHAMVecEnv
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
 DEFAULT_MAX_STEPS = 300  # the default model's recordings were capped at 300 steps per episode
@@ -56,7 +57,8 @@ def parse_obs_size(text: str | None) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class Wrapping:
     """What the agent sees and how it acts: downscale to ``obs_size`` (None: 180x300), stack ``frame_stack`` frames,
-    ``rescale`` actions from [-1, 1], or act through ``action_set``'s presets (``Discrete(n)``); ``grayscale``
+    ``rescale`` actions from [-1, 1], or act through ``action_set``'s presets (``Discrete(n)``) or, with
+    ``action_axes``, a small ``Box`` over its axes (for SAC); ``grayscale``
     frames (one channel); ``reward_scale`` multiplies the reward the agent learns from (not the returns reported).
     :data:`RAW` is the bare world (full frames, controller actions)."""
 
@@ -64,6 +66,7 @@ class Wrapping:
     frame_stack: int = 4
     rescale: bool = True
     action_set: str | None = None  # a wham_gym.action_sets name: Discrete(n) over its presets instead of the Box
+    action_axes: bool = False  # with action_set: a Box over the set's axes (other controller dims 0) instead
     grayscale: bool = False
     reward_scale: float = 1.0
     tokenizer_view: bool = False  # real game: frames through the world model's tokenizer (encode, then decode)
@@ -72,6 +75,8 @@ class Wrapping:
     def __post_init__(self):
         if self.observe not in OBSERVATIONS:
             raise ValueError(f"observe: expected one of {OBSERVATIONS}, got {self.observe!r}")
+        if self.action_axes and self.action_set is None:
+            raise ValueError("action_axes acts through an action set's axes: give action_set too")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
         if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
@@ -240,7 +245,7 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
     if wrapping.reward_scale != 1.0:
         venv = VecScaleReward(venv, wrapping.reward_scale)
     if wrapping.action_set is not None:
-        venv = VecDiscreteActions(venv, wrapping.action_set)
+        venv = (VecAxesActions if wrapping.action_axes else VecDiscreteActions)(venv, wrapping.action_set)
     elif wrapping.rescale:
         venv = VecRescaleAction(venv)
     resize = wrapping.obs_size is not None and tuple(wrapping.obs_size) != WHAM_SIZE
@@ -254,26 +259,58 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
 def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
                     max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
                     seed: int | None = None, ends: str = "model", end_risk: tuple[float, float] = (1.0, 0.5),
-                    **env_kwargs) -> VecEnv:
+                    ensemble: Sequence = (), **env_kwargs) -> VecEnv:
     """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward and its termination
     (the ends its card recommends, else its learned hazard: ``ends="model"``);
     ``ends="drawn"``: episodes end when the world model draws its end frame instead
     (:class:`~wham_gym.rewards.EndFrameTermination`); ``ends="risk"``: with the sharpened probability of drawing
     it, ``end_risk`` = (sharpness, center) (:class:`~wham_gym.rewards.EndRiskTermination`); ``env_kwargs`` go to
-    :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every)."""
-    if ends == "drawn":
-        env_kwargs = {"termination_fn": EndFrameTermination(model), **env_kwargs}
-    elif ends == "risk":
-        env_kwargs = {"termination_fn": EndRiskTermination(model, *end_risk), **env_kwargs}
-    elif ends != "model":
+    :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every).
+    ``ensemble``: more loaded world models sharing ``model``'s tokenizer; the N envs are split across all of them
+    (:func:`ensemble_split`, each with its own ends) and joined by :class:`~wham_gym.sb3.ConcatVecEnv`."""
+    if ends not in ("model", "drawn", "risk"):
         raise ValueError(f"ends: expected 'model', 'drawn' or 'risk', got {ends!r}")
+    models = [model, *ensemble]
+    if ensemble:
+        check_ensemble(models, num_envs, reinjection, env_kwargs)
     if wrapping.observe == "latent":
         env_kwargs = {"obs_mode": "tokens", **env_kwargs}
-    venv = WHAMVecEnv(num_envs, model, max_episode_steps=max_episode_steps, reinjection=reinjection, **env_kwargs)
+    parts = []
+    for m, n in zip(models, ensemble_split(num_envs, len(models))):
+        ending = {}  # "model": the ends its card recommends (WHAMVectorEnv reads them)
+        if ends == "drawn":
+            ending = {"termination_fn": EndFrameTermination(m)}
+        elif ends == "risk":
+            ending = {"termination_fn": EndRiskTermination(m, *end_risk)}
+        parts.append(WHAMVecEnv(n, m, max_episode_steps=max_episode_steps, reinjection=reinjection,
+                                **ending, **env_kwargs))
+    venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
     venv = wrap(venv, replace(wrapping, tokenizer_view=False), model)  # dreams are drawn by the tokenizer already
     if seed is not None:
         venv.seed(seed)
     return venv
+
+
+def ensemble_split(num_envs: int, models: int) -> list[int]:
+    """Envs per model of an ensemble: as even as can be, the first models taking the remainder."""
+    return [num_envs // models + (i < num_envs % models) for i in range(models)]
+
+
+def check_ensemble(models: list, num_envs: int, reinjection, env_kwargs: dict) -> None:
+    """An ensemble of dreams must look alike to the agent: one tokenizer (the frames, the latent it reads)."""
+    if num_envs < len(models):
+        raise ValueError(f"an ensemble of {len(models)} world models needs at least one env each; got "
+                         f"num_envs={num_envs}")
+    if reinjection is not None or "reward_fn" in env_kwargs or "termination_fn" in env_kwargs:
+        raise ValueError("an ensemble of dreams takes each model's own ends and rewards and no reinjection (these "
+                         "are built for one model); drop them or train in one model")
+    base = models[0].tokenizer.state_dict()
+    for m in models[1:]:
+        other = m.tokenizer.state_dict()
+        if base.keys() != other.keys() or any(not torch.equal(base[k], other[k]) for k in base):
+            raise ValueError(f"ensemble world models must share one tokenizer (the agent sees its frames and "
+                             f"latent): {getattr(m, 'name', m)} has another than {getattr(models[0], 'name', models[0])};"
+                             " train the others with `wham-gym train all --from-model` from the first")
 
 
 def make_doom(scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,

@@ -436,8 +436,47 @@ def test_ppo_with_an_action_set_in_the_real_game(tmp_path, capsys):
                          "--grayscale", "--reward-scale", "0.1", "--steps", "64", "--n-steps", "16",
                          "--eval-every", "0", "--eval-worlds", "real", "--out", str(out), *TINY_RUN])
     assert "reward_scale: 0.03 there, 0.1 now" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # SAC needs a Box: refused at the boundary
-        train_sb3.train(["--algo", "sac", "--action-set", "take_cover", "--out", str(tmp_path / "sac"), *TINY_RUN])
+    with pytest.raises(SystemExit):  # axes without a set to take them from: refused at the boundary
+        train_sb3.train(["--action-axes", "--out", str(tmp_path / "axes"), *TINY_RUN])
+    assert "give --action-set too" in capsys.readouterr().err
+
+
+def test_sac_acts_through_the_action_sets_axes_in_both_worlds(tmp_path, tiny):
+    # SAC needs a Box: with an action set it gets the set's axes (take_cover: left stick x in [-1, 1])
+    out = tmp_path / "sac-take-cover"
+    result = train_sb3.train(["--algo", "sac", "--scenario", "take_cover", "--action-set", "take_cover",
+                              "--observe", "latent", "--steps", "32", "--learning-starts", "8", "--batch-size", "8",
+                              "--buffer-size", "100", "--gradient-steps", "1", "--eval-every", "0",
+                              "--eval-worlds", "real,dream", "--out", str(out), *TINY_RUN])
+    assert result["timesteps"] == 32 and result["real"]["episodes"] == 2 and result["dream"]["episodes"] == 2
+    cfg = runs.read_json(out / "config.json")
+    assert (cfg["action_set"], cfg["action_axes"], cfg["gradient_steps"]) == ("take_cover", True, 1)
+    policy, wrapping, _ = evaluate.load_policy(str(out), device="cpu")
+    assert isinstance(policy, SAC) and policy.action_space.shape == (1,) and wrapping.action_axes
+
+    # the Box maps onto the controller alike in both worlds: the stick's value, every other dimension 0
+    axes = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover", action_axes=True)
+    sent = []
+    dream = wrappers.make_dream_venv(tiny, 2, axes, max_episode_steps=3, seed=0)
+    real = wrappers.make_real_venv("take_cover", 2, axes, max_steps=3, seed=0)
+    try:
+        for venv in (dream, real):
+            assert venv.action_space == spaces.Box(-1.0, 1.0, (1,), np.float32)
+            inner = venv.venv  # VecAxesActions -> what the world receives
+            while type(inner).__name__ != "VecMonitor":
+                inner = inner.venv
+            inner.step_async = lambda a, f=inner.step_async: (sent.append(np.array(a)), f(a))[1]
+            venv.reset()
+            venv.step(np.array([[-0.5], [2.0]]))  # out of the Box: clipped
+    finally:
+        dream.close()
+        real.close()
+    want = np.zeros((2, 16), np.float32)
+    want[:, controller.ACTION_NAMES.index("left_stick_x")] = [-0.5, 1.0]
+    for got in sent:
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="action_set"):
+        Wrapping(action_axes=True)
 
 
 def test_tokenizer_view_and_game_settings_of_the_real_game(tiny):
@@ -657,3 +696,55 @@ def test_risk_ends_reach_training_and_evaluation_dreams(tiny):
         term = _vector_env(venv).signals.termination_fn
         assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == expect
         venv.close()
+
+
+def test_an_ensemble_of_dreams_splits_the_envs_across_its_models(tmp_path, tiny):
+    import copy
+
+    from wham_gym.action_sets import action_set_for
+
+    other = copy.deepcopy(tiny)  # same tokenizer, another GPT: as `train all --from-model` makes
+    with torch.no_grad():
+        for p in other.gpt.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    latent = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover", observe="latent")
+    venv = wrappers.make_dream_venv(tiny, 3, latent, max_episode_steps=3, seed=0, ensemble=[other])
+    try:
+        assert venv.num_envs == 3 and wrappers.ensemble_split(3, 2) == [2, 1]
+        assert [m is tiny for m in venv.get_attr("model")] == [True, True, False]
+        assert [m is other for m in venv.get_attr("model", indices=[2, 0])] == [True, False]
+        obs = venv.reset()
+        assert obs.shape[0] == 3 and len(venv.unwrapped.reset_infos) == 3
+        sent = [[], []]
+        for k, part in enumerate(venv.unwrapped.parts):  # what each model is asked to do
+            part.step_async = lambda a, k=k, f=part.step_async: (sent[k].append(np.array(a)), f(a))[1]
+        ended = 0
+        for _ in range(4):  # past the episode cap: every env ends once, the infos in the envs' order
+            obs, rew, done, infos = venv.step(np.array([1, 2, 0]))
+            assert obs.shape[0] == rew.shape[0] == done.shape[0] == len(infos) == 3
+            ended += int(done.sum())
+            for i in np.flatnonzero(done):
+                assert infos[i]["terminal_observation"].shape == obs.shape[1:]
+        assert ended >= 3
+        take_cover = action_set_for("take_cover")
+        assert all(np.array_equal(a, take_cover.to_controller(np.array([1, 2]))) for a in sent[0])
+        assert all(np.array_equal(a, take_cover.to_controller(np.array([0]))) for a in sent[1]) and len(sent[1]) == 4
+    finally:
+        venv.close()
+
+    redrawn = copy.deepcopy(tiny)  # another tokenizer: the agent would see two different worlds
+    with torch.no_grad():
+        next(redrawn.tokenizer.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="share one tokenizer"):
+        wrappers.make_dream_venv(tiny, 2, latent, ensemble=[redrawn])
+    with pytest.raises(ValueError, match="at least one env each"):
+        wrappers.make_dream_venv(tiny, 1, latent, ensemble=[other])
+
+    out = tmp_path / "ens"
+    result = train_sb3.train(["--ensemble", "tiny", "--scenario", "take_cover", "--action-set", "take_cover",
+                              "--observe", "latent", "--steps", "32", "--n-steps", "8", "--eval-every", "0",
+                              "--eval-worlds", "dream", "--out", str(out), *TINY_RUN])
+    assert result["timesteps"] == 32 and runs.read_json(out / "config.json")["ensemble"] == ["tiny"]
+    for bad in (["--world", "real", "--ensemble", "tiny"], ["--ensemble", "tiny", "tiny", "--num-envs", "2"]):
+        with pytest.raises(SystemExit):
+            train_sb3.train([*TINY_RUN, *bad, "--out", str(tmp_path / "bad")])

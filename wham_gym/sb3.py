@@ -5,7 +5,8 @@ with ``AutoresetMode.SAME_STEP``; a finished env's info carries
 ``terminal_observation`` and ``TimeLimit.truncated`` like SB3's own VecEnvs, and
 its reset info goes to ``reset_infos``. All N dreams live in one engine, so
 ``get_attr``/``set_attr``/``env_method`` reach that one vector env (a getter or
-method result is repeated for each index asked).
+method result is repeated for each index asked). :class:`ConcatVecEnv` joins several
+(an ensemble of dreams, envs split across world models) into one.
 
 Replay buffers: SB3's SAC default (1M transitions) would need about 324 GB at
 180x300x3 frames (observation and next observation each). :func:`make_sac`
@@ -87,6 +88,82 @@ class WHAMVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
+
+
+class ConcatVecEnv(VecEnv):
+    """Several SB3 VecEnvs with the same spaces as one: envs ``0..n0-1`` are the first's, then the second's, ...
+
+    For an ensemble of dreams (N envs split across world models), so one policy is trained against every model's
+    errors at once rather than exploiting one model's (each part steps its own batched engine in turn).
+    """
+
+    def __init__(self, parts: Sequence[VecEnv]):
+        parts = list(parts)
+        if not parts:
+            raise ValueError("ConcatVecEnv needs at least one VecEnv")
+        first = parts[0]
+        for i, p in enumerate(parts[1:], 1):
+            if p.observation_space != first.observation_space or p.action_space != first.action_space:
+                raise ValueError(f"ConcatVecEnv: part {i} has observation space {p.observation_space} and action "
+                                 f"space {p.action_space}, part 0 has {first.observation_space} and "
+                                 f"{first.action_space}; the parts must agree")
+        self.parts = parts
+        self.starts = np.cumsum([0] + [p.num_envs for p in parts])
+        super().__init__(int(self.starts[-1]), first.observation_space, first.action_space)
+
+    def _locate(self, indices: VecEnvIndices) -> list[tuple[VecEnv, int]]:
+        """(part, its local index) for each of the global ``indices``, in their order."""
+        out = []
+        for i in self._get_indices(indices):
+            k = int(np.searchsorted(self.starts, i, side="right")) - 1
+            out.append((self.parts[k], int(i - self.starts[k])))
+        return out
+
+    def _concat(self, values: list):
+        if isinstance(values[0], dict):
+            return {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        return np.concatenate(values)
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        # each part derives its envs' seeds from its own: offset by where it starts, so no two envs share one
+        return [s for p, start in zip(self.parts, self.starts)
+                for s in p.seed(None if seed is None else seed + int(start))]
+
+    def reset(self):
+        obs = self._concat([p.reset() for p in self.parts])
+        self.reset_infos = [info for p in self.parts for info in p.reset_infos]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        for p, a, b in zip(self.parts, self.starts[:-1], self.starts[1:]):
+            p.step_async(actions[a:b])
+
+    def step_wait(self):
+        results = [p.step_wait() for p in self.parts]
+        self.reset_infos = [info for p in self.parts for info in p.reset_infos]
+        obs, rew, dones, infos = zip(*results)
+        return self._concat(list(obs)), np.concatenate(rew), np.concatenate(dones), [i for x in infos for i in x]
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [image for p in self.parts for image in p.get_images()]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [p.get_attr(attr_name, [i])[0] for p, i in self._locate(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for p, i in self._locate(indices):
+            p.set_attr(attr_name, value, [i])
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return [p.env_method(method_name, *method_args, indices=[i], **method_kwargs)[0]
+                for p, i in self._locate(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [p.env_is_wrapped(wrapper_class, [i])[0] for p, i in self._locate(indices)]
 
 
 def _split(info: dict, n: int) -> list[dict]:
