@@ -418,7 +418,8 @@ def train(argv=None) -> dict:
     ensemble = [load_model(m, device=device) for m in cfg.get("ensemble") or ()]
     if cfg["world"] == "dream" or cfg["tokenizer_view"] or cfg["observe"] == "latent":
         try:
-            check_game(world_model, cfg["game_kwargs"])  # both worlds must look alike
+            for m in [world_model, *ensemble]:
+                check_game(m, cfg["game_kwargs"])  # both worlds must look alike
         except ValueError as exc:
             ap.error(str(exc))
     try:
