@@ -305,12 +305,12 @@ def check_ensemble(models: list, num_envs: int, reinjection, env_kwargs: dict) -
         raise ValueError("an ensemble of dreams takes each model's own ends and rewards and no reinjection (these "
                          "are built for one model); drop them or train in one model")
     base = models[0].tokenizer.state_dict()
-    for m in models[1:]:
+    for i, m in enumerate(models[1:], 1):
         other = m.tokenizer.state_dict()
         if base.keys() != other.keys() or any(not torch.equal(base[k], other[k]) for k in base):
             raise ValueError(f"ensemble world models must share one tokenizer (the agent sees its frames and "
-                             f"latent): {getattr(m, 'name', m)} has another than {getattr(models[0], 'name', models[0])};"
-                             " train the others with `wham-gym train all --from-model` from the first")
+                             f"latent): ensemble model {i} has another than the first; train the others with "
+                             "`wham-gym train all --from-model` from the first")
 
 
 def make_doom(scenario: str = DEFAULT_SCENARIO, max_steps: int = DEFAULT_MAX_STEPS,
