@@ -197,10 +197,10 @@ def make_config(args: argparse.Namespace) -> dict:
     positive("final_dream_episodes", args.final_dream_episodes)
     obs_size = parse_obs_size(args.obs_size)
     if args.action_set is not None:
-        action_set_for(args.action_set)  # an unknown name: the error lists the known sets
+        action_set = action_set_for(args.action_set)  # an unknown name: the error lists the known sets
         # SAC needs a Box: it acts through the set's axes (what the set offers for continuous control)
         args.action_axes = args.action_axes or args.algo == "sac"
-        if args.action_axes and not action_set_for(args.action_set).axes:
+        if args.action_axes and not action_set.axes:
             raise ValueError(f"--action-set {args.action_set} has no axes for a Box (needed by --algo sac and "
                              "--action-axes); use --algo ppo with its Discrete presets, or a set with axes")
     elif args.action_axes:

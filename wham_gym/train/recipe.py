@@ -193,7 +193,8 @@ def tokenizer_stage(data, run_dir, recipe: Recipe, device: str = "cpu", progress
 
 def world_model_stage(model, data, run_dir, recipe: Recipe, device: str = "cpu", progress: bool = True) -> dict:
     """Train (or resume) the recipe's GPT in ``run_dir/world_model`` on the tokens of ``model``'s tokenizer."""
-    return train_world_model(model, data, Path(run_dir) / "world_model", replace(recipe.world_model_train, device=device),
+    return train_world_model(model, data, Path(run_dir) / "world_model",
+                             replace(recipe.world_model_train, device=device),
                              progress=progress, cache_dir=Path(run_dir) / "token-cache", end_frame=recipe.end_frame,
                              changed_token_weight=recipe.changed_token_weight,
                              end_window_share=recipe.end_window_share)
