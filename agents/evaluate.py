@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -52,13 +53,15 @@ class RandomAgent:
 
     wrapping = RAW
 
-    def __init__(self, seed: int | None = None, action_set: str | None = None):
+    def __init__(self, seed: int | None = None, action_set: str | None = None, action_repeat: int = 1):
         if action_set is None:
             self.space = controller.action_space(seed=seed)
         else:
             presets = action_set_for(action_set).presets
             self.space = gym.spaces.Discrete(len(presets), seed=seed)
             self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
+        if action_repeat != 1:  # each random choice held for action_repeat steps (VecActionRepeat)
+            self.wrapping = replace(self.wrapping, action_repeat=action_repeat)
 
     def predict(self, obs, state=None, episode_start=None, deterministic=False):
         return np.stack([self.space.sample() for _ in range(len(obs))]), None
@@ -260,6 +263,8 @@ def main(argv=None) -> dict:
                     "trained policy's, else the embedded default)")
     ap.add_argument("--action-set", default=None, help="random: a uniformly random preset of this action set "
                     "(e.g. take_cover) instead of a random controller vector")
+    ap.add_argument("--action-repeat", type=int, default=1, metavar="K",
+                    help="random: hold each random choice for K steps (a trained policy's run decides its own)")
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
     ap.add_argument("--hud", action="store_true", help="the real game draws its status bar (as take_cover's model "
                     "was recorded; a trained policy's run settings decide by themselves)")
@@ -281,6 +286,9 @@ def main(argv=None) -> dict:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     game_kwargs = {"render_hud": True} if args.hud else {}
     policy_cfg = {}
+    if args.action_repeat != 1 and args.policy != "random":
+        ap.error(f"--action-repeat applies to --policy random (a trained run holds its actions as it was trained "
+                 f"to); got --policy {args.policy}")
     if args.policy not in ("random", "behaviour"):
         policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
         game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
@@ -291,7 +299,7 @@ def main(argv=None) -> dict:
     n = min(args.num_envs, args.episodes)
     if args.policy == "random":
         try:
-            policy = RandomAgent(seed=args.seed, action_set=args.action_set)
+            policy = RandomAgent(seed=args.seed, action_set=args.action_set, action_repeat=args.action_repeat)
         except ValueError as exc:
             ap.error(str(exc))
         wrapping = policy.wrapping

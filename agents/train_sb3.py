@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--obs-size", default="72x120", help="HxW to downscale frames to, or 'full' (180x300)")
     g.add_argument("--frame-stack", type=int, default=4, help="frames stacked per observation (1: none)")
     g.add_argument("--grayscale", action="store_true", help="one gray channel per frame instead of RGB")
+    g.add_argument("--action-repeat", type=int, default=1, metavar="K",
+                   help="hold each decision for K steps of the world, rewards summed (--steps counts decisions)")
     g.add_argument("--hud", action="store_true", help="the real game draws Doom's status bar (as the take_cover "
                    "model's data was recorded: a dream run checks the model's card agrees)")
     g.add_argument("--tokenizer-view", action="store_true",
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None, help="default: PPO 256 (at most one rollout), SAC 64")
     g.add_argument("--gamma", type=float, default=0.99)
     g.add_argument("--features-dim", type=int, default=256, help="NatureCNN output features")
+    g.add_argument("--pi-layers", type=int, default=2,
+                   help="--observe latent: hidden layers of the policy's MLP (the value's keeps 2); 0 is a linear "
+                        "policy, World Models' controller, too small to learn a dream's particular errors")
     g.add_argument("--n-steps", type=int, default=128, help="PPO: steps per env per rollout")
     g.add_argument("--n-epochs", type=int, default=4, help="PPO: epochs per rollout")
     g.add_argument("--ent-coef", type=float, default=0.01, help="PPO: entropy bonus")
@@ -186,9 +191,13 @@ def make_config(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{name.replace('_', '-')} must be {'>= 0' if zero_ok else '>= 1'}, got {value}")
 
     for name in ("steps", "num_envs", "max_episode_steps", "frame_stack", "eval_episodes", "final_episodes",
-                 "eval_envs", "features_dim", "n_steps", "n_epochs", "keep_checkpoints"):
+                 "eval_envs", "features_dim", "n_steps", "n_epochs", "keep_checkpoints", "action_repeat"):
         positive(name, getattr(args, name))
     positive("eval_every", args.eval_every, zero_ok=True)
+    positive("pi_layers", args.pi_layers, zero_ok=True)
+    if args.pi_layers != 2 and args.observe != "latent":
+        raise ValueError(f"--pi-layers sets the MLP that reads --observe latent; got --observe {args.observe} "
+                         "(pixels go through a CNN: leave --pi-layers at 2)")
     if args.dream_eval_episodes is None:
         args.dream_eval_episodes = args.eval_episodes
     if args.final_dream_episodes is None:
@@ -268,7 +277,10 @@ def device_name(device: str) -> str:
 def make_algo(cfg: dict, venv, device: str):
     """A fresh PPO / SAC with the run's hyper-parameters."""
     if cfg.get("observe", "pixels") == "latent":  # a small grid of code vectors: an MLP reads it whole
-        policy, policy_kwargs = "MlpPolicy", dict(net_arch=[cfg["features_dim"], cfg["features_dim"]])
+        width = cfg["features_dim"]
+        critic = "qf" if cfg["algo"] == "sac" else "vf"
+        policy, policy_kwargs = "MlpPolicy", dict(net_arch={"pi": [width] * cfg.get("pi_layers", 2),
+                                                            critic: [width, width]})
     else:
         policy, policy_kwargs = "CnnPolicy", dict(features_extractor_kwargs=dict(features_dim=cfg["features_dim"]))
     common = dict(learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], gamma=cfg["gamma"],

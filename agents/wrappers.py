@@ -2,6 +2,7 @@
 
     base VecEnv     N dreams in one WHAMVecEnv (one batched engine), or N Doom games (Dummy/SubprocVecEnv)
     VecMonitor      episode returns and lengths in the world's own reward, before any wrapper touches them
+    VecActionRepeat (``action_repeat`` > 1) each decision held for K steps of the world, rewards summed
     VecTokenizerView  (real game, optional) frames encoded and decoded by the world model's tokenizer, so the
                     agent sees the game as the dream draws it
     VecLatentView   (``observe="latent"``, both worlds) each frame as the tokenizer's quantised latent grid: the
@@ -71,8 +72,11 @@ class Wrapping:
     reward_scale: float = 1.0
     tokenizer_view: bool = False  # real game: frames through the world model's tokenizer (encode, then decode)
     observe: str = "pixels"  # or "latent": the tokenizer's quantised latent grid (rows, cols, E) in both worlds
+    action_repeat: int = 1  # each decision held for this many steps of the world (VecActionRepeat)
 
     def __post_init__(self):
+        if not isinstance(self.action_repeat, int) or self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be an int >= 1, got {self.action_repeat!r}")
         if self.observe not in OBSERVATIONS:
             raise ValueError(f"observe: expected one of {OBSERVATIONS}, got {self.observe!r}")
         if self.action_axes and self.action_set is None:
@@ -112,6 +116,48 @@ class VecRescaleAction(VecEnvWrapper):
 
     def step_wait(self):
         return self.venv.step_wait()
+
+
+class VecActionRepeat(VecEnvWrapper):
+    """Each action held for ``repeat`` steps of the world, the steps' rewards summed: the agent decides every
+    ``repeat`` steps (Atari's frame skip, Mnih et al. 2015), so it cannot switch moves faster than that.
+
+    Why here: a dream-trained take_cover agent switched strafe direction on 44 % of its steps (the game-trained
+    one on 16 %); jittering in place is what a 4-frame-context dream over-rewards, and a held action cannot do it.
+
+    Sits right above VecMonitor, so reported returns and lengths stay exact, counted in steps of the world. An
+    env whose episode ends at a sub-step reports that end (done, its info with ``terminal_observation`` and
+    VecMonitor's ``episode``); its next episode plays the rest of the repeat with the same action (the envs step
+    as one batch), that reward is left out of the agent's (VecMonitor counts it in the new episode's return), and
+    the observation returned is where the new episode then is. A second end within one repeat (an episode shorter
+    than ``repeat`` steps) is not reported to the agent.
+    """
+
+    def __init__(self, venv: VecEnv, repeat: int):
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
+        self.repeat = repeat
+        self.actions = None
+        super().__init__(venv)
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_async(self, actions):
+        self.actions = actions
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        total, ended, infos = np.asarray(rew, np.float64).copy(), np.asarray(dones, bool).copy(), list(infos)
+        for _ in range(self.repeat - 1):
+            self.venv.step_async(self.actions)
+            obs, rew, dones, sub = self.venv.step_wait()
+            total += np.where(ended, 0.0, rew)
+            for i in np.flatnonzero(~ended):
+                infos[i] = sub[i]  # the latest step's info; at an end, the end's
+            ended |= np.asarray(dones, bool)
+        return obs, total.astype(np.float32), ended, infos
 
 
 class VecScaleReward(VecEnvWrapper):
@@ -236,6 +282,8 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
     tokenizer draws the real game with ``wrapping.tokenizer_view`` and gives both worlds' latent with
     ``observe="latent"``; dreams are drawn by it already)."""
     venv = VecMonitor(venv)
+    if wrapping.action_repeat > 1:
+        venv = VecActionRepeat(venv, wrapping.action_repeat)
     if wrapping.observe == "latent":
         if model is None:
             raise ValueError("observe='latent' reads the world model's tokenizer: pass model=")

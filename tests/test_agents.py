@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -249,7 +250,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")],
                 ["--dream-ends", "drawn"],  # nor end frames to draw
                 ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
-                ["--dream-ends", "risk", "--end-risk", "3,1.5"]):
+                ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"]):
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -259,6 +260,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "never learned to draw an end frame" in err
     assert "--end-risk applies to --dream-ends risk" in err and "expected SHARPNESS,CENTER" in err
     assert "a center in (0, 1)" in err
+    assert "--pi-layers sets the MLP that reads --observe latent" in err and "--action-repeat must be >= 1" in err
 
 
 def _vector_env(venv):
@@ -563,16 +565,77 @@ def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
     out = tmp_path / "latent"
     argv = ["--world", "dream", "--observe", "latent", "--action-set", "take_cover", "--scenario", "take_cover",
             "--temperature", "1.1", "--decoding", "diagonal", "--refresh-every", "2", "--n-steps", "16",
-            "--steps", "32", "--eval-every", "0", "--features-dim", "32", "--out", str(out), *TINY_RUN]
+            "--steps", "32", "--eval-every", "0", "--features-dim", "32", "--pi-layers", "0",
+            "--action-repeat", "2", "--out", str(out), *TINY_RUN]
     res = train_sb3.train(argv)
     assert res["timesteps"] == 32 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
     cfg = res["config"]
     assert (cfg["observe"], cfg["temperature"], cfg["decoding"], cfg["refresh_every"]) == ("latent", 1.1, "diagonal", 2)
+    assert runs.wrapping_from_config(cfg).action_repeat == 2  # evaluations hold the actions as training did
     policy = PPO.load(out / "final.zip", device="cpu")
     assert policy.policy.__class__.__name__ == "ActorCriticPolicy"  # MlpPolicy: no CNN over a 6x10 grid
+    pi, vf = policy.policy.mlp_extractor.policy_net, policy.policy.mlp_extractor.value_net
+    assert len(pi) == 0 and len(vf) == 4  # --pi-layers 0: a linear policy; the value keeps its 2 hidden layers
     assert policy.observation_space.shape == (6, 10, 2 * 8)  # rows, cols, frame_stack x codebook dim
     with pytest.raises(SystemExit):  # another dream is another run
         train_sb3.train([a if a != "1.1" else "0.7" for a in argv] + ["--steps", "48"])
+
+
+class _Counter(gym.Env):
+    """Reward = the step's number within the episode (1, 2, ...), ends after ``length`` steps; obs = that number;
+    the actions it got are logged."""
+
+    observation_space = spaces.Box(0, 100, (1,), np.float32)
+    action_space = spaces.Discrete(3)
+
+    def __init__(self, length, log):
+        self.length, self.log, self.t = length, log, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.log.append(int(action))
+        return np.array([self.t], np.float32), float(self.t), self.t == self.length, False, {}
+
+
+def test_action_repeat_holds_actions_sums_rewards_and_keeps_returns_exact():
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    logs = [[], []]
+    venv = wrappers.VecActionRepeat(VecMonitor(DummyVecEnv([lambda i=i: _Counter((5, 9)[i], logs[i])
+                                                             for i in range(2)])), 3)
+    venv.reset()
+    obs, rew, dones, infos = venv.step(np.array([1, 2]))
+    assert logs == [[1, 1, 1], [2, 2, 2]] and list(rew) == [6, 6] and not dones.any() and list(obs[:, 0]) == [3, 3]
+    obs, rew, dones, infos = venv.step(np.array([0, 0]))  # env 0 ends at its 2nd sub-step (step 5)
+    assert list(rew) == [4 + 5, 4 + 5 + 6] and list(dones) == [True, False]
+    assert infos[0]["terminal_observation"][0] == 5 and infos[0]["episode"]["r"] == 15 and infos[0]["episode"]["l"] == 5
+    assert obs[0, 0] == 1  # the new episode played the repeat's last step; its reward is not in the agent's 9...
+    obs, rew, dones, infos = venv.step(np.array([2, 2]))
+    assert list(rew) == [2 + 3 + 4, 7 + 8 + 9] and list(dones) == [False, True] and infos[1]["episode"]["l"] == 9
+    obs, rew, dones, infos = venv.step(np.array([1, 1]))  # it ends at the first sub-step (its step 5)
+    assert rew[0] == 5 and dones[0] and infos[0]["episode"]["r"] == 15  # ...but its return, counted below, is exact
+    with pytest.raises(ValueError, match="action_repeat must be an int >= 1"):
+        Wrapping(action_repeat=0)
+
+
+def test_action_repeat_in_the_real_game_and_the_random_baseline(tmp_path):
+    held = Wrapping(obs_size=(36, 60), frame_stack=2, action_set="take_cover", action_repeat=2)
+    venv = wrappers.make_real_venv("take_cover", 1, held, max_steps=6, seed=3)
+    try:
+        venv.reset()
+        dones = [venv.step(np.array([1]))[2][0] for _ in range(3)]
+        assert dones == [False, False, True]  # 3 decisions = the 6 steps of the episode cap
+    finally:
+        venv.close()
+    out = evaluate.main(["--policy", "random", "--action-set", "take_cover", "--action-repeat", "3", "--scenario",
+                         "take_cover", "--worlds", "real", "--episodes", "2", "--max-steps", "12", "--num-envs", "2"])
+    assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] == 12  # lengths in steps of the game
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", "runs/x", "--action-repeat", "2", "--worlds", "real", "--episodes", "1"])
 
 
 def test_random_presets_baseline_and_a_latent_policy_from_the_command_line(tmp_path):
