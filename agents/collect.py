@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,10 @@ class AgentActor:
     def __init__(self, agent, wrapping, model, deterministic: bool, seed: int | None = None):
         self.agent, self.deterministic = agent, deterministic
         self.feed = FeedVecEnv()
-        self.venv = wrap(self.feed, wrapping, model)
+        # The recorder steps one frame at a time, so the actor holds a decision for the run's action_repeat
+        # frames itself (the stack then sees every action_repeat-th frame, as VecActionRepeat shows it in training).
+        self.repeat, self.held = wrapping.action_repeat, 0
+        self.venv = wrap(self.feed, replace(wrapping, action_repeat=1), model)
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
@@ -92,6 +96,10 @@ class AgentActor:
             torch.manual_seed(seed)
 
     def act(self, frame: np.ndarray, info=None) -> np.ndarray:
+        if not self.fresh and self.held < self.repeat:
+            self.held += 1
+            return self.feed.action
+        self.held = 1
         self.feed.frame = frame
         obs = self.venv.reset() if self.fresh else self.venv.step_wait()[0]
         self.fresh = False

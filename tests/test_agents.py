@@ -638,6 +638,27 @@ def test_action_repeat_in_the_real_game_and_the_random_baseline(tmp_path):
         evaluate.main(["--policy", "runs/x", "--action-repeat", "2", "--worlds", "real", "--episodes", "1"])
 
 
+def test_a_recording_agent_holds_its_decisions_as_in_training():
+    from agents.collect import AgentActor
+
+    class Counting:  # a preset-index policy that logs the observations it was shown and picks left, right, ...
+        def __init__(self):
+            self.seen = []
+
+        def predict(self, obs, deterministic=True):
+            self.seen.append(obs.copy())
+            return np.array([1 + len(self.seen) % 2]), None
+
+    agent = Counting()
+    held = Wrapping(obs_size=None, frame_stack=2, rescale=False, action_set="take_cover", action_repeat=3)
+    actor = AgentActor(agent, held, None, deterministic=True)
+    frames = [np.full((180, 300, 3), t, np.uint8) for t in range(7)]
+    sticks = [actor.act(f)[controller.ACTION_NAMES.index("left_stick_x")] for f in frames]
+    assert sticks == [1, 1, 1, -1, -1, -1, 1]  # a decision every 3rd frame, held in between
+    assert len(agent.seen) == 3 and [int(o[0, 0, 0, -1]) for o in agent.seen] == [0, 3, 6]  # it saw frames 0, 3, 6
+    assert int(agent.seen[2][0, 0, 0, 0]) == 3  # stacked as in training: the decisions' frames, 3 steps apart
+
+
 def test_random_presets_baseline_and_a_latent_policy_from_the_command_line(tmp_path):
     out = evaluate.main(["--policy", "random", "--action-set", "take_cover", "--scenario", "take_cover",
                          "--worlds", "real", "--episodes", "3", "--max-steps", "12", "--num-envs", "3",
