@@ -97,15 +97,20 @@ def real_end_probs(model, sources: list[str], cache, temperature: float, batch: 
     return np.concatenate(p), np.array(ended)
 
 
-def score_real(model, recordings: list[str], temperature: float, centers: list[float]) -> dict:
-    """The end probability on the recordings' held-out episodes (their training split): its AUC for the steps
-    that ended an episode, and precision / recall of the risk's decision q >= 0.5 (p >= center, whatever the
-    sharpness) for each center."""
+def score_real(model, recordings: list[str], temperature: float, centers: list[float], all_episodes: bool = False,
+               risk: tuple[float, float] | None = None) -> dict:
+    """The end probability on the recordings' held-out episodes (their training split; ``all_episodes``: every
+    episode, for recordings the model never trained on, e.g. an agent's play): its AUC for the steps that ended
+    an episode, and precision / recall of the risk's decision q >= 0.5 (p >= center, whatever the sharpness) for
+    each center. ``risk`` = (sharpness, center): also the mean per-step end probability q it gives those real
+    transitions against the game's ends per step (how long a dream ended by it would let the same play live, if
+    the dream drew the frames exactly)."""
     import tempfile
 
+    from wham_gym.data.reader import open_episodes
     from wham_gym.train.data import split_sources
 
-    held_out = [s for rec in recordings for s in split_sources(rec)[1]]
+    held_out = [s for rec in recordings for s in (open_episodes(rec).sources if all_episodes else split_sources(rec)[1])]
     with tempfile.TemporaryDirectory() as cache:
         p, ended = real_end_probs(model, held_out, cache, temperature)
     by_center = {}
@@ -114,7 +119,13 @@ def score_real(model, recordings: list[str], temperature: float, centers: list[f
         tp = int((fired & ended).sum())
         by_center[str(c)] = {"precision": tp / max(int(fired.sum()), 1), "recall": tp / max(int(ended.sum()), 1),
                              "fired": int(fired.sum())}
-    return {"recordings": recordings, "episodes": len(held_out), "transitions": len(p), "ends": int(ended.sum()),
+    out = {}
+    if risk is not None:
+        q = EndRiskTermination(model, *risk).probability(torch.from_numpy(p)).numpy()
+        out["risk"] = {"sharpness": risk[0], "center": risk[1], "mean_q": float(q.mean()),
+                       "game_ends_per_step": float(ended.mean()), "implied_length": float(1 / max(q.mean(), 1e-12)),
+                       "game_length": float(1 / max(ended.mean(), 1e-12))}
+    return {**out, "recordings": recordings, "episodes": len(held_out), "transitions": len(p), "ends": int(ended.sum()),
             "auc": probability_metrics(p, ended).get("term_auc", float("nan")), "mean_p": float(p.mean()),
             "mean_p_at_ends": float(p[ended].mean()) if ended.any() else float("nan"),
             "by_center": by_center}
@@ -147,6 +158,11 @@ def main() -> None:
                     help="recordings: also score the termination on their held-out episodes' real transitions "
                          "(teacher-forced end probability; precision / recall of q >= 0.5, i.e. p >= center)")
     ap.add_argument("--real-only", action="store_true", help="with --data: skip the dreams and the fit")
+    ap.add_argument("--all-episodes", action="store_true",
+                    help="with --data: score every episode (recordings the model never trained on), not the held-out")
+    ap.add_argument("--risk", default=None, metavar="SHARPNESS,CENTER",
+                    help="with --data: each recording's mean end probability q under these risk ends against the "
+                         "game's ends per step ('card': the model card's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.real_only and not args.data:
@@ -161,11 +177,28 @@ def main() -> None:
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
               "temperature": args.temperature}
     if args.data:
-        report["real_transitions"] = real = score_real(model, args.data, args.temperature,
-                                                       [float(x) for x in args.centers.split(",")])
+        centers = [float(x) for x in args.centers.split(",")]
+        report["real_transitions"] = real = score_real(model, args.data, args.temperature, centers, args.all_episodes)
         print(f"real held-out transitions: {real['transitions']} ({real['ends']} ends), AUC of p {real['auc']:.3f}")
         for c, r in real["by_center"].items():
             print(f"  center {c}: precision {r['precision']:.2f} recall {r['recall']:.2f}")
+    if args.data and args.risk:
+        ends = card.get("ends") or {}
+        if args.risk == "card" and ends.get("kind") != "risk":
+            ap.error(f"--risk card: this model's card has no risk ends ({ends!r}); give SHARPNESS,CENTER")
+        try:
+            risk = ((float(ends["sharpness"]), float(ends["center"])) if args.risk == "card"
+                    else tuple(float(x) for x in args.risk.split(",")))
+        except ValueError:
+            ap.error(f"--risk: expected SHARPNESS,CENTER (e.g. 3,0.2) or 'card', got {args.risk!r}")
+        report["risk_on_real"] = {}
+        for rec in args.data:
+            r = score_real(model, [rec], args.temperature, centers, args.all_episodes, risk)
+            report["risk_on_real"][rec] = {**r["risk"], "episodes": r["episodes"], "auc": r["auc"],
+                                          "mean_p_at_ends": r["mean_p_at_ends"]}
+            print(f"{rec}: risk {risk} gives q {r['risk']['mean_q']:.4f} per step against the game's "
+                  f"{r['risk']['game_ends_per_step']:.4f} (lives {r['risk']['implied_length']:.0f} against "
+                  f"{r['risk']['game_length']:.0f} steps), AUC {r['auc']:.2f}")
     if args.real_only:
         atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
         print(f"wrote {args.out}")
