@@ -110,7 +110,8 @@ def score_real(model, recordings: list[str], temperature: float, centers: list[f
     from wham_gym.data.reader import open_episodes
     from wham_gym.train.data import split_sources
 
-    held_out = [s for rec in recordings for s in (open_episodes(rec).sources if all_episodes else split_sources(rec)[1])]
+    held_out = [s for rec in recordings
+                for s in (open_episodes(rec).sources if all_episodes else split_sources(rec)[1])]
     with tempfile.TemporaryDirectory() as cache:
         p, ended = real_end_probs(model, held_out, cache, temperature)
     by_center = {}

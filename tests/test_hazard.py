@@ -265,6 +265,17 @@ def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_pat
         eng.watch_first_token(first)
         got = eng.step(torch.from_numpy(ctrl[t:t + 1]), decode=False).first_token_prob
         assert math.isclose(float(got[0]), float(p[t - w + 1]), rel_tol=1e-4), (t, float(got[0]), p[t - w + 1])
+    # --all-episodes --risk: every episode of a recording the model never saw, and the risk ends' q on it
+    import shutil
+
+    (tmp_path / "rec").mkdir()
+    shutil.copy(path, tmp_path / "rec" / path.name)
+    res = end_risk.score_real(model, [str(tmp_path / "rec")], 0.9, [0.2], all_episodes=True, risk=(3.0, 0.2))
+    q = EndRiskTermination(model, 3.0, 0.2).probability(torch.from_numpy(p)).numpy()
+    assert res["episodes"] == 1 and res["transitions"] == len(p)
+    assert math.isclose(res["risk"]["mean_q"], float(q.mean()), rel_tol=1e-5)
+    assert math.isclose(res["risk"]["game_ends_per_step"], 1 / len(p))
+    assert res["risk"]["game_length"] == pytest.approx(len(p))
 
 
 def test_frame_hazard_is_found_or_explained(tiny):
