@@ -36,7 +36,7 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.prompts import PromptBank  # noqa: E402
-from wham_gym.rewards import TokenRewardModel  # noqa: E402
+from wham_gym.rewards import TokenRewardModel, parse_end_risk  # noqa: E402
 from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, check_game,  # noqa: E402
                              make_dream_venv,
@@ -169,19 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--log-stdout", action="store_true", help="also print SB3's log tables")
     return ap
-
-
-def parse_end_risk(text: str | None) -> list[float]:
-    """'SHARPNESS,CENTER' -> [sharpness, center] (None: [1.0, 0.5], the drawn ends' rate), checked here."""
-    if text is None:
-        return [1.0, 0.5]
-    try:
-        sharpness, center = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--end-risk: expected SHARPNESS,CENTER (two numbers, e.g. 3,0.2), got {text!r}") from None
-    if not sharpness > 0 or not 0 < center < 1:
-        raise ValueError(f"--end-risk: expected a sharpness > 0 and a center in (0, 1), got {text!r}")
-    return [sharpness, center]
 
 
 def make_config(args: argparse.Namespace) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import platform
 import sys
 from datetime import date
@@ -31,7 +32,7 @@ from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.env import WHAMVectorEnv  # noqa: E402
 from wham_gym.games.explore import make_policy  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
-from wham_gym.rewards import EndRiskTermination  # noqa: E402
+from wham_gym.rewards import EndRiskTermination, parse_end_risk  # noqa: E402
 from wham_gym.train.reward import probability_metrics  # noqa: E402
 
 
@@ -97,23 +98,27 @@ def real_end_probs(model, sources: list[str], cache, temperature: float, batch: 
     return np.concatenate(p), np.array(ended)
 
 
-def score_real(model, recordings: list[str], temperature: float, centers: list[float], all_episodes: bool = False,
-               risk: tuple[float, float] | None = None) -> dict:
-    """The end probability on the recordings' held-out episodes (their training split; ``all_episodes``: every
-    episode, for recordings the model never trained on, e.g. an agent's play): its AUC for the steps that ended
-    an episode, and precision / recall of the risk's decision q >= 0.5 (p >= center, whatever the sharpness) for
-    each center. ``risk`` = (sharpness, center): also the mean per-step end probability q it gives those real
-    transitions against the game's ends per step (how long a dream ended by it would let the same play live, if
-    the dream drew the frames exactly)."""
-    import tempfile
-
+def real_sources(recording: str, all_episodes: bool = False) -> list[str]:
+    """A recording's held-out episodes (its training split), or with ``all_episodes`` every episode (for
+    recordings the model never trained on, e.g. an agent's play)."""
     from wham_gym.data.reader import open_episodes
     from wham_gym.train.data import split_sources
 
-    held_out = [s for rec in recordings
-                for s in (open_episodes(rec).sources if all_episodes else split_sources(rec)[1])]
-    with tempfile.TemporaryDirectory() as cache:
-        p, ended = real_end_probs(model, held_out, cache, temperature)
+    return open_episodes(recording).sources if all_episodes else split_sources(recording)[1]
+
+
+def score_real(model, recordings: list[str], temperature: float, centers: list[float], all_episodes: bool = False,
+               risk: tuple[float, float] | None = None, probs=None) -> dict:
+    """The end probability on the recordings' episodes (:func:`real_sources`): its AUC for the steps that ended
+    an episode, and precision / recall of the risk's decision q >= 0.5 (p >= center, whatever the sharpness) for
+    each center. ``risk`` = (sharpness, center): also the mean per-step end probability q it gives those real
+    transitions against the game's ends per step (how long a dream ended by it would let the same play live, if
+    the dream drew the frames exactly). ``probs``: (p, ended) of these episodes computed already."""
+    sources = [s for rec in recordings for s in real_sources(rec, all_episodes)]
+    if probs is None:
+        with tempfile.TemporaryDirectory() as cache:
+            probs = real_end_probs(model, sources, cache, temperature)
+    p, ended = probs
     by_center = {}
     for c in centers:
         fired = p >= c
@@ -126,7 +131,7 @@ def score_real(model, recordings: list[str], temperature: float, centers: list[f
         out["risk"] = {"sharpness": risk[0], "center": risk[1], "mean_q": float(q.mean()),
                        "game_ends_per_step": float(ended.mean()), "implied_length": float(1 / max(q.mean(), 1e-12)),
                        "game_length": float(1 / max(ended.mean(), 1e-12))}
-    return {**out, "recordings": recordings, "episodes": len(held_out), "transitions": len(p), "ends": int(ended.sum()),
+    return {**out, "recordings": recordings, "episodes": len(sources), "transitions": len(p), "ends": int(ended.sum()),
             "auc": probability_metrics(p, ended).get("term_auc", float("nan")), "mean_p": float(p.mean()),
             "mean_p_at_ends": float(p[ended].mean()) if ended.any() else float("nan"),
             "by_center": by_center}
@@ -179,7 +184,13 @@ def main() -> None:
               "temperature": args.temperature}
     if args.data:
         centers = [float(x) for x in args.centers.split(",")]
-        report["real_transitions"] = real = score_real(model, args.data, args.temperature, centers, args.all_episodes)
+        probs = {}  # each recording's teacher-forced pass, once: the pooled scores concatenate them
+        for rec in args.data:
+            with tempfile.TemporaryDirectory() as cache:
+                probs[rec] = real_end_probs(model, real_sources(rec, args.all_episodes), cache, args.temperature)
+        pooled = tuple(np.concatenate([v[i] for v in probs.values()]) for i in (0, 1))
+        report["real_transitions"] = real = score_real(model, args.data, args.temperature, centers, args.all_episodes,
+                                                       probs=pooled)
         print(f"real held-out transitions: {real['transitions']} ({real['ends']} ends), AUC of p {real['auc']:.3f}")
         for c, r in real["by_center"].items():
             print(f"  center {c}: precision {r['precision']:.2f} recall {r['recall']:.2f}")
@@ -188,16 +199,15 @@ def main() -> None:
         if args.risk == "card" and ends.get("kind") != "risk":
             ap.error(f"--risk card: this model's card has no risk ends ({ends!r}); give SHARPNESS,CENTER")
         try:
-            risk = ((float(ends["sharpness"]), float(ends["center"])) if args.risk == "card"
-                    else tuple(float(x) for x in args.risk.split(",")))
-        except ValueError:
-            ap.error(f"--risk: expected SHARPNESS,CENTER (e.g. 3,0.2) or 'card', got {args.risk!r}")
+            risk = (ends["sharpness"], ends["center"]) if args.risk == "card" else parse_end_risk(args.risk, "--risk")
+        except ValueError as exc:
+            ap.error(str(exc))
         report["risk_on_real"] = {}
         for rec in args.data:
-            r = score_real(model, [rec], args.temperature, centers, args.all_episodes, risk)
+            r = score_real(model, [rec], args.temperature, centers, args.all_episodes, risk, probs=probs[rec])
             report["risk_on_real"][rec] = {**r["risk"], "episodes": r["episodes"], "auc": r["auc"],
                                           "mean_p_at_ends": r["mean_p_at_ends"]}
-            print(f"{rec}: risk {risk} gives q {r['risk']['mean_q']:.4f} per step against the game's "
+            print(f"{rec}: risk {tuple(risk)} gives q {r['risk']['mean_q']:.4f} per step against the game's "
                   f"{r['risk']['game_ends_per_step']:.4f} (lives {r['risk']['implied_length']:.0f} against "
                   f"{r['risk']['game_length']:.0f} steps), AUC {r['auc']:.2f}")
     if args.real_only:

@@ -165,6 +165,20 @@ class EndRiskTermination:
         return u.to(q.device) < q
 
 
+def parse_end_risk(text: str | None, flag: str = "--end-risk") -> list[float]:
+    """'SHARPNESS,CENTER' -> [sharpness, center] for :class:`EndRiskTermination` (None: [1.0, 0.5], the drawn
+    ends' rate), checked here; ``flag`` names the option in the error."""
+    if text is None:
+        return [1.0, 0.5]
+    try:
+        sharpness, center = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}: expected SHARPNESS,CENTER (two numbers, e.g. 3,0.2), got {text!r}") from None
+    if not sharpness > 0 or not 0 < center < 1:
+        raise ValueError(f"{flag}: expected a sharpness > 0 and a center in (0, 1), got {text!r}")
+    return [sharpness, center]
+
+
 def card_termination(model):
     """The termination a model's card recommends for its dreams (``card["ends"]``), or None.
 
