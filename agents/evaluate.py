@@ -67,6 +67,46 @@ class RandomAgent:
         return np.stack([self.space.sample() for _ in range(len(obs))]), None
 
 
+class PaceAgent:
+    """A scripted, blind pacer: the action set's "left" preset for ``hold`` steps, then "right" for ``hold``, and
+    so on; each episode's first leg is half as long (it starts mid-room) and alternates in direction.
+
+    It reads no frame. On take_cover the game-trained PPO with held actions learned this: it crosses the room wall
+    to wall and turns at once (49 % of its steps within 50 units of a wall, where it almost never dies), and a
+    pacer whose legs just span the room (``pace:30``) scores like it. So it is a probe of the dream: a world
+    model that rates it low does not know what a wall-to-wall crossing does to the fireballs' aim.
+    """
+
+    def __init__(self, hold: int, action_set: str | None):
+        if hold < 1:
+            raise ValueError(f"pace: expected a hold of at least 1 step (pace:H), got {hold}")
+        if action_set is None:
+            raise ValueError("pace: needs --action-set with 'left' and 'right' presets (e.g. take_cover)")
+        presets = [p.name for p in action_set_for(action_set).presets]
+        if not {"left", "right"} <= set(presets):
+            raise ValueError(f"pace: action set {action_set!r} has presets {presets}; expected 'left' and 'right'")
+        self.left, self.right = presets.index("left"), presets.index("right")
+        self.hold = int(hold)
+        self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
+        self.steps: np.ndarray | None = None  # per env: steps into its episode
+        self.episodes: np.ndarray | None = None  # per env: episodes begun, for the first leg's direction
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        n = len(obs)
+        if self.steps is None or len(self.steps) != n:
+            self.steps, self.episodes = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        if episode_start is not None:
+            starts = np.asarray(episode_start, bool)
+            self.episodes += starts
+            self.steps[starts] = 0
+        # the leg index: 0 for the first half-leg, then one per ``hold`` steps; odd legs turn back
+        leg = (self.steps + self.hold - self.hold // 2) // self.hold
+        first_left = self.episodes % 2 == 1
+        left = (leg % 2 == 0) == first_left
+        self.steps += 1
+        return np.where(left, self.left, self.right), None
+
+
 class BehaviourAgent:
     """WHAM's behaviour policy as an agent: the action the model predicts after the frames it was shown.
 
@@ -256,7 +296,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--policy", required=True,
-                    help="random, behaviour, or a run directory / model .zip of agents.train_sb3")
+                    help="random, behaviour, pace:H (left H steps, right H steps, ...; with --action-set), or a run "
+                    "directory / model .zip of agents.train_sb3")
     ap.add_argument("--worlds", default="real,dream", help="comma-separated: real, dream")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--model", default=None, help="world model for the dream and the behaviour policy (default: the "
@@ -289,7 +330,7 @@ def main(argv=None) -> dict:
     if args.action_repeat != 1 and args.policy != "random":
         ap.error(f"--action-repeat applies to --policy random (a trained run holds its actions as it was trained "
                  f"to); got --policy {args.policy}")
-    if args.policy not in ("random", "behaviour"):
+    if args.policy not in ("random", "behaviour") and not args.policy.startswith("pace:"):
         policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
         game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
     needs_model = ("dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
@@ -297,7 +338,16 @@ def main(argv=None) -> dict:
     spec = args.model or policy_cfg.get("model") or "default"
     model = load_model(spec, device=device) if needs_model else None
     n = min(args.num_envs, args.episodes)
-    if args.policy == "random":
+    if args.policy.startswith("pace:"):
+        try:
+            hold = args.policy[5:]
+            if not hold.isdigit():
+                raise ValueError(f"--policy pace:H: expected a whole number of steps H, got {args.policy!r}")
+            policy = PaceAgent(int(hold), args.action_set)
+        except ValueError as exc:
+            ap.error(str(exc))
+        wrapping = policy.wrapping
+    elif args.policy == "random":
         try:
             policy = RandomAgent(seed=args.seed, action_set=args.action_set, action_repeat=args.action_repeat)
         except ValueError as exc:

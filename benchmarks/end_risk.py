@@ -32,7 +32,7 @@ from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.env import WHAMVectorEnv  # noqa: E402
 from wham_gym.games.explore import make_policy  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
-from wham_gym.rewards import EndRiskTermination, parse_end_risk  # noqa: E402
+from wham_gym.rewards import EndRiskTermination, fit_end_risk, parse_end_risk  # noqa: E402
 from wham_gym.train.reward import probability_metrics  # noqa: E402
 
 
@@ -168,7 +168,8 @@ def main() -> None:
                     help="with --data: score every episode (recordings the model never trained on), not the held-out")
     ap.add_argument("--risk", default=None, metavar="SHARPNESS,CENTER",
                     help="with --data: each recording's mean end probability q under these risk ends against the "
-                         "game's ends per step ('card': the model card's)")
+                         "game's ends per step ('card': the model card's; 'fit': the (sharpness, center) calibrated "
+                         "on all the --data recordings' real transitions, wham_gym.rewards.fit_end_risk)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.real_only and not args.data:
@@ -199,7 +200,13 @@ def main() -> None:
         if args.risk == "card" and ends.get("kind") != "risk":
             ap.error(f"--risk card: this model's card has no risk ends ({ends!r}); give SHARPNESS,CENTER")
         try:
-            risk = (ends["sharpness"], ends["center"]) if args.risk == "card" else parse_end_risk(args.risk, "--risk")
+            if args.risk == "fit":
+                risk = fit_end_risk(*pooled)
+                report["risk_fit"] = {"sharpness": risk[0], "center": risk[1], "recordings": args.data}
+                print(f"calibrated on these real transitions: --end-risk {risk[0]:.2f},{risk[1]:.2f}")
+            else:
+                risk = ((ends["sharpness"], ends["center"]) if args.risk == "card"
+                        else parse_end_risk(args.risk, "--risk"))
         except ValueError as exc:
             ap.error(str(exc))
         report["risk_on_real"] = {}

@@ -670,6 +670,27 @@ def test_random_presets_baseline_and_a_latent_policy_from_the_command_line(tmp_p
         evaluate.main(["--policy", "random", "--action-set", "no_such_set", "--worlds", "real", "--episodes", "1"])
 
 
+def test_pacer_crosses_and_turns_on_schedule_and_refuses_what_it_cannot_do(capsys):
+    from agents.evaluate import PaceAgent
+
+    pacer = PaceAgent(4, "take_cover")  # presets none / left / right: left 1, right 2
+    starts = [[True, True]] + [[False, False]] * 6 + [[False, True]] + [[False, False]] * 2
+    acts = [pacer.predict(np.zeros((2, 1)), episode_start=np.array(s))[0].tolist() for s in starts]
+    assert [a[0] for a in acts] == [1, 1, 2, 2, 2, 2, 1, 1, 1, 1]  # a half leg (it starts mid-room), then legs of 4
+    assert [a[1] for a in acts[7:]] == [2, 2, 1]  # env 1's next episode: from its start, the first leg the other way
+    assert pacer.wrapping.action_set == "take_cover" and pacer.wrapping.action_repeat == 1
+    for bad, msg in [((0, "take_cover"), "at least 1"), ((3, None), "needs --action-set"),
+                     ((3, "defend_the_center"), "expected 'left' and 'right'")]:
+        with pytest.raises(ValueError, match=msg):
+            PaceAgent(*bad)
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", "pace:x", "--action-set", "take_cover", "--worlds", "real", "--episodes", "1"])
+    assert "whole number of steps" in capsys.readouterr().err
+    out = evaluate.main(["--policy", "pace:3", "--action-set", "take_cover", "--scenario", "take_cover",
+                         "--worlds", "real", "--episodes", "2", "--max-steps", "8", "--num-envs", "2"])
+    assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] == 8
+
+
 def replace_observe(wrapping):
     """The same wrapping, seeing what the env hands over (here: the dream's image tokens)."""
     from dataclasses import replace

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wham_gym import controller
-from wham_gym.games.explore import ExplorePolicy, RandomPolicy, StrafePolicy, make_policy
+from wham_gym.games.explore import ExplorePolicy, PacePolicy, RandomPolicy, StrafePolicy, make_policy
 
 vizdoom = pytest.importorskip("vizdoom")
 
@@ -233,6 +233,22 @@ def test_jitter_and_sweep_are_the_strafe_presets_held_for_other_lengths():
     assert 1.3 < means["jitter"] < 1.7  # a new draw every step: runs of 1.5
     assert 3.5 < means["strafe"] < 5.5  # 4.5
     assert 11 < means["sweep"] < 25  # 18
+
+
+def test_pace_goes_back_and_forth_in_legs_of_the_given_lengths():
+    policy = make_policy("pace", seed=4)
+    x = np.stack([policy.act(None) for _ in range(2000)])[:, controller.index_of("left_stick_x")]
+    assert set(np.unique(x)) == {-1.0, 1.0}  # never still
+    changes = np.flatnonzero(np.diff(x)) + 1
+    legs = np.diff(changes)  # whole legs (the first, a half leg, and the last, cut, left out)
+    assert legs.min() >= 8 and legs.max() <= 40 and 20 < legs.mean() < 28  # uniform in [8, 40]: mean 24
+    assert 4 <= changes[0] <= 20  # the first leg is half of one
+    assert (x[changes] == -x[changes - 1]).all()  # each leg turns back
+    again = make_policy("pace", seed=4)
+    replay = np.stack([again.act(None) for _ in range(50)])[:, controller.index_of("left_stick_x")]
+    assert np.array_equal(x[:50], replay)  # the seed decides the legs
+    with pytest.raises(ValueError, match="min_leg"):
+        PacePolicy(min_leg=10, max_leg=5)
 
 
 def test_strafe_policy_holds_left_still_right_and_moves_the_player():

@@ -278,6 +278,25 @@ def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_pat
     assert res["risk"]["game_length"] == pytest.approx(len(p))
 
 
+def test_fit_end_risk_recovers_the_sharpness_and_center_the_ends_were_drawn_with(tiny):
+    from wham_gym.rewards import EndRiskTermination, fit_end_risk
+
+    rng = np.random.default_rng(0)
+    p = 1 / (1 + np.exp(-rng.normal(-4.0, 1.5, 200_000)))  # a spread of GPT end probabilities, mostly small
+    model = _with_end_frames(tiny)
+    for sharpness, center in [(0.7, 0.72), (3.0, 0.2)]:
+        q = EndRiskTermination(model, sharpness, center).probability(torch.from_numpy(p)).numpy()
+        ended = rng.random(len(p)) < q  # the ends a dream with these risk ends would draw on these steps
+        s, c = fit_end_risk(p, ended)
+        assert s == pytest.approx(sharpness, rel=0.05) and c == pytest.approx(center, abs=0.03)
+    with pytest.raises(ValueError, match="both ended and continued"):
+        fit_end_risk(p[:10], np.zeros(10, bool))
+    with pytest.raises(ValueError, match="do not rise with p"):
+        fit_end_risk(p, rng.random(len(p)) < 0.5 * (1 - p))  # ends falling with p: no risk form fits
+    with pytest.raises(ValueError, match="one shape"):
+        fit_end_risk(p[:5], np.zeros(4, bool))
+
+
 def test_frame_hazard_is_found_or_explained(tiny):
     from wham_gym.model.reward_model import frame_hazard
 

@@ -179,6 +179,38 @@ def parse_end_risk(text: str | None, flag: str = "--end-risk") -> list[float]:
     return [sharpness, center]
 
 
+def fit_end_risk(p, ended, iterations: int = 50) -> tuple[float, float]:
+    """The (sharpness, center) under which :class:`EndRiskTermination` is calibrated on real transitions.
+
+    ``p`` (M,): the GPT's end probability teacher-forced on recorded steps; ``ended`` (M,) bool: that step ended
+    the episode. Maximum likelihood of ``ended ~ Bernoulli(sigmoid(a * logit p + b))`` by Newton's method (a
+    two-parameter logistic regression), returned as ``sharpness = a``, ``center = sigmoid(-b / a)``. A fit to
+    dreamt episode lengths (benchmarks/end_risk.py's grid) can pick a sharpness far above this one, which makes
+    the states the GPT finds least dangerous nearly immortal (q ~ p**sharpness); fitted here, q is right on the
+    real frames of every recording given, whatever the policy that played them.
+    """
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    y = np.asarray(ended, np.float64)
+    if p.shape != y.shape or p.ndim != 1:
+        raise ValueError(f"fit_end_risk: expected p and ended of one shape (M,), got {p.shape} and {y.shape}")
+    if not 0 < y.sum() < len(y):
+        raise ValueError(f"fit_end_risk: expected both ended and continued steps, got {int(y.sum())} ends in {len(y)}")
+    x = np.stack([np.log(p / (1 - p)), np.ones_like(p)], 1)
+    w = np.array([1.0, 0.0])
+    for _ in range(iterations):
+        q = 1 / (1 + np.exp(-(x @ w)))
+        hessian = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, x.T @ (y - q))
+        w = w + step
+        if np.abs(step).max() < 1e-10:
+            break
+    a, b = float(w[0]), float(w[1])
+    if not a > 0:
+        raise ValueError(f"fit_end_risk: the ends do not rise with p (slope {a:.3g}); the GPT's end probability "
+                         "does not rank these steps, so no sharpened form of it can end them")
+    return a, 1 / (1 + math.exp(b / a))
+
+
 def card_termination(model):
     """The termination a model's card recommends for its dreams (``card["ends"]``), or None.
 

@@ -221,6 +221,38 @@ class StrafePolicy:
         return action
 
 
+class PacePolicy:
+    """Back and forth: left stick x at -1 and +1 in turn, each leg held for a uniform number of steps in
+    [``min_leg``, ``max_leg``] (the first leg half that, its direction a coin flip), never still.
+
+    Temporally extended exploration for a corridor (ez-greedy's held actions, with the direction alternating):
+    on take_cover a leg of ~26 steps just spans the room, shorter legs turn mid-room, longer ones press on a wall.
+    The other blind policies hardly ever cross the room and turn at once (strafe's and sweep's holds include
+    standing and repeat a direction), which is what a game-trained agent does, so a world model from them alone
+    has not seen it (agents/RESULTS.md).
+    """
+
+    def __init__(self, seed: int | None = None, min_leg: int = 8, max_leg: int = 40):
+        if not 1 <= min_leg <= max_leg:
+            raise ValueError(f"legs: expected 1 <= min_leg <= max_leg, got {min_leg}, {max_leg}")
+        self.min_leg, self.max_leg = int(min_leg), int(max_leg)
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.direction = float(self.rng.choice([-1.0, 1.0]))
+        self.left = max(1, int(self.rng.integers(self.min_leg, self.max_leg + 1)) // 2)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        if self.left <= 0:
+            self.direction = -self.direction
+            self.left = int(self.rng.integers(self.min_leg, self.max_leg + 1))
+        self.left -= 1
+        action = np.zeros(controller.ACTION_DIM, np.float32)
+        action[controller.index_of("left_stick_x")] = self.direction
+        return action
+
+
 class StillPolicy:
     """Presses nothing: the floor a take_cover agent must beat (it lives about 40 steps, ~140 tics), and the
     policy a dream must punish for an agent trained in it to learn to move."""
@@ -236,7 +268,7 @@ class StillPolicy:
 
 
 # The policies that act without looking at the game (frames, depth, labels), so a dream can drive them too.
-BLIND = ("random", "strafe", "jitter", "sweep", "still")
+BLIND = ("random", "strafe", "jitter", "sweep", "pace", "still")
 
 POLICIES = {
     "explore": ExplorePolicy,
@@ -246,12 +278,14 @@ POLICIES = {
     # prefer: a new preset every step (what PPO found the strafe-only dream too lenient on), and long sweeps.
     "jitter": functools.partial(StrafePolicy, mean_hold=1.0),
     "sweep": functools.partial(StrafePolicy, mean_hold=12.0),
+    "pace": PacePolicy,
     "still": StillPolicy,
 }
 
 
 def make_policy(name: str, seed: int | None = None):
-    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter``, ``sweep`` or ``still``."""
+    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter``, ``sweep``, ``pace`` or
+    ``still``."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
     return POLICIES[name](seed=seed)
