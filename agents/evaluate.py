@@ -73,8 +73,9 @@ class PaceAgent:
 
     It reads no frame. On take_cover the game-trained PPO with held actions learned this: it crosses the room wall
     to wall and turns at once (49 % of its steps within 50 units of a wall, where it almost never dies), and a
-    pacer whose legs just span the room (``pace:30``) scores like it. So it is a probe of the dream: a world
-    model that rates it low does not know what a wall-to-wall crossing does to the fireballs' aim.
+    pacer whose legs just span the room (``pace:26``) scores 1,032 tics, above that agent (agents/RESULTS.md).
+    So it is a baseline for agents and a probe of the dream: a world model that rates it low does not know what
+    a wall-to-wall crossing does to the fireballs' aim.
     """
 
     def __init__(self, hold: int, action_set: str | None):
@@ -330,15 +331,7 @@ def main(argv=None) -> dict:
     if args.action_repeat != 1 and args.policy != "random":
         ap.error(f"--action-repeat applies to --policy random (a trained run holds its actions as it was trained "
                  f"to); got --policy {args.policy}")
-    if args.policy not in ("random", "behaviour") and not args.policy.startswith("pace:"):
-        policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
-        game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
-    needs_model = ("dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
-                   or policy_cfg.get("observe") == "latent")
-    spec = args.model or policy_cfg.get("model") or "default"
-    model = load_model(spec, device=device) if needs_model else None
-    n = min(args.num_envs, args.episodes)
-    if args.policy.startswith("pace:"):
+    if args.policy.startswith("pace:"):  # checked before any model or game starts
         try:
             hold = args.policy[5:]
             if not hold.isdigit():
@@ -347,7 +340,15 @@ def main(argv=None) -> dict:
         except ValueError as exc:
             ap.error(str(exc))
         wrapping = policy.wrapping
-    elif args.policy == "random":
+    elif args.policy not in ("random", "behaviour"):
+        policy, wrapping, policy_cfg = load_policy(args.policy, device=args.device)
+        game_kwargs = policy_cfg.get("game_kwargs") or game_kwargs  # the game the policy was trained and judged in
+    needs_model = ("dream" in worlds or args.policy == "behaviour" or policy_cfg.get("tokenizer_view", False)
+                   or policy_cfg.get("observe") == "latent")
+    spec = args.model or policy_cfg.get("model") or "default"
+    model = load_model(spec, device=device) if needs_model else None
+    n = min(args.num_envs, args.episodes)
+    if args.policy == "random":
         try:
             policy = RandomAgent(seed=args.seed, action_set=args.action_set, action_repeat=args.action_repeat)
         except ValueError as exc:

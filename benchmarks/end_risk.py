@@ -170,6 +170,8 @@ def main() -> None:
                     help="with --data: each recording's mean end probability q under these risk ends against the "
                          "game's ends per step ('card': the model card's; 'fit': the (sharpness, center) calibrated "
                          "on all the --data recordings' real transitions, wham_gym.rewards.fit_end_risk)")
+    ap.add_argument("--cache", default=None, help="with --data: a token cache to reuse (e.g. the model's run "
+                    "directory's token-cache; tokenizing is most of the time), else a temporary one")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.real_only and not args.data:
@@ -187,8 +189,9 @@ def main() -> None:
         centers = [float(x) for x in args.centers.split(",")]
         probs = {}  # each recording's teacher-forced pass, once: the pooled scores concatenate them
         for rec in args.data:
-            with tempfile.TemporaryDirectory() as cache:
-                probs[rec] = real_end_probs(model, real_sources(rec, args.all_episodes), cache, args.temperature)
+            with tempfile.TemporaryDirectory() as tmp:
+                probs[rec] = real_end_probs(model, real_sources(rec, args.all_episodes), args.cache or tmp,
+                                            args.temperature)
         pooled = tuple(np.concatenate([v[i] for v in probs.values()]) for i in (0, 1))
         report["real_transitions"] = real = score_real(model, args.data, args.temperature, centers, args.all_episodes,
                                                        probs=pooled)
