@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wham_gym.atomic import atomic_write  # noqa: E402
+from wham_gym.train.reward import probability_metrics  # noqa: E402
 
 BLIND = ["take_cover", "take_cover_jitter", "take_cover_sweep", "take_cover_still"]
 AGENTS = ["take_cover_agent_s0_sampled", "take_cover_agent_s0_argmax", "take_cover_agent_s1_sampled",
@@ -114,16 +115,6 @@ class PixelHead(nn.Module):
         return self.mlp(torch.cat([self.conv(x.float() / 255), a.flatten(1)], 1)).squeeze(-1)
 
 
-def auc(p: np.ndarray, y: np.ndarray) -> float:
-    """Mann-Whitney AUC of scores p for labels y (ties share ranks)."""
-    from scipy.stats import rankdata
-
-    r = rankdata(p)
-    n1 = y.sum()
-    n0 = len(y) - n1
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def fit_and_score(view: str, k: int, train: list[tuple], tests: dict, epochs: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     if view == "pixels":
@@ -149,7 +140,8 @@ def fit_and_score(view: str, k: int, train: list[tuple], tests: dict, epochs: in
         tx, ta, ty = windows(episodes, k)
         with torch.no_grad():
             p = torch.cat([torch.sigmoid(head(tx[i:i + 2048], ta[i:i + 2048])) for i in range(0, len(ty), 2048)])
-        scores[name] = {"auc": round(auc(p.numpy(), ty.numpy()), 3), "q": round(float(p.mean()), 4),
+        auc = probability_metrics(p.numpy(), ty.numpy())["term_auc"]  # ties share their rank
+        scores[name] = {"auc": round(auc, 3), "q": round(float(p.mean()), 4),
                         "game": round(float(ty.mean()), 4), "steps": int(len(ty))}
     return {"train_windows": int(len(y)), "seconds": round(time.perf_counter() - start, 1), "scores": scores}
 

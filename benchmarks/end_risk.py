@@ -188,8 +188,8 @@ def main() -> None:
     if args.data:
         centers = [float(x) for x in args.centers.split(",")]
         probs = {}  # each recording's teacher-forced pass, once: the pooled scores concatenate them
-        for rec in args.data:
-            with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
+            for rec in args.data:
                 probs[rec] = real_end_probs(model, real_sources(rec, args.all_episodes), args.cache or tmp,
                                             args.temperature)
         pooled = tuple(np.concatenate([v[i] for v in probs.values()]) for i in (0, 1))

@@ -241,12 +241,15 @@ class PacePolicy:
     def reset(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
         self.direction = float(self.rng.choice([-1.0, 1.0]))
-        self.left = max(1, int(self.rng.integers(self.min_leg, self.max_leg + 1)) // 2)
+        self.left = max(1, self._leg() // 2)
+
+    def _leg(self) -> int:
+        return int(self.rng.integers(self.min_leg, self.max_leg + 1))
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         if self.left <= 0:
             self.direction = -self.direction
-            self.left = int(self.rng.integers(self.min_leg, self.max_leg + 1))
+            self.left = self._leg()
         self.left -= 1
         action = np.zeros(controller.ACTION_DIM, np.float32)
         action[controller.index_of("left_stick_x")] = self.direction
