@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wham_gym import controller
-from wham_gym.games.explore import ExplorePolicy, PacePolicy, RandomPolicy, StrafePolicy, make_policy
+from wham_gym.games.explore import BouncePolicy, ExplorePolicy, PacePolicy, RandomPolicy, StrafePolicy, make_policy
 
 vizdoom = pytest.importorskip("vizdoom")
 
@@ -249,6 +249,33 @@ def test_pace_goes_back_and_forth_in_legs_of_the_given_lengths():
     assert np.array_equal(x[:50], replay)  # the seed decides the legs
     with pytest.raises(ValueError, match="min_leg"):
         PacePolicy(min_leg=10, max_leg=5)
+
+
+def _corridor(policy, steps):
+    """Drive ``policy`` in a corridor like take_cover's room (y 16-752, ~28 units a step at full strafe)."""
+    y, xs, ys = 384.0, [], []
+    for _ in range(steps):
+        x = policy.act(None, {"position_x": 0.0, "position_y": y})[controller.index_of("left_stick_x")]
+        y = float(np.clip(y + 28 * x, 16, 752))
+        xs.append(x), ys.append(y)
+    return np.array(xs), np.array(ys)
+
+
+def test_bounce_turns_back_at_each_wall_and_sometimes_in_the_middle():
+    """Bounce reverses a step after the wall stops it plus its dwell, and now and then mid-room; without the
+    game's position it says what it needs."""
+    xs, ys = _corridor(make_policy("bounce", seed=5), 3000)
+    assert set(np.unique(xs)) == {-1.0, 1.0}  # never still
+    turns = np.flatnonzero(np.diff(xs)) + 1
+    at_wall = np.isin(ys[turns - 1], (16.0, 752.0))
+    assert at_wall.mean() > 0.5 and (~at_wall).sum() > 10  # mostly at the walls, some mid-room (chance 1/30)
+    pressed = [next(k for k in range(1, t + 1) if ys[t - k] != ys[t - 1]) - 1 for t in turns[at_wall]]
+    assert max(pressed) <= 1 + 1 + 2 and min(pressed) >= 2  # reached, seen stuck a step later, dwelt 0-2 steps
+    assert np.array_equal(_corridor(make_policy("bounce", seed=5), 300)[0], xs[:300])  # the seed decides
+    with pytest.raises(ValueError, match="position"):
+        make_policy("bounce", seed=0).act(None, {})
+    with pytest.raises(ValueError, match="max_dwell"):
+        BouncePolicy(max_dwell=-1)
 
 
 def test_strafe_policy_holds_left_still_right_and_moves_the_player():

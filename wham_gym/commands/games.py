@@ -12,7 +12,7 @@ import time
 
 DOOM_INSTALL_HINT = "pip install 'wham-gym[doom]'"
 # wham_gym.games.explore.POLICIES, named here so that --help imports no game code (a test keeps them equal)
-RECORD_POLICIES = ("explore", "random", "strafe", "jitter", "sweep", "pace", "still")
+RECORD_POLICIES = ("explore", "random", "strafe", "jitter", "sweep", "pace", "bounce", "still")
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                    help="data-collection policy: explore (steering exploration), random (white-noise controller), "
                         "strafe (random left / still / right, each held for 3 steps on average; take_cover's "
                         "action set), jitter (the same, a new one every step), sweep (held for 12 steps on average), "
-                        "pace (left and right in turn, legs of 8-40 steps, never still), still (nothing pressed)")
+                        "pace (left and right in turn, legs of 8-40 steps, never still), bounce (strafes until a wall "
+                        "stops it, then back; reads the game's position), still (nothing pressed)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--max-steps", type=int, default=None, help="steps per episode cap at 10 Hz (default: the scenario's timeout)")

@@ -256,6 +256,52 @@ class PacePolicy:
         return action
 
 
+class BouncePolicy:
+    """Strafes until a wall stops it, then strafes back: left stick x at -1 or +1, reversed once the game's
+    position has not moved for a step (after ``dwell`` more steps pressed on the wall, uniform in [0,
+    ``max_dwell``]) and, with chance ``turn_chance`` a step, in the middle of the room; never still.
+
+    What the game-trained take_cover agent does (it crosses wall to wall and turns at once, and dies 0.0002 a
+    step at the walls, where blind policies, which stop there, die most): a world model from blind data alone
+    learns "at a wall is deadly" and rates that play as dangerous (agents/RESULTS.md). It reads the player's
+    position from ``info`` (``position_x``/``position_y``, which :class:`~wham_gym.games.doom.DoomEnv` reports), so
+    it records data only; a dream cannot drive it (not :data:`BLIND`).
+    """
+
+    def __init__(self, seed: int | None = None, max_dwell: int = 2, turn_chance: float = 1 / 30,
+                 stuck: float = 4.0):
+        if max_dwell < 0 or not 0 <= turn_chance < 1 or stuck <= 0:
+            raise ValueError(f"expected max_dwell >= 0, 0 <= turn_chance < 1 and stuck > 0 (map units), got "
+                             f"{max_dwell}, {turn_chance}, {stuck}")
+        self.max_dwell, self.turn_chance, self.stuck = int(max_dwell), float(turn_chance), float(stuck)
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.direction = float(self.rng.choice([-1.0, 1.0]))
+        self.last, self.dwell = None, None  # the last position; steps left to press on a wall (None: moving)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        if info is None or "position_x" not in info or "position_y" not in info:
+            raise ValueError("the bounce policy reads the player's position from info['position_x'] and "
+                             "info['position_y'] (DoomEnv reports them); got info without them: record it in the "
+                             "game, or use a blind policy such as 'pace' where there is no game")
+        here = np.array([info["position_x"], info["position_y"]], np.float64)
+        if self.dwell is None and self.last is not None and np.hypot(*(here - self.last)) < self.stuck:
+            self.dwell = int(self.rng.integers(0, self.max_dwell + 1))  # at a wall
+        if self.dwell is not None:
+            if self.dwell <= 0:
+                self.direction, self.dwell = -self.direction, None
+            else:
+                self.dwell -= 1
+        elif self.rng.random() < self.turn_chance:
+            self.direction = -self.direction
+        self.last = here
+        action = np.zeros(controller.ACTION_DIM, np.float32)
+        action[controller.index_of("left_stick_x")] = self.direction
+        return action
+
+
 class StillPolicy:
     """Presses nothing: the floor a take_cover agent must beat (it lives about 40 steps, ~140 tics), and the
     policy a dream must punish for an agent trained in it to learn to move."""
@@ -282,13 +328,14 @@ POLICIES = {
     "jitter": functools.partial(StrafePolicy, mean_hold=1.0),
     "sweep": functools.partial(StrafePolicy, mean_hold=12.0),
     "pace": PacePolicy,
+    "bounce": BouncePolicy,
     "still": StillPolicy,
 }
 
 
 def make_policy(name: str, seed: int | None = None):
-    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter``, ``sweep``, ``pace`` or
-    ``still``."""
+    """A data-collection policy by name: ``explore``, ``random``, ``strafe``, ``jitter``, ``sweep``, ``pace``,
+    ``bounce`` or ``still``."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
     return POLICIES[name](seed=seed)
