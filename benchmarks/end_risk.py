@@ -107,6 +107,33 @@ def real_sources(recording: str, all_episodes: bool = False) -> list[str]:
     return open_episodes(recording).sources if all_episodes else split_sources(recording)[1]
 
 
+def transition_positions(model, sources: list[str], variable: str = "position_y") -> np.ndarray:
+    """A recorded game variable (the player's position across take_cover's room, by default) at each transition
+    :func:`real_end_probs` scores, in its order: the frame the action was taken at."""
+    from wham_gym.data.episodes import read_episode
+
+    w = model.config.seq_len - 1
+    out = []
+    for s in sources:
+        ep = read_episode(s)
+        names = list(ep.game_variable_names)
+        if ep.game_variables is None or variable not in names:
+            raise ValueError(f"{s}: --by-wall reads the recorded game variable {variable!r}; this episode has "
+                             f"{names or 'none'} (`wham-gym record` and `agents.collect` keep the game's variables)")
+        out.append(ep.game_variables[w - 1:, names.index(variable)])
+    return np.concatenate(out)
+
+
+def by_wall(q: np.ndarray, ended: np.ndarray, y: np.ndarray, lo: float, hi: float, margin: float) -> dict:
+    """The risk ends' q and the game's ends per step where the player stands within ``margin`` of the room's ends
+    (``lo``, ``hi``: its extent along ``y``) and in the middle: a game-trained take_cover agent turns at the walls
+    and is safest there, blind policies stop there and die most (agents/RESULTS.md)."""
+    wall = (y < lo + margin) | (y > hi - margin)
+    return {name: {"steps": int(m.sum()), "mean_q": float(q[m].mean()) if m.any() else float("nan"),
+                   "game_ends_per_step": float(ended[m].mean()) if m.any() else float("nan")}
+            for name, m in (("wall", wall), ("middle", ~wall))}
+
+
 def score_real(model, recordings: list[str], temperature: float, centers: list[float], all_episodes: bool = False,
                risk: tuple[float, float] | None = None, probs=None) -> dict:
     """The end probability on the recordings' episodes (:func:`real_sources`): its AUC for the steps that ended
@@ -170,12 +197,18 @@ def main() -> None:
                     help="with --data: each recording's mean end probability q under these risk ends against the "
                          "game's ends per step ('card': the model card's; 'fit': the (sharpness, center) calibrated "
                          "on all the --data recordings' real transitions, wham_gym.rewards.fit_end_risk)")
+    ap.add_argument("--by-wall", type=float, default=None, metavar="MARGIN",
+                    help="with --data and --risk: also split each recording's q and game ends by where the player "
+                         "stands, within MARGIN map units of the room's ends along position_y (the extent all the "
+                         "recordings reach) or in the middle")
     ap.add_argument("--cache", default=None, help="with --data: a token cache to reuse (e.g. the model's run "
                     "directory's token-cache; tokenizing is most of the time), else a temporary one")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.real_only and not args.data:
         ap.error("--real-only scores real transitions: give --data REC [REC ...]")
+    if args.by_wall is not None and not (args.data and args.risk):
+        ap.error("--by-wall splits the risk ends' q on real transitions: give --data REC [REC ...] and --risk")
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     card = model.card or {}
@@ -213,6 +246,13 @@ def main() -> None:
         except ValueError as exc:
             ap.error(str(exc))
         report["risk_on_real"] = {}
+        if args.by_wall is not None:
+            try:
+                ys = {rec: transition_positions(model, real_sources(rec, args.all_episodes)) for rec in args.data}
+            except ValueError as exc:
+                ap.error(str(exc))
+            lo, hi = min(float(y.min()) for y in ys.values()), max(float(y.max()) for y in ys.values())
+            report["room"] = {"variable": "position_y", "low": lo, "high": hi, "margin": args.by_wall}
         for rec in args.data:
             r = score_real(model, [rec], args.temperature, centers, args.all_episodes, risk, probs=probs[rec])
             report["risk_on_real"][rec] = {**r["risk"], "episodes": r["episodes"], "auc": r["auc"],
@@ -220,6 +260,12 @@ def main() -> None:
             print(f"{rec}: risk {tuple(risk)} gives q {r['risk']['mean_q']:.4f} per step against the game's "
                   f"{r['risk']['game_ends_per_step']:.4f} (lives {r['risk']['implied_length']:.0f} against "
                   f"{r['risk']['game_length']:.0f} steps), AUC {r['auc']:.2f}")
+            if args.by_wall is not None:
+                q = EndRiskTermination(model, *risk).probability(torch.from_numpy(probs[rec][0])).numpy()
+                split = by_wall(q, probs[rec][1], ys[rec], lo, hi, args.by_wall)
+                report["risk_on_real"][rec]["by_wall"] = split
+                print("  " + ", ".join(f"{k}: {v['steps']} steps, q {v['mean_q']:.4f} against the game's "
+                                       f"{v['game_ends_per_step']:.4f}" for k, v in split.items()))
     if args.real_only:
         atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
         print(f"wrote {args.out}")

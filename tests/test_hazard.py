@@ -252,9 +252,13 @@ def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_pat
     term = np.zeros(T, bool)
     term[-1] = True
     path = tmp_path / "episode_000000.npz"
+    ys = np.full(T, 384.0, np.float32)  # mid-room (take_cover's runs 16-752), the last frame at the far wall
+    ys[-1] = 752.0
     write_episode(path, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32),
                                 rewards=np.full(T, 3.5, np.float32), terminated=term,
-                                truncated=np.zeros(T, bool), scenario="take_cover", seed=0))
+                                truncated=np.zeros(T, bool), scenario="take_cover", seed=0,
+                                game_variables=np.stack([np.zeros(T, np.float32), ys], 1),
+                                game_variable_names=("position_x", "position_y")))
     p, ended = end_risk.real_end_probs(model, [str(path)], tmp_path / "cache", temperature=0.9)
     assert p.shape == ended.shape == (T - w + 1,) and ended.tolist() == [False] * (T - w) + [True]
     first = EndRiskTermination(model).first_token
@@ -276,6 +280,17 @@ def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_pat
     assert math.isclose(res["risk"]["mean_q"], float(q.mean()), rel_tol=1e-5)
     assert math.isclose(res["risk"]["game_ends_per_step"], 1 / len(p))
     assert res["risk"]["game_length"] == pytest.approx(len(p))
+    # --by-wall: the player's position at each scored transition, and q / the game's ends split by it
+    y = end_risk.transition_positions(model, [str(path)])
+    assert np.array_equal(y, ys[w - 1:])  # the frame each scored action was taken at
+    split = end_risk.by_wall(q, ended, y, 16.0, 752.0, margin=50.0)
+    assert (split["wall"]["steps"], split["middle"]["steps"]) == (1, len(p) - 1)
+    assert split["wall"]["game_ends_per_step"] == 1 and split["middle"]["game_ends_per_step"] == 0
+    assert split["wall"]["mean_q"] == pytest.approx(float(q[-1]))
+    assert split["middle"]["mean_q"] == pytest.approx(float(q[:-1].mean()))
+    write_episode(tmp_path / "bare.npz", Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32)))
+    with pytest.raises(ValueError, match="position_y"):
+        end_risk.transition_positions(model, [str(tmp_path / "bare.npz")])
 
 
 def test_fit_end_risk_recovers_the_sharpness_and_center_the_ends_were_drawn_with(tiny):
