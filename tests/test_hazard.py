@@ -288,7 +288,8 @@ def test_end_risk_benchmark_reads_real_transitions_as_a_dream_does(tiny, tmp_pat
     assert split["wall"]["game_ends_per_step"] == 1 and split["middle"]["game_ends_per_step"] == 0
     assert split["wall"]["mean_q"] == pytest.approx(float(q[-1]))
     assert split["middle"]["mean_q"] == pytest.approx(float(q[:-1].mean()))
-    write_episode(tmp_path / "bare.npz", Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32)))
+    bare = Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32))  # no game variables
+    write_episode(tmp_path / "bare.npz", bare)
     with pytest.raises(ValueError, match="position_y"):
         end_risk.transition_positions(model, [str(tmp_path / "bare.npz")])
 
