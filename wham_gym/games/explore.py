@@ -192,6 +192,14 @@ class RandomPolicy:
         return self.space.sample()
 
 
+def strafe(direction: float) -> np.ndarray:
+    """The controller vector with only the left stick's x at ``direction`` (-1 left, 0 still, +1 right): take_cover's
+    presets, which the strafing data policies press."""
+    action = np.zeros(controller.ACTION_DIM, np.float32)
+    action[controller.index_of("left_stick_x")] = direction
+    return action
+
+
 class StrafePolicy:
     """Random strafing held for a while: left stick x in {-1, 0, +1} (left, still, right), kept for a
     geometric number of steps (mean ``mean_hold``), nothing else pressed.
@@ -216,9 +224,7 @@ class StrafePolicy:
             self.direction = float(self.rng.integers(-1, 2))
             self.left = int(self.rng.geometric(1.0 / self.mean_hold))
         self.left -= 1
-        action = np.zeros(controller.ACTION_DIM, np.float32)
-        action[controller.index_of("left_stick_x")] = self.direction
-        return action
+        return strafe(self.direction)
 
 
 class PacePolicy:
@@ -251,9 +257,7 @@ class PacePolicy:
             self.direction = -self.direction
             self.left = self._leg()
         self.left -= 1
-        action = np.zeros(controller.ACTION_DIM, np.float32)
-        action[controller.index_of("left_stick_x")] = self.direction
-        return action
+        return strafe(self.direction)
 
 
 class BouncePolicy:
@@ -297,9 +301,7 @@ class BouncePolicy:
         elif self.rng.random() < self.turn_chance:
             self.direction = -self.direction
         self.last = here
-        action = np.zeros(controller.ACTION_DIM, np.float32)
-        action[controller.index_of("left_stick_x")] = self.direction
-        return action
+        return strafe(self.direction)
 
 
 class StillPolicy:
