@@ -41,11 +41,12 @@ def test_take_cover_model_ships_by_name_with_its_card():
     assert action_set_for(model).name == "take_cover"  # the dream and its game offer the same actions by name
     assert card["recipe"]["end_frame"] == "black" and card["reinjection"]["every"] >= 1
     assert model.reward_model is not None and model.config.tokens_per_image == 60
-    # Its dreams end by the risk its card recommends, fitted to the game's blind-policy episode lengths.
+    # Its dreams end by the risk its card recommends, calibrated on real transitions; under the random policies (a
+    # random preset every step: jitter; held strafes: the data policy) its dreams last as long as the game's, +-20 %.
     ends = card["ends"]
     assert ends["kind"] == "risk" and ends["temperature"] == 0.9
     lengths = card["measured"]["episode_length_blind_policies"]
-    assert all(0.8 <= v["dream"] / v["game"] <= 1.2 for v in lengths.values()), lengths
+    assert all(0.8 <= lengths[p]["dream"] / lengths[p]["game"] <= 1.2 for p in ("jitter", "strafe")), lengths
     env = gym.make("wham_gym/WHAM-v0", model="take_cover").unwrapped
     term = env.vector.termination_fn
     assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (ends["sharpness"], ends["center"])
