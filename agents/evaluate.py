@@ -42,7 +42,7 @@ from wham_gym.prompts import fit_frames  # noqa: E402
 
 from agents.runs import dream_settings  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, Wrapping, make_dream_venv,  # noqa: E402
-                             make_real_venv, wrap)
+                             make_real_venv, retrieval_reinjection, wrap)
 
 WORLDS = ("real", "dream")
 EVAL_SEED = 12345  # the same starts for every policy compared
@@ -315,6 +315,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=EVAL_SEED)
     ap.add_argument("--stochastic", action="store_true", help="sample SB3 actions instead of the mean")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--retrieval-bank", nargs="+", default=None, metavar="REC",
+                    help="the dream only: every --reinject-every steps swap its frame for the nearest real frame of "
+                         "these recordings (as agents.train_sb3 --reinjection retrieval)")
+    ap.add_argument("--retrieval-frames", type=int, default=2048, help="frames in the bank at most")
+    ap.add_argument("--reinject-every", type=int, default=5, help="with --retrieval-bank: reinject every K steps")
     ap.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                     help="real games on Ray actors: this machine, or the cluster at ADDRESS (extra [ray])")
     ap.add_argument("--out", help="write the results as JSON here (else stdout)")
@@ -328,6 +333,8 @@ def main(argv=None) -> dict:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     game_kwargs = {"render_hud": True} if args.hud else {}
     policy_cfg = {}
+    if args.retrieval_bank and "dream" not in worlds:
+        ap.error(f"--retrieval-bank reinjects real frames into the dream; --worlds {args.worlds} has no dream")
     if args.action_repeat != 1 and args.policy != "random":
         ap.error(f"--action-repeat applies to --policy random (a trained run holds its actions as it was trained "
                  f"to); got --policy {args.policy}")
@@ -356,8 +363,16 @@ def main(argv=None) -> dict:
         wrapping = policy.wrapping
     elif args.policy == "behaviour":
         policy, wrapping = BehaviourAgent(model, n, seed=args.seed), RAW
+    dream_kwargs = dream_settings(policy_cfg)
+    if args.retrieval_bank:
+        try:
+            # the bank's frames drawn with a fixed seed: the same bank for every policy compared
+            dream_kwargs["reinjection"] = retrieval_reinjection(model, args.retrieval_bank, args.retrieval_frames,
+                                                                args.reinject_every, seed=0)
+        except ValueError as exc:
+            ap.error(str(exc))
     ev = Evaluator(model, args.scenario, args.max_steps, num_envs=n, seed=args.seed, ray=args.ray,
-                   game_kwargs=game_kwargs, dream_kwargs=dream_settings(policy_cfg))
+                   game_kwargs=game_kwargs, dream_kwargs=dream_kwargs)
     try:
         out = {w: ev.run(policy, w, args.episodes, wrapping, deterministic=not args.stochastic) for w in worlds}
     finally:

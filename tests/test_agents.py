@@ -691,6 +691,22 @@ def test_pacer_crosses_and_turns_on_schedule_and_refuses_what_it_cannot_do(capsy
     assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] == 8
 
 
+def test_evaluating_in_a_dream_with_real_frames_retrieved(tmp_path, capsys, monkeypatch):
+    # --retrieval-bank: every K dream steps the frame is swapped for the nearest real frame of a bank.
+    bank = str(REPO / "wham_gym/assets/default/prompts")
+    built = []
+    real = wrappers.retrieval_reinjection
+    monkeypatch.setattr(evaluate, "retrieval_reinjection", lambda *a, **k: built.append((a[1:], k)) or real(*a, **k))
+    out = evaluate.main(["--policy", "random", "--model", "tiny", "--worlds", "dream", "--episodes", "2",
+                         "--max-steps", "4", "--num-envs", "2", "--retrieval-bank", bank, "--retrieval-frames", "24",
+                         "--reinject-every", "2"])
+    assert out["dream"]["episodes"] == 2 and out["dream"]["mean_length"] == 4
+    assert built == [(([bank], 24, 2), {"seed": 0})]  # the same bank whatever the evaluation's seed
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", "random", "--worlds", "real", "--episodes", "1", "--retrieval-bank", bank])
+    assert "has no dream" in capsys.readouterr().err
+
+
 def replace_observe(wrapping):
     """The same wrapping, seeing what the env hands over (here: the dream's image tokens)."""
     from dataclasses import replace
