@@ -41,8 +41,8 @@ from wham_gym.measure.metrics import rank_correlation  # noqa: E402,F401 (agents
 from wham_gym.prompts import fit_frames  # noqa: E402
 
 from agents.runs import dream_settings  # noqa: E402
-from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, Wrapping, make_dream_venv,  # noqa: E402
-                             make_real_venv, retrieval_reinjection, wrap)
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, RAW, REINJECT_EVERY, RETRIEVAL_FRAMES,  # noqa: E402
+                             Wrapping, make_dream_venv, make_real_venv, retrieval_reinjection, wrap)
 
 WORLDS = ("real", "dream")
 EVAL_SEED = 12345  # the same starts for every policy compared
@@ -318,8 +318,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--retrieval-bank", nargs="+", default=None, metavar="REC",
                     help="the dream only: every --reinject-every steps swap its frame for the nearest real frame of "
                          "these recordings (as agents.train_sb3 --reinjection retrieval)")
-    ap.add_argument("--retrieval-frames", type=int, default=2048, help="frames in the bank at most")
-    ap.add_argument("--reinject-every", type=int, default=5, help="with --retrieval-bank: reinject every K steps")
+    ap.add_argument("--retrieval-frames", type=int, default=RETRIEVAL_FRAMES, help="frames in the bank at most")
+    ap.add_argument("--reinject-every", type=int, default=REINJECT_EVERY,
+                    help="with --retrieval-bank: reinject every K steps")
     ap.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                     help="real games on Ray actors: this machine, or the cluster at ADDRESS (extra [ray])")
     ap.add_argument("--out", help="write the results as JSON here (else stdout)")

@@ -38,9 +38,9 @@ from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.prompts import PromptBank  # noqa: E402
 from wham_gym.rewards import TokenRewardModel, parse_end_risk  # noqa: E402
 from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
-from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, check_game,  # noqa: E402
-                             make_dream_venv,
-                             make_real_venv, lockstep_reinjection, parse_obs_size, retrieval_reinjection)
+from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, REINJECT_EVERY,  # noqa: E402
+                             RETRIEVAL_FRAMES, check_game, make_dream_venv, make_real_venv, lockstep_reinjection,
+                             parse_obs_size, retrieval_reinjection)
 
 ALGOS = {"ppo": PPO, "sac": SAC}
 # Per-algorithm defaults for a small CPU budget: PPO updates every n_steps x num_envs steps
@@ -123,11 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrieval: swap the dream's frame for the nearest real frame of a bank; lockstep: a "
                         "real game per dream env, stepped with the same actions, whose frame is swapped in "
                         "and whose episode ends end the dream's")
-    g.add_argument("--reinject-every", type=int, default=5, help="reinject every K steps of an episode")
+    g.add_argument("--reinject-every", type=int, default=REINJECT_EVERY, help="reinject every K steps of an episode")
     g.add_argument("--reinject-nll", type=float, default=None, help="also reinject when the frame's NLL exceeds this")
     g.add_argument("--retrieval-bank", nargs="+", default=None,
                    help="recorded episodes (.npz files or folders) for the bank (default: the model's prompts)")
-    g.add_argument("--retrieval-frames", type=int, default=2048, help="frames in the bank at most")
+    g.add_argument("--retrieval-frames", type=int, default=RETRIEVAL_FRAMES, help="frames in the bank at most")
     g = ap.add_argument_group("evaluation")
     g.add_argument("--eval-every", type=int, default=10_000, help="evaluate every N env steps (0: only at the end)")
     g.add_argument("--eval-episodes", type=int, default=10, help="real-game episodes at each periodic evaluation")

@@ -399,7 +399,11 @@ def make_real_venv(scenario: str, num_envs: int, wrapping: Wrapping = Wrapping()
     return venv
 
 
-def retrieval_bank(model, sources=None, max_frames: int = 2048, seed: int = 0) -> np.ndarray:
+RETRIEVAL_FRAMES = 2048  # a retrieval bank's frames at most (agents.train_sb3 and agents.evaluate's default)
+REINJECT_EVERY = 5  # steps between a dream's reinjections (the same)
+
+
+def retrieval_bank(model, sources=None, max_frames: int = RETRIEVAL_FRAMES, seed: int = 0) -> np.ndarray:
     """Real frames (M, H, W, 3) at the model's size for :class:`RetrievalSource`.
 
     ``sources``: recorded episodes / prompt ``.npz`` files or folders (default: the prompts the model
@@ -430,7 +434,7 @@ def retrieval_bank(model, sources=None, max_frames: int = 2048, seed: int = 0) -
     return np.ascontiguousarray(fit_frames(frames, size, True, "retrieval bank"))
 
 
-def retrieval_reinjection(model, sources=None, max_frames: int = 2048, every: int = 5,
+def retrieval_reinjection(model, sources=None, max_frames: int = RETRIEVAL_FRAMES, every: int = REINJECT_EVERY,
                           nll_above: float | None = None, seed: int = 0) -> Reinjection:
     """Swap the dream's frame for the nearest real one every ``every`` steps (and/or above an NLL)."""
     if every < 1 and nll_above is None:
