@@ -125,3 +125,30 @@ def test_cached_forward_equals_full_forward():
             mask = (torch.arange(S) <= t)[None, None, None].expand(2, 1, 1, S)
             steps.append(gpt(idx[:, t : t + 1], pos=pos, mask=mask[..., : t + 1], caches=caches))
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["causal", "masked"])
+def test_gathered_prefill_equals_full_forward_and_fills_the_cache(masked):
+    """A prefill with ``gather`` runs its last layer for the gathered positions only; its logits and every cached
+    key / value equal the full forward's (both the causal path of full windows and the masked one)."""
+    cfg = GPTConfig(n_layer=3, n_head=2, n_embd=16, vocab_size=50, block_size=40)
+    torch.manual_seed(1)
+    gpt = GPT(cfg).double().eval()
+    B, T, S = 3, 20, cfg.block_size
+    idx = torch.randint(0, 50, (B, T))
+    gather = torch.tensor([19, 7, 12])  # a last token per row (right-padded rows end earlier)
+    pos = torch.arange(T).expand(B, T)
+    mask = None
+    if masked:
+        allowed = (torch.arange(T)[None, :] <= torch.arange(T)[:, None])[None, None].expand(B, 1, T, T)
+        mask = torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
+    with torch.no_grad():
+        full = gpt(idx)
+        caches = gpt.new_caches(batch=B, length=S)
+        got = gpt(idx, pos=pos, mask=mask, caches=caches, gather=gather)
+        ref_caches = gpt.new_caches(batch=B, length=S)
+        gpt(idx, pos=pos, mask=mask, caches=ref_caches)  # no gather: every layer over every position
+    assert got.shape == (B, 1, cfg.vocab_size)
+    assert torch.allclose(got[:, 0], full[torch.arange(B), gather], atol=1e-10)
+    for c, r in zip(caches, ref_caches):
+        assert torch.allclose(c.k, r.k, atol=1e-12) and torch.allclose(c.v, r.v, atol=1e-12)
