@@ -48,12 +48,13 @@ class Recorder(EndRiskTermination):
         return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
 
 
-def dream_end_probs(model, policies: list[str], per_policy: int, horizon: int, seed: int, temperature: float):
+def dream_end_probs(model, policies: list[str], per_policy: int, horizon: int, seed: int, temperature: float,
+                    decoding: str = "exact"):
     """(len(policies) * per_policy, horizon) end probabilities of dreams that never end, policy-major."""
     rec = Recorder(model)
     n = len(policies) * per_policy
     env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=rec, max_episode_steps=horizon + 1,
-                        temperature=temperature)
+                        temperature=temperature, decoding=decoding)
     actors = [make_policy(name, seed=seed + i) for name in policies for i in range(per_policy)]
     env.reset(seed=seed)
     for _ in tqdm(range(horizon), desc="dream steps", leave=False):
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--game-episodes", type=int, default=48, help="game episodes per policy")
     ap.add_argument("--horizon", type=int, default=300, help="dream steps (both worlds' lengths are capped here)")
     ap.add_argument("--temperature", type=float, default=0.9)
+    ap.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
+                    help="the dreams' decoding (diagonal: the approximate, faster one; its lengths against exact's)")
     ap.add_argument("--sharpness", default="1,1.5,2,3,4,6")
     ap.add_argument("--centers", default="0.03,0.05,0.08,0.12,0.2,0.3,0.5")
     ap.add_argument("--seed", type=int, default=0)
@@ -217,7 +220,7 @@ def main() -> None:
 
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
-              "temperature": args.temperature}
+              "temperature": args.temperature, "decoding": args.decoding}
     if args.data:
         centers = [float(x) for x in args.centers.split(",")]
         probs = {}  # each recording's teacher-forced pass, once: the pooled scores concatenate them
@@ -276,7 +279,7 @@ def main() -> None:
         lengths, _ = game_lengths(card.get("scenario") or "take_cover", card.get("game_kwargs") or {},
                                   args.game_episodes, 600, 20_000, name)
         game[name] = float(np.minimum(lengths, H).mean())
-    p = dream_end_probs(model, policies, args.per_policy, H, args.seed, args.temperature)
+    p = dream_end_probs(model, policies, args.per_policy, H, args.seed, args.temperature, args.decoding)
     by_policy = {name: p[i * args.per_policy:(i + 1) * args.per_policy] for i, name in enumerate(policies)}
 
     grid = []

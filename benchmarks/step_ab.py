@@ -7,6 +7,7 @@ revision out into a temporary git worktree and times the same engine steps (full
 ABAB..., and reports each tree's median and their ratio per N.
 
     python benchmarks/step_ab.py --base HEAD~1 --model take_cover --num-envs 16,32,64 --repeats 3
+    python benchmarks/step_ab.py --base . --base-decoding exact --decoding diagonal   # two decodings, one tree
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def time_tree(tree: Path, args, ns: list[int]) -> dict[int, float]:
+def time_tree(tree: Path, args, ns: list[int], decoding: str) -> dict[int, float]:
     code = _CHILD.format(threads=args.threads, model=args.model, ns=ns, steps=args.steps, decode=args.decode,
-                         decoding=args.decoding)
+                         decoding=decoding)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -52,29 +53,34 @@ def time_tree(tree: Path, args, ns: list[int]) -> dict[int, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="HEAD", help="git revision to compare this checkout (its working tree) with")
+    ap.add_argument("--base", default="HEAD", help="git revision to compare this checkout (its working tree) with; "
+                                                   "'.': this checkout itself (to compare decodings)")
     ap.add_argument("--model", default="take_cover")
     ap.add_argument("--num-envs", default="16,32,64")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6, help="timed steps per N and run (their median is kept)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each tree, alternating")
-    ap.add_argument("--decoding", default="exact")
+    ap.add_argument("--decoding", default="exact", help="this checkout's decoding")
+    ap.add_argument("--base-decoding", default=None, help="the base's decoding (default: --decoding)")
     ap.add_argument("--decode", action="store_true", help="decode frames to pixels too")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     ns = [int(n) for n in args.num_envs.split(",")]
+    base_decoding = args.base_decoding or args.decoding
     base_dir = Path(tempfile.mkdtemp(prefix="step_ab_"))
-    tree = base_dir / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.base], cwd=ROOT, check=True)
+    tree = ROOT if args.base == "." else base_dir / "base"
+    if tree != ROOT:
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.base], cwd=ROOT, check=True)
     try:
         runs = {"base": [], "this": []}
         for r in range(args.repeats):
-            for name, path in (("base", tree), ("this", ROOT)):
-                runs[name].append(time_tree(path, args, ns))
+            for name, path, decoding in (("base", tree, base_decoding), ("this", ROOT, args.decoding)):
+                runs[name].append(time_tree(path, args, ns, decoding))
                 print(f"run {r + 1}/{args.repeats} {name}: " + ", ".join(f"N={n} {v:.1f}" for n, v in
                                                                          runs[name][-1].items()), flush=True)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        if tree != ROOT:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         shutil.rmtree(base_dir, ignore_errors=True)
     rows = []
     for n in ns:
@@ -83,10 +89,11 @@ def main() -> None:
         rows.append({"num_envs": n, "base_env_steps_per_s": round(b, 1), "this_env_steps_per_s": round(t, 1),
                      "ratio": round(t / b, 2)})
         print(rows[-1])
-    commit = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD" if args.base == "." else args.base], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
     result = {"date": str(date.today()), "base": f"{args.base} ({commit})", "model": args.model,
-              "threads": args.threads, "decoding": args.decoding, "decode_frames": args.decode,
+              "threads": args.threads, "decoding": args.decoding,
+              "base_decoding": base_decoding, "decode_frames": args.decode,
               "steps": args.steps, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "rows": rows, "runs": runs}
     if args.out:
