@@ -150,5 +150,7 @@ def test_gathered_prefill_equals_full_forward_and_fills_the_cache(masked):
         gpt(idx, pos=pos, mask=mask, caches=ref_caches)  # no gather: every layer over every position
     assert got.shape == (B, 1, cfg.vocab_size)
     assert torch.allclose(got[:, 0], full[torch.arange(B), gather], atol=1e-10)
+    if not masked:  # and without a cache
+        assert torch.allclose(gpt(idx, gather=gather)[:, 0], full[torch.arange(B), gather], atol=1e-10)
     for c, r in zip(caches, ref_caches):
         assert torch.allclose(c.k, r.k, atol=1e-12) and torch.allclose(c.v, r.v, atol=1e-12)
