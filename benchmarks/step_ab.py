@@ -67,8 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     ns = [int(n) for n in args.num_envs.split(",")]
     base_decoding = args.base_decoding or args.decoding
-    base_dir = Path(tempfile.mkdtemp(prefix="step_ab_"))
-    tree = ROOT if args.base == "." else base_dir / "base"
+    tree = ROOT if args.base == "." else Path(tempfile.mkdtemp(prefix="step_ab_")) / "base"
     if tree != ROOT:
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.base], cwd=ROOT, check=True)
     try:
@@ -81,7 +80,7 @@ def main() -> None:
     finally:
         if tree != ROOT:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-        shutil.rmtree(base_dir, ignore_errors=True)
+            shutil.rmtree(tree.parent, ignore_errors=True)
     rows = []
     for n in ns:
         b = float(np.median([x[n] for x in runs["base"]]))

@@ -51,13 +51,13 @@ class KVCache:
         shape = (batch, n_head, length, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self._rows = torch.arange(batch, device=device)  # decode writes' row index, built once
 
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full cache."""
         if k.shape[2] == 1:  # a decode pass: one position per row; indexed assignment is ~2x a scatter here
-            rows = torch.arange(k.shape[0], device=k.device)
-            self.k[rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
-            self.v[rows, :, pos[:, 0]] = v[:, :, 0].to(self.v.dtype)
+            self.k[self._rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
+            self.v[self._rows, :, pos[:, 0]] = v[:, :, 0].to(self.v.dtype)
             return self.k, self.v
         index = pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
         self.k.scatter_(2, index, k.to(self.k.dtype))
@@ -209,10 +209,7 @@ class GPT(nn.Module):
         last = len(self.transformer.h) - 1
         for i, block in enumerate(self.transformer.h):
             # Nothing reads the last layer's output at other positions than the gathered ones.
-            x = block(x, caches[i] if caches is not None else None, pos, mask,
-                      gather if i == last and gather is not None and T > 1 else None)
-        if gather is not None and T == 1:
-            x = x.gather(1, gather.view(B, 1, 1).expand(B, 1, x.shape[-1]))
-        elif last_only:
+            x = block(x, caches[i] if caches is not None else None, pos, mask, gather if i == last else None)
+        if gather is None and last_only:
             x = x[:, -1:, :]
         return self.lm_head(self.transformer.ln_f(x))
