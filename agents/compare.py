@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: make the agents package importab
 from wham_gym.atomic import atomic_write  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, BehaviourAgent, Evaluator, RandomAgent  # noqa: E402
-from agents.runs import RunDir, read_json, write_json  # noqa: E402
+from agents.runs import RunDir, dream_settings, read_json, write_json  # noqa: E402
 from agents.train_sb3 import device_name, resolve_device, train  # noqa: E402
 from agents.wrappers import DEFAULT_MAX_STEPS, DEFAULT_SCENARIO  # noqa: E402
 
@@ -221,27 +221,44 @@ def run_training(args, row: str) -> dict:
             "device": result["device"], "run_dir": stored_path(out)}
 
 
-def sampled_real(args, row: dict) -> dict:
-    """A trained row's policy in the real game acting with sampled actions, as it did in training.
-
-    The mean action of a Gaussian policy is not a policy the agent ever ran: buttons are pressed
-    at >= 0.5, so a fire button whose mean sits just under it never fires, however often
-    the sampled policy does.
-    """
+def evaluate_trained(args, row: dict, world: str, deterministic: bool) -> dict:
+    """A trained row's policy evaluated after its run, in ``world``, on the comparison's episodes."""
     from agents.evaluate import load_policy
 
     policy, wrapping, cfg = load_policy(repo_path(row["run_dir"]), device=args.device)
     model = None
-    if cfg.get("observe") == "latent" or cfg.get("tokenizer_view"):  # the real frames pass through the tokenizer
-        from wham_gym import load_model
+    if world == "dream" or cfg.get("observe") == "latent" or cfg.get("tokenizer_view"):
+        from wham_gym import load_model  # the dream's world model; the real game's frames pass through its tokenizer
 
         model = load_model(cfg["model"], device=resolve_device(args.device))
     ev = Evaluator(model, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed,
-                   game_kwargs=cfg.get("game_kwargs"))
+                   game_kwargs=cfg.get("game_kwargs"), dream_kwargs=dream_settings(cfg))
     try:
-        return ev.run(policy, "real", args.episodes, wrapping, deterministic=False)
+        episodes = args.episodes if world == "real" else args.dream_episodes
+        return ev.run(policy, world, episodes, wrapping, deterministic=deterministic)
     finally:
         ev.close()
+
+
+def complete_row(args, row: dict) -> bool:
+    """Add what a trained row's run did not measure; returns whether anything was added.
+
+    * ``real_sampled``: the policy in the real game acting with sampled actions, as it did in
+      training. The mean action of a Gaussian policy is not a policy the agent ever ran: buttons
+      are pressed at >= 0.5, so a fire button whose mean sits just under it never fires, however
+      often the sampled policy does.
+    * ``dream``: the dream return (mean action, as the run's own final evaluation), when the run
+      evaluated in the real game only (``--train-args "--eval-worlds real"``, which spares the
+      periodic evaluations a slow dream): every row of the table keeps both returns.
+    """
+    if not row.get("run_dir"):
+        return False
+    added = False
+    if "real_sampled" not in row:
+        row["real_sampled"], added = evaluate_trained(args, row, "real", deterministic=False), True
+    if row.get("dream") is None:
+        row["dream"], added = evaluate_trained(args, row, "dream", deterministic=True), True
+    return added
 
 
 def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:
@@ -444,8 +461,7 @@ def main(argv=None) -> dict:
         for row in rows:
             if row in results["rows"] and not args.redo:
                 print(f"{row}: done ({path}); --redo to run it again")
-                if results["rows"][row].get("run_dir") and "real_sampled" not in results["rows"][row]:
-                    results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
+                if complete_row(args, results["rows"][row]):
                     ours.add(row)
                     merge_rows(path, results, ours)
                     write_json(path, results)
@@ -463,7 +479,7 @@ def main(argv=None) -> dict:
                 results["rows"][row] = run_baseline(args, row, model, evaluator)
             else:
                 results["rows"][row] = run_training(args, row)
-                results["rows"][row]["real_sampled"] = sampled_real(args, results["rows"][row])
+                complete_row(args, results["rows"][row])
             ours.add(row)
             merge_rows(path, results, ours)
             write_json(path, results)  # after every row: an interrupted comparison keeps what it has

@@ -347,11 +347,15 @@ def test_compare_all_rows_and_results_md(tmp_path):
     # Finished rows are skipped; a different budget under the same name is refused.
     again = compare.main(argv)
     assert again["rows"] == res["rows"]
-    # A result from before the sampled-action evaluation gets just that added, not a new training run.
+    # A result from before the sampled-action evaluation, or from a run evaluated in the real game only, gets
+    # just what it lacks added, not a new training run.
     saved["rows"]["ppo-real"].pop("real_sampled")
+    saved["rows"]["ppo-real"]["dream"] = None
     (tmp_path / "results" / "t.json").write_text(json.dumps(saved))
     upgraded = compare.main([*argv, "--rows", "ppo-real"])["rows"]["ppo-real"]
     assert upgraded["real_sampled"]["episodes"] == 2 and upgraded["real"] == res["rows"]["ppo-real"]["real"]
+    assert upgraded["dream"]["episodes"] == 1 and upgraded["dream"]["steps"] >= 1
+    assert runs.read_json(tmp_path / "results" / "t.json")["rows"]["ppo-real"]["dream"] == upgraded["dream"]
     with pytest.raises(SystemExit):
         compare.main([*argv[:1], "33", *argv[2:]])
 
