@@ -1,13 +1,18 @@
-"""Exact against diagonal decoding, in one run: engine speed, and fidelity against the live game.
+"""Exact against approximate dreaming, in one run: engine speed, and fidelity against the live game.
+
+A mode is a decoding (``exact``, ``diagonal``, ``speculative``), optionally with ``+rK``: the engine's
+``refresh_every=K`` (the window's keys and values kept for K steps, only the new frame appended, instead of
+re-prefilling the whole window every step). The first mode is the one the others are measured against.
 
 Speed: env-frames/s of engine steps with full windows (frames decoded) at each N.
 Fidelity: the same live games (played now by the exploration policy, as ``wham-gym drift --live``),
-the same prompts, actions and seeds for both decodings; PSNR/SSIM of the dreamt frames against the
+the same prompts, actions and seeds for every mode; PSNR/SSIM of the dreamt frames against the
 game's at each horizon, no reinjection; and the action-following probes (turn / walk) with their
 discrimination (which of the game's probe continuations each dreamt one is closest to).
 
     python benchmarks/decoding.py --model default --scenario defend_the_center --num-envs 8,16 \\
         --windows 8 --horizon 10 --out benchmarks/results/decoding_default.json
+    python benchmarks/decoding.py --modes exact,diagonal,exact+r5,diagonal+r5 ...
 """
 
 from __future__ import annotations
@@ -29,12 +34,24 @@ from wham_gym.measure.fidelity import action_following, live_windows
 from wham_gym.model import load_model
 from wham_gym.reinjection import Schedule
 
-DECODINGS = ("exact", "diagonal")
+DECODINGS = ("exact", "diagonal", "speculative")
 
 
-def speed(model, n: int, steps: int, decoding: str) -> float:
-    """env-frames/s of engine steps with full windows, frames decoded (one warm-up step)."""
-    return n * steps / float(np.sum(run_engine(model, n, steps, warmup=1, decode=True, decoding=decoding)))
+def parse_mode(mode: str) -> tuple[str, dict]:
+    """``"diagonal+r5"`` -> ``("diagonal", {"refresh_every": 5})``."""
+    decoding, _, refresh = mode.partition("+r")
+    if decoding not in DECODINGS or (refresh and not refresh.isdigit()) or mode.count("+") > 1:
+        raise ValueError(f"--modes: expected DECODING or DECODING+rK with DECODING one of {DECODINGS} and K an "
+                         f"integer (the engine's refresh_every), got {mode!r}")
+    return decoding, ({"refresh_every": int(refresh)} if refresh else {})
+
+
+def speed(model, n: int, steps: int, mode: str) -> float:
+    """env-frames/s of engine steps with full windows, frames decoded (warm-up: one step, or a whole refresh
+    cycle so that the timed steps hold as many re-prefills as appends in the long run)."""
+    decoding, kw = parse_mode(mode)
+    return n * steps / float(np.sum(run_engine(model, n, steps, warmup=kw.get("refresh_every", 1), decode=True,
+                                               decoding=decoding, engine_kwargs=kw)))
 
 
 def main() -> None:
@@ -42,13 +59,24 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--scenario", default="defend_the_center")
     ap.add_argument("--num-envs", default="8,16")
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--modes", default="exact,diagonal",
+                    help="comma-separated DECODING[+rK]; the first is the reference of the speed-ups")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per N and mode (with +rK: a multiple of K "
+                                                         "times its re-prefills fairly)")
     ap.add_argument("--windows", type=int, default=8)
     ap.add_argument("--horizon", type=int, default=10)
     ap.add_argument("--probe-seeds", default="0,1")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    try:
+        modes = [m for m in args.modes.split(",") if m]
+        for m in modes:
+            parse_mode(m)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if not modes:
+        ap.error("--modes: give at least one mode")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -56,22 +84,23 @@ def main() -> None:
               "cpu": platform.processor() or platform.machine(), "model": model.config.name,
               "scenario": args.scenario, "speed": [], "fidelity": {}, "probes": {}}
     for n in map(int, args.num_envs.split(",")):
-        row = {"num_envs": n, **{d: round(speed(model, n, args.steps, d), 3) for d in DECODINGS}}
-        row["speedup"] = round(row["diagonal"] / row["exact"], 2)
+        row = {"num_envs": n, **{m: round(speed(model, n, args.steps, m), 3) for m in modes}}
+        row["speedup"] = {m: round(row[m] / row[modes[0]], 2) for m in modes[1:]}
         result["speed"].append(row)
         print(row, flush=True)
     W = model.config.seq_len - 1
     windows = live_windows(lambda: gym.make("wham_gym/Doom-v0", scenario=args.scenario), W, args.horizon,
                            args.windows, seed=0)
     seeds = tuple(map(int, args.probe_seeds.split(",")))
-    for d in DECODINGS:
+    for m in modes:
+        d, kw = parse_mode(m)
         rows = measure(model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows,
-                       windows=windows, progress=False, decoding=d)
-        result["fidelity"][d] = {r["horizon"]: {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
+                       windows=windows, progress=False, decoding=d, engine_kwargs=kw)
+        result["fidelity"][m] = {r["horizon"]: {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
                                  for r in rows}
-        probes = action_following(model, scenario=args.scenario, seeds=seeds, decoding=d)
-        result["probes"][d] = {"discrimination": probes["discrimination"], "per_step": probes["per_step"]}
-        print(d, result["fidelity"][d][1], result["fidelity"][d][args.horizon], result["probes"][d], flush=True)
+        probes = action_following(model, scenario=args.scenario, seeds=seeds, decoding=d, engine_kwargs=kw)
+        result["probes"][m] = {"discrimination": probes["discrimination"], "per_step": probes["per_step"]}
+        print(m, result["fidelity"][m][1], result["fidelity"][m][args.horizon], result["probes"][m], flush=True)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

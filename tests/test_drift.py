@@ -37,6 +37,21 @@ def test_drift_rows_costs_and_outputs(tmp_path):
     assert "| every 2 | 50 |" in summary(rows)
 
 
+
+def test_drift_measures_an_engine_setting_it_is_given():
+    """engine_kwargs reach the dreams' engine: an approximate one (refresh_every) scores other frames."""
+    import pytest
+
+    model = load_model("tiny")
+    eps = noise_episodes(seed=1, length=24)
+    off = [Policy("off", Schedule())]
+    exact = measure(model, eps, off, horizon=8, num=2, progress=False)
+    kept = measure(model, eps, off, horizon=8, num=2, progress=False, engine_kwargs={"refresh_every": 3})
+    assert [r["horizon"] for r in kept] == [r["horizon"] for r in exact]
+    assert any(a["nll"] != b["nll"] for a, b in zip(exact, kept))  # a kept cache: another context
+    with pytest.raises(ValueError, match="refresh_every"):
+        measure(model, eps, off, horizon=2, num=2, progress=False, engine_kwargs={"refresh_every": 0})
+
 def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path, capsys):
     import pytest
 

@@ -245,10 +245,13 @@ def _time_steps(step, actions, device, warmup: int, progress=None) -> list[float
 
 
 def run_engine(model, num_envs: int, steps: int, warmup: int, decode: bool, seed: int = 0, progress=None,
-               decoding: str = "exact"):
-    """Per-step seconds for ``steps`` timed engine steps (world-model mode) of N slots with full windows."""
+               decoding: str = "exact", engine_kwargs: dict | None = None):
+    """Per-step seconds for ``steps`` timed engine steps (world-model mode) of N slots with full windows.
 
-    roll = Rollout(DreamEngine(model, num_envs, seed=seed, decoding=decoding))
+    ``engine_kwargs``: more :class:`DreamEngine` settings (e.g. ``refresh_every``).
+    """
+
+    roll = Rollout(DreamEngine(model, num_envs, seed=seed, decoding=decoding, **(engine_kwargs or {})))
     tokens, acts = full_window_prompt(model, num_envs, seed)
     roll.reset(None, tokens=tokens, actions=acts)
     rng = np.random.default_rng(seed + 1)

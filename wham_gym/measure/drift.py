@@ -45,11 +45,12 @@ def default_policies(nll_above: float) -> list[Policy]:
 @torch.no_grad()
 def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: int = 8, seed: int = 0,
             bank: RetrievalSource | None = None, progress: bool = True, windows=None,
-            decoding: str = "exact") -> list[dict]:
+            decoding: str = "exact", engine_kwargs: dict | None = None) -> list[dict]:
     """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts.
 
     The truth is ``num`` random stretches of ``episodes``, or ``windows`` = (frames, actions)
     as :func:`~wham_gym.measure.fidelity.live_windows` plays them in a live game.
+    ``engine_kwargs``: more :class:`DreamEngine` settings (e.g. ``refresh_every``).
     """
     W = model.config.seq_len - 1
     frames, actions = windows if windows is not None else real_windows(episodes, W, horizon, num, seed)
@@ -63,7 +64,8 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
             raise ValueError(f"policy {policy.name!r} needs a retrieval bank")
         replay = ReplaySource.from_windows(frames, actions, start=W - 1)  # drives the recorded actions
         source = replay if policy.source == "replay" else bank
-        roll = Rollout(DreamEngine(model, num, seed=seed, decoding=decoding), Reinjection(source, policy.schedule))
+        roll = Rollout(DreamEngine(model, num, seed=seed, decoding=decoding, **(engine_kwargs or {})),
+                       Reinjection(source, policy.schedule))
         roll.reset(None, frames=frames[:, :W], actions=actions[:, :W - 1])
         traj = run(roll, horizon, actions[:, W - 1:], progress=progress, desc=policy.name)
         dream_t = torch.from_numpy(traj.frames).permute(0, 1, 4, 2, 3)
