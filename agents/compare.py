@@ -321,11 +321,11 @@ def plot_curves(results: dict, path: str) -> None:
 
 
 def _ret(r: dict | None) -> str:
-    """mean ± std (95 % CI, episodes)."""
+    """mean ± std (95 % CI, episodes); results from before the interval was kept give (episodes)."""
     if not r:
         return "–"
-    lo, hi = r.get("ci95") or (float("nan"), float("nan"))
-    return f"{r['mean']:.2f} ± {r['std']:.2f} ({lo:.1f}–{hi:.1f}, {r['episodes']})"
+    ci = f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f}, " if r.get("ci95") else ""
+    return f"{r['mean']:.2f} ± {r['std']:.2f} ({ci}{r['episodes']})"
 
 
 def dream_predicts_real(results: dict) -> str | None:
@@ -355,7 +355,8 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              f"Episodes capped at {s['max_episode_steps']} steps in both worlds; {s['num_envs']} training envs; "
              f"observations {s['obs_size']} x {s['frame_stack']} frames; every row evaluated on the same "
              f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action, and in the sampled "
-             f"column with sampled actions, as in training (the baselines sample in both).", "",
+             f"column with sampled actions, as in training (the baselines sample in both)."
+             + (f" Training rows' further arguments: `{s['train_args']}`." if s.get("train_args") else ""), "",
              "Returns: mean ± std (95 % confidence interval, episodes).", "",
              "| row | real-game return | real, sampled actions | dream return | agent steps | real frames used "
              "| train wall-clock | train steps/s | eval wall-clock |",
@@ -445,7 +446,7 @@ def main(argv=None) -> dict:
     settings = {k: getattr(args, k) for k in ("num_envs", "max_episode_steps", "episodes", "dream_episodes",
                                               "eval_every",
                                               "eval_episodes", "dream_eval_episodes", "eval_seed", "obs_size",
-                                              "frame_stack", "seed")}
+                                              "frame_stack", "seed", "train_args")}
     header = {"name": args.name, "scenario": args.scenario, "model": args.model, "steps": args.steps}
     results = read_json(path) if os.path.exists(path) else {**header, "rows": {}}
     clash = [f"{k}: {results.get(k)!r} there, {v!r} now" for k, v in header.items() if results.get(k) != v]

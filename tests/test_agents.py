@@ -343,6 +343,9 @@ def test_compare_all_rows_and_results_md(tmp_path):
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(compare.ROWS)
     assert all(label in text for label, _ in compare.ROWS.values()) and "](results/t.png)" in text
+    assert "`--n-steps 16 --learning-starts 16" in text  # the training rows' own arguments, in the header
+    assert compare._ret(saved["rows"]["ppo-real"]["real"]).endswith(", 2)")
+    assert compare._ret({"mean": 1.0, "std": 0.5, "episodes": 3}) == "1.00 ± 0.50 (3)"  # kept from before ci95
 
     # Finished rows are skipped; a different budget under the same name is refused.
     again = compare.main(argv)
