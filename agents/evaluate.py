@@ -108,6 +108,41 @@ class PaceAgent:
         return np.where(left, self.left, self.right), None
 
 
+
+class CycleAgent:
+    """A scripted, blind rhythm over named presets: ``"fire*3,turn_right*2"`` fires three steps, turns right two,
+    and again, from each episode's start. It reads no frame.
+
+    On defend_the_center, PPO (in the game and in the default model's dream) learned such a rhythm: fire, fire,
+    turn, turn; spinning on the spot while firing meets the monsters that close in from every side, and
+    ``cycle:fire*3,turn_right*2`` outscores both agents (agents/RESULTS.md). A baseline as the pacer is on take_cover.
+    """
+
+    def __init__(self, pattern: str, action_set: str | None):
+        if action_set is None:
+            raise ValueError("cycle: needs --action-set, whose presets the pattern names (e.g. defend_the_center)")
+        presets = [p.name for p in action_set_for(action_set).presets]
+        steps: list[int] = []
+        for part in pattern.split(","):
+            name, _, times = part.strip().partition("*")
+            if name not in presets or (times and not (times.isdigit() and int(times) >= 1)):
+                raise ValueError(f"cycle: expected PRESET[*K],... with presets of {action_set!r} {presets} and K a "
+                                 f"whole number >= 1, got {pattern!r}")
+            steps += [presets.index(name)] * int(times or 1)
+        self.pattern = np.array(steps, np.int64)
+        self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
+        self.steps: np.ndarray | None = None  # per env: steps into its episode
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        n = len(obs)
+        if self.steps is None or len(self.steps) != n:
+            self.steps = np.zeros(n, np.int64)
+        if episode_start is not None:
+            self.steps[np.asarray(episode_start, bool)] = 0
+        actions = self.pattern[self.steps % len(self.pattern)]
+        self.steps += 1
+        return actions, None
+
 class BehaviourAgent:
     """WHAM's behaviour policy as an agent: the action the model predicts after the frames it was shown.
 
@@ -297,8 +332,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--policy", required=True,
-                    help="random, behaviour, pace:H (left H steps, right H steps, ...; with --action-set), or a run "
-                    "directory / model .zip of agents.train_sb3")
+                    help="random, behaviour, pace:H (left H steps, right H steps, ...; with --action-set), "
+                    "cycle:PRESET*K,... (a blind rhythm of the action set's presets, e.g. cycle:fire*3,turn_right*2), "
+                    "or a run directory / model .zip of agents.train_sb3")
     ap.add_argument("--worlds", default="real,dream", help="comma-separated: real, dream")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--model", default=None, help="world model for the dream and the behaviour policy (default: the "
@@ -345,6 +381,12 @@ def main(argv=None) -> dict:
             if not hold.isdigit():
                 raise ValueError(f"--policy pace:H: expected a whole number of steps H, got {args.policy!r}")
             policy = PaceAgent(int(hold), args.action_set)
+        except ValueError as exc:
+            ap.error(str(exc))
+        wrapping = policy.wrapping
+    elif args.policy.startswith("cycle:"):
+        try:
+            policy = CycleAgent(args.policy[6:], args.action_set)
         except ValueError as exc:
             ap.error(str(exc))
         wrapping = policy.wrapping

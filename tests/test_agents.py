@@ -698,6 +698,28 @@ def test_pacer_crosses_and_turns_on_schedule_and_refuses_what_it_cannot_do(capsy
     assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] == 8
 
 
+
+def test_cycle_plays_its_rhythm_from_each_episode_start_and_refuses_unknown_presets(capsys):
+    from agents.evaluate import CycleAgent
+
+    cycle = CycleAgent("fire*3,turn_right*2", "defend_the_center")  # turn_left 0, turn_right 1, fire 2
+    starts = [[True, True]] + [[False, False]] * 5 + [[False, True]] + [[False, False]]
+    acts = [cycle.predict(np.zeros((2, 1)), episode_start=np.array(s))[0].tolist() for s in starts]
+    assert [a[0] for a in acts] == [2, 2, 2, 1, 1, 2, 2, 2]
+    assert [a[1] for a in acts[5:]] == [2, 2, 2]  # env 1 began a new episode at step 6: its rhythm starts again
+    assert CycleAgent("turn_left", "defend_the_center").pattern.tolist() == [0]
+    for bad, msg in [(("fire*3", None), "needs --action-set"), (("shoot*2", "defend_the_center"), "PRESET"),
+                     (("fire*0", "defend_the_center"), "PRESET"), (("fire*x", "defend_the_center"), "PRESET")]:
+        with pytest.raises(ValueError, match=msg):
+            CycleAgent(*bad)
+    with pytest.raises(SystemExit):
+        evaluate.main(["--policy", "cycle:left*2", "--action-set", "defend_the_center", "--worlds", "real"])
+    assert "turn_right" in capsys.readouterr().err  # the set's presets, named in the error
+    out = evaluate.main(["--policy", "cycle:fire,turn_right", "--action-set", "defend_the_center",
+                         "--scenario", "defend_the_center", "--worlds", "real", "--episodes", "2", "--max-steps", "8",
+                         "--num-envs", "2"])
+    assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] <= 8
+
 def test_evaluating_in_a_dream_with_real_frames_retrieved(tmp_path, capsys, monkeypatch):
     # --retrieval-bank: every K dream steps the frame is swapped for the nearest real frame of a bank.
     bank = str(REPO / "wham_gym/assets/default/prompts")
