@@ -328,7 +328,7 @@ def load_policy(path: str, device: str = "auto"):
     return cls.load(zip_path, device=device), wrapping_from_config(cfg), cfg
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--policy", required=True,
@@ -360,6 +360,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                     help="real games on Ray actors: this machine, or the cluster at ADDRESS (extra [ray])")
     ap.add_argument("--out", help="write the results as JSON here (else stdout)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
     args = ap.parse_args(argv)
     worlds = [w for w in args.worlds.split(",") if w]
     if not worlds or set(worlds) - set(WORLDS):

@@ -74,11 +74,12 @@ def test_ray_block_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_shell_blocks_parse_with_the_real_parsers():
-    from agents import collect, compare, loop, train_sb3
+    from agents import collect, compare, evaluate, loop, train_sb3
     from wham_gym.commands.main import build_parser
 
     parsers = {"agents.train_sb3": train_sb3.build_parser(), "agents.compare": compare.build_parser(),
-               "agents.loop": loop.build_parser(), "agents.collect": collect.build_parser()}
+               "agents.loop": loop.build_parser(), "agents.collect": collect.build_parser(),
+               "agents.evaluate": evaluate.build_parser()}
     checked = 0
     for line, code in blocks("bash"):
         for argv in commands(code):
