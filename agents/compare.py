@@ -221,27 +221,8 @@ def run_training(args, row: str) -> dict:
             "device": result["device"], "run_dir": stored_path(out)}
 
 
-def evaluate_trained(args, row: dict, world: str, deterministic: bool) -> dict:
-    """A trained row's policy evaluated after its run, in ``world``, on the comparison's episodes."""
-    from agents.evaluate import load_policy
-
-    policy, wrapping, cfg = load_policy(repo_path(row["run_dir"]), device=args.device)
-    model = None
-    if world == "dream" or cfg.get("observe") == "latent" or cfg.get("tokenizer_view"):
-        from wham_gym import load_model  # the dream's world model; the real game's frames pass through its tokenizer
-
-        model = load_model(cfg["model"], device=resolve_device(args.device))
-    ev = Evaluator(model, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed,
-                   game_kwargs=cfg.get("game_kwargs"), dream_kwargs=dream_settings(cfg))
-    try:
-        episodes = args.episodes if world == "real" else args.dream_episodes
-        return ev.run(policy, world, episodes, wrapping, deterministic=deterministic)
-    finally:
-        ev.close()
-
-
 def complete_row(args, row: dict) -> bool:
-    """Add what a trained row's run did not measure; returns whether anything was added.
+    """Add what a trained row's run did not measure, in one evaluator; returns whether anything was added.
 
     * ``real_sampled``: the policy in the real game acting with sampled actions, as it did in
       training. The mean action of a Gaussian policy is not a policy the agent ever ran: buttons
@@ -251,14 +232,27 @@ def complete_row(args, row: dict) -> bool:
       evaluated in the real game only (``--train-args "--eval-worlds real"``, which spares the
       periodic evaluations a slow dream): every row of the table keeps both returns.
     """
-    if not row.get("run_dir"):
+    todo = [(key, world, deterministic) for key, world, deterministic in
+            (("real_sampled", "real", False), ("dream", "dream", True)) if row.get(key) is None]
+    if not row.get("run_dir") or not todo:
         return False
-    added = False
-    if "real_sampled" not in row:
-        row["real_sampled"], added = evaluate_trained(args, row, "real", deterministic=False), True
-    if row.get("dream") is None:
-        row["dream"], added = evaluate_trained(args, row, "dream", deterministic=True), True
-    return added
+    from agents.evaluate import load_policy
+
+    policy, wrapping, cfg = load_policy(repo_path(row["run_dir"]), device=args.device)
+    model = None
+    if row.get("dream") is None or cfg.get("observe") == "latent" or cfg.get("tokenizer_view"):
+        from wham_gym import load_model  # the dream's world model; the real game's frames pass through its tokenizer
+
+        model = load_model(cfg["model"], device=resolve_device(args.device))
+    ev = Evaluator(model, args.scenario, args.max_episode_steps, num_envs=args.eval_envs, seed=args.eval_seed,
+                   game_kwargs=cfg.get("game_kwargs"), dream_kwargs=dream_settings(cfg))
+    try:
+        for key, world, deterministic in todo:
+            episodes = args.episodes if world == "real" else args.dream_episodes
+            row[key] = ev.run(policy, world, episodes, wrapping, deterministic=deterministic)
+    finally:
+        ev.close()
+    return True
 
 
 def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:

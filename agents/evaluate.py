@@ -67,7 +67,26 @@ class RandomAgent:
         return np.stack([self.space.sample() for _ in range(len(obs))]), None
 
 
-class PaceAgent:
+class _BlindAgent:
+    """A scripted policy over an action set's presets that reads no frame: its wrapping, and each env's count of
+    steps into its episode (SB3's ``episode_start`` resets it)."""
+
+    def __init__(self, action_set: str):
+        self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
+        self.steps: np.ndarray | None = None  # per env: steps into its episode
+
+    def _advance(self, n: int, episode_start) -> np.ndarray:
+        """Each env's steps into its episode at this step (0 where one starts); then counts the step."""
+        if self.steps is None or len(self.steps) != n:
+            self.steps = np.zeros(n, np.int64)
+        if episode_start is not None:
+            self.steps[np.asarray(episode_start, bool)] = 0
+        now = self.steps.copy()
+        self.steps += 1
+        return now
+
+
+class PaceAgent(_BlindAgent):
     """A scripted, blind pacer: the action set's "left" preset for ``hold`` steps, then "right" for ``hold``, and
     so on; each episode's first leg is half as long (it starts mid-room) and alternates in direction.
 
@@ -86,30 +105,25 @@ class PaceAgent:
         presets = [p.name for p in action_set_for(action_set).presets]
         if not {"left", "right"} <= set(presets):
             raise ValueError(f"pace: action set {action_set!r} has presets {presets}; expected 'left' and 'right'")
+        super().__init__(action_set)
         self.left, self.right = presets.index("left"), presets.index("right")
         self.hold = int(hold)
-        self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
-        self.steps: np.ndarray | None = None  # per env: steps into its episode
         self.episodes: np.ndarray | None = None  # per env: episodes begun, for the first leg's direction
 
     def predict(self, obs, state=None, episode_start=None, deterministic=False):
         n = len(obs)
-        if self.steps is None or len(self.steps) != n:
-            self.steps, self.episodes = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        if self.episodes is None or len(self.episodes) != n:
+            self.episodes = np.zeros(n, np.int64)
         if episode_start is not None:
-            starts = np.asarray(episode_start, bool)
-            self.episodes += starts
-            self.steps[starts] = 0
+            self.episodes += np.asarray(episode_start, bool)
+        steps = self._advance(n, episode_start)
         # the leg index: 0 for the first half-leg, then one per ``hold`` steps; odd legs turn back
-        leg = (self.steps + self.hold - self.hold // 2) // self.hold
-        first_left = self.episodes % 2 == 1
-        left = (leg % 2 == 0) == first_left
-        self.steps += 1
+        leg = (steps + self.hold - self.hold // 2) // self.hold
+        left = (leg % 2 == 0) == (self.episodes % 2 == 1)
         return np.where(left, self.left, self.right), None
 
 
-
-class CycleAgent:
+class CycleAgent(_BlindAgent):
     """A scripted, blind rhythm over named presets: ``"fire*3,turn_right*2"`` fires three steps, turns right two,
     and again, from each episode's start. It reads no frame.
 
@@ -129,19 +143,12 @@ class CycleAgent:
                 raise ValueError(f"cycle: expected PRESET[*K],... with presets of {action_set!r} {presets} and K a "
                                  f"whole number >= 1, got {pattern!r}")
             steps += [presets.index(name)] * int(times or 1)
+        super().__init__(action_set)
         self.pattern = np.array(steps, np.int64)
-        self.wrapping = Wrapping(obs_size=None, frame_stack=1, rescale=False, action_set=action_set)
-        self.steps: np.ndarray | None = None  # per env: steps into its episode
 
     def predict(self, obs, state=None, episode_start=None, deterministic=False):
-        n = len(obs)
-        if self.steps is None or len(self.steps) != n:
-            self.steps = np.zeros(n, np.int64)
-        if episode_start is not None:
-            self.steps[np.asarray(episode_start, bool)] = 0
-        actions = self.pattern[self.steps % len(self.pattern)]
-        self.steps += 1
-        return actions, None
+        return self.pattern[self._advance(len(obs), episode_start) % len(self.pattern)], None
+
 
 class BehaviourAgent:
     """WHAM's behaviour policy as an agent: the action the model predicts after the frames it was shown.
@@ -380,18 +387,12 @@ def main(argv=None) -> dict:
     if args.action_repeat != 1 and args.policy != "random":
         ap.error(f"--action-repeat applies to --policy random (a trained run holds its actions as it was trained "
                  f"to); got --policy {args.policy}")
-    if args.policy.startswith("pace:"):  # checked before any model or game starts
+    if args.policy.startswith(("pace:", "cycle:")):  # scripted: checked before any model or game starts
+        kind, _, spec = args.policy.partition(":")
         try:
-            hold = args.policy[5:]
-            if not hold.isdigit():
+            if kind == "pace" and not spec.isdigit():
                 raise ValueError(f"--policy pace:H: expected a whole number of steps H, got {args.policy!r}")
-            policy = PaceAgent(int(hold), args.action_set)
-        except ValueError as exc:
-            ap.error(str(exc))
-        wrapping = policy.wrapping
-    elif args.policy.startswith("cycle:"):
-        try:
-            policy = CycleAgent(args.policy[6:], args.action_set)
+            policy = PaceAgent(int(spec), args.action_set) if kind == "pace" else CycleAgent(spec, args.action_set)
         except ValueError as exc:
             ap.error(str(exc))
         wrapping = policy.wrapping

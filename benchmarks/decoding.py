@@ -46,10 +46,9 @@ def parse_mode(mode: str) -> tuple[str, dict]:
     return decoding, ({"refresh_every": int(refresh)} if refresh else {})
 
 
-def speed(model, n: int, steps: int, mode: str) -> float:
+def speed(model, n: int, steps: int, decoding: str, kw: dict) -> float:
     """env-frames/s of engine steps with full windows, frames decoded (warm-up: one step, or a whole refresh
     cycle so that the timed steps hold as many re-prefills as appends in the long run)."""
-    decoding, kw = parse_mode(mode)
     return n * steps / float(np.sum(run_engine(model, n, steps, warmup=kw.get("refresh_every", 1), decode=True,
                                                decoding=decoding, engine_kwargs=kw)))
 
@@ -70,13 +69,12 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     try:
-        modes = [m for m in args.modes.split(",") if m]
-        for m in modes:
-            parse_mode(m)
+        modes = {m: parse_mode(m) for m in args.modes.split(",") if m}  # mode -> (decoding, engine settings)
     except ValueError as exc:
         ap.error(str(exc))
     if not modes:
         ap.error("--modes: give at least one mode")
+    first = next(iter(modes))
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -84,16 +82,15 @@ def main() -> None:
               "cpu": platform.processor() or platform.machine(), "model": model.config.name,
               "scenario": args.scenario, "speed": [], "fidelity": {}, "probes": {}}
     for n in map(int, args.num_envs.split(",")):
-        row = {"num_envs": n, **{m: round(speed(model, n, args.steps, m), 3) for m in modes}}
-        row["speedup"] = {m: round(row[m] / row[modes[0]], 2) for m in modes[1:]}
+        row = {"num_envs": n, **{m: round(speed(model, n, args.steps, *modes[m]), 3) for m in modes}}
+        row["speedup"] = {m: round(row[m] / row[first], 2) for m in modes if m != first}
         result["speed"].append(row)
         print(row, flush=True)
     W = model.config.seq_len - 1
     windows = live_windows(lambda: gym.make("wham_gym/Doom-v0", scenario=args.scenario), W, args.horizon,
                            args.windows, seed=0)
     seeds = tuple(map(int, args.probe_seeds.split(",")))
-    for m in modes:
-        d, kw = parse_mode(m)
+    for m, (d, kw) in modes.items():
         rows = measure(model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows,
                        windows=windows, progress=False, decoding=d, engine_kwargs=kw)
         result["fidelity"][m] = {r["horizon"]: {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
