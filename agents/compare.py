@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a file: make the agents package importab
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wham_gym.atomic import atomic_write  # noqa: E402
+from wham_gym.threads import parse_threads, set_threads  # noqa: E402
 
 from agents.evaluate import EVAL_SEED, BehaviourAgent, Evaluator, RandomAgent  # noqa: E402
 from agents.runs import RunDir, dream_settings, read_json, write_json  # noqa: E402
@@ -138,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--retrieval-bank", nargs="+", default=None, help="recorded episodes for the retrieval row")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=parse_threads, default=None,
+                    help="torch threads here and in the training rows: a positive int, or auto (default)")
     ap.add_argument("--train-args", default="", help="more train_sb3 arguments for every training row, quoted")
     ap.add_argument("--inline", action="store_true", help="train in this process instead of one subprocess per row")
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "agents"))
@@ -430,8 +432,7 @@ def main(argv=None) -> dict:
                  "(e.g. the sum of its recordings' frames)")
     args.name = args.name or f"{args.scenario}-{args.steps}"
     args.eval_every = args.steps // 10 if args.eval_every is None else args.eval_every
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     os.makedirs(args.results_dir, exist_ok=True)
     path = os.path.join(args.results_dir, f"{args.name}.json")

@@ -37,6 +37,7 @@ from agents.evaluate import EVAL_SEED, WORLDS, Evaluator  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.prompts import PromptBank  # noqa: E402
 from wham_gym.rewards import TokenRewardModel, parse_end_risk  # noqa: E402
+from wham_gym.threads import parse_threads, set_threads  # noqa: E402
 from agents.runs import RunDir, dream_settings, load_replay, wrapping_from_config  # noqa: E402
 from agents.wrappers import (DEFAULT_MAX_STEPS, DEFAULT_SCENARIO, OBSERVATIONS, REINJECT_EVERY,  # noqa: E402
                              RETRIEVAL_FRAMES, check_game, make_dream_venv, make_real_venv, lockstep_reinjection,
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-checkpoints", type=int, default=3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (policy and world model)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=parse_threads, default=None,
+                   help="torch CPU threads: a positive int, or auto (default): the cores the load leaves free")
     g.add_argument("--subproc", action="store_true", help="real games in worker processes")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--log-stdout", action="store_true", help="also print SB3's log tables")
@@ -405,8 +407,7 @@ def train(argv=None) -> dict:
     if done and done["timesteps"] >= cfg["steps"] and os.path.exists(run.file("final.zip")):
         print(f"{run.path}: already trained for {done['timesteps']} steps (result.json); nothing to do")
         return done
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
 
     from wham_gym import load_model

@@ -8,6 +8,7 @@ ABAB..., and reports each tree's median and their ratio per N.
 
     python benchmarks/step_ab.py --base HEAD~1 --model take_cover --num-envs 16,32,64 --repeats 3
     python benchmarks/step_ab.py --base . --base-decoding exact --decoding diagonal   # two decodings, one tree
+    python benchmarks/step_ab.py --base . --compile --model default    # the compiled decode pass against eager
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ from wham_gym.model import load_model
 model = load_model({model!r})
 out = {{}}
 for n in {ns!r}:
-    s = run_engine(model, n, {steps}, warmup=2, decode={decode}, decoding={decoding!r})
+    s = run_engine(model, n, {steps}, warmup=2, decode={decode}, decoding={decoding!r},
+                   engine_kwargs={{"compile": {compile}}})  # the warm-up steps compile
     out[n] = n / float(sorted(s)[len(s) // 2])
 print("RESULT " + json.dumps(out))
 """
 
 
-def time_tree(tree: Path, args, ns: list[int], decoding: str) -> dict[int, float]:
+def time_tree(tree: Path, args, ns: list[int], decoding: str, compile: bool = False) -> dict[int, float]:
     code = _CHILD.format(threads=args.threads, model=args.model, ns=ns, steps=args.steps, decode=args.decode,
-                         decoding=decoding)
+                         decoding=decoding, compile=compile)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each tree, alternating")
     ap.add_argument("--decoding", default="exact", help="this checkout's decoding")
     ap.add_argument("--base-decoding", default=None, help="the base's decoding (default: --decoding)")
+    ap.add_argument("--compile", action="store_true", help="this checkout's engine compiles its decode pass")
     ap.add_argument("--decode", action="store_true", help="decode frames to pixels too")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -73,8 +76,9 @@ def main() -> None:
     try:
         runs = {"base": [], "this": []}
         for r in range(args.repeats):
-            for name, path, decoding in (("base", tree, base_decoding), ("this", ROOT, args.decoding)):
-                runs[name].append(time_tree(path, args, ns, decoding))
+            for name, path, decoding, compile in (("base", tree, base_decoding, False),
+                                                  ("this", ROOT, args.decoding, args.compile)):
+                runs[name].append(time_tree(path, args, ns, decoding, compile))
                 print(f"run {r + 1}/{args.repeats} {name}: " + ", ".join(f"N={n} {v:.1f}" for n, v in
                                                                          runs[name][-1].items()), flush=True)
     finally:
@@ -91,7 +95,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD" if args.base == "." else args.base], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     result = {"date": str(date.today()), "base": f"{args.base} ({commit})", "model": args.model,
-              "threads": args.threads, "decoding": args.decoding,
+              "threads": args.threads, "decoding": args.decoding, "compile": args.compile,
               "base_decoding": base_decoding, "decode_frames": args.decode,
               "steps": args.steps, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "rows": rows, "runs": runs}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wham_gym import load_model
+from wham_gym.threads import default_threads
 
 
 def pytest_addoption(parser, pluginmanager):
@@ -34,9 +35,7 @@ def pytest_configure(config):
     # loaded machine is then not oversubscribed (an earlier session measured 759 s under load with
     # torch's default threads against 227 s with one); 2 workers on 2 idle cores get one each.
     # The controller sets OMP_NUM_THREADS before it starts the workers, so they inherit it.
-    cores = os.cpu_count() or 1
-    free = max(1, cores - int(os.getloadavg()[0]))  # whole cores kept busy by others
-    threads = max(1, min(torch.get_num_threads(), free // _test_processes(config)))
+    threads = default_threads(_test_processes(config), cap=torch.get_num_threads())  # wham_gym/threads.py
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
 

@@ -319,6 +319,30 @@ def test_diagonal_decoding_on_a_grid_is_valid_seeded_and_slot_independent(model6
 def test_decoding_option_is_checked(model64):
     with pytest.raises(ValueError, match="decoding.*exact.*diagonal"):
         DreamEngine(model64, 1, decoding="parallel")
+    with pytest.raises(ValueError, match="compile: expected True or False"):
+        DreamEngine(model64, 1, compile="yes")
+
+
+def test_compiled_decode_pass_gives_eager_tokens_with_one_compilation(model64):
+    # compile=True decodes against the whole cache under a preallocated mask: one shape for every pass,
+    # whatever the slots' window lengths, so it compiles once; its tokens are eager decoding's (which the
+    # reference test above holds to WHAM's procedure), for image and predicted-action tokens alike.
+    torch._dynamo.reset()
+    rng = np.random.default_rng(3)
+    prompts = [random_prompt(model64, P, rng) for P in (1, 4, 10)]
+    actions = [random_actions(rng, 3) for _ in range(3)]
+    later = random_prompt(model64, 2, rng)
+    runs = {}
+    for compiled in (False, True, "again"):  # a second compiled engine reuses the compiled code on its own cache
+        eng = DreamEngine(model64, 3, seed=5, temperature=1.1, compile=bool(compiled))
+        for b, (imgs, acts) in enumerate(prompts):
+            eng.reset([b], tokens=imgs[None], actions=acts[None] if len(acts) else None)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            got = [eng.step(actions[0], decode=False, predict_actions=True)]
+            eng.reset([1], tokens=later[0][None], actions=later[1][None])  # slot 1 starts over mid-rollout
+            got += [eng.step(a, decode=False, predict_actions=True) for a in actions[1:]]
+        runs[compiled] = [(r.tokens.tolist(), r.predicted_actions.tolist()) for r in got]
+    assert runs[True] == runs[False] and runs["again"] == runs[False]
 
 
 class _HostSyncs(torch.overrides.TorchFunctionMode):

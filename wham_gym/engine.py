@@ -106,6 +106,13 @@ class DreamEngine:
         verify_block: tokens fed per pass of speculative decoding (>= 1; 1 drafts nothing: one token
             per pass, as exact decoding). Larger blocks take fewer passes but each costs more where a
             pass is compute-bound (CPUs): 4 was the fastest measured there (benchmarks/RESULTS.md).
+        compile: ``torch.compile`` the single-token decode pass (gpt-fast's ``decode_one_token``): it then
+            attends over the whole static cache under a preallocated position mask, so every pass of a
+            step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
+            ``mode="reduce-overhead"``). The same tokens as eager decoding (tests/test_engine.py). It costs
+            a compile per N (~10 s on a CPU) and on our 2-core CPUs gained nothing (0.9-1.0x a step:
+            the passes are bound by cache reads and matmuls there, not by dispatch; benchmarks/RESULTS.md),
+            so the default is off; the prefill and other decodings' block passes stay eager.
 
     After each step ``last_passes`` holds the forward passes that sampled its image tokens (the prefill
     included: ``tokens_per_image`` for exact decoding), and with speculative decoding ``last_drafted`` /
@@ -118,7 +125,7 @@ class DreamEngine:
     def __init__(self, model, num_envs: int, *, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, min_tokens_to_keep: int = 1,
                  deterministic: bool = False, context_steps: int | None = None, seed: int | None = None,
-                 refresh_every: int = 1, decoding: str = "exact", verify_block: int = 4):
+                 refresh_every: int = 1, decoding: str = "exact", verify_block: int = 4, compile: bool = False):
 
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -145,6 +152,9 @@ class DreamEngine:
                              f"got {verify_block!r}")
         self.decoding = decoding
         self.verify_block = int(verify_block)
+        if not isinstance(compile, (bool, np.bool_)):
+            raise ValueError(f"compile: expected True or False, got {compile!r}")
+        self.compile = bool(compile)
         self.last_passes = 0
         self.last_drafted = self.last_accepted = None
         self._grid = model.tokenizer.grid
@@ -181,6 +191,11 @@ class DreamEngine:
         _check_fits(cfg, N, self.dtype, torch.device(dev))  # a clear error instead of a raw CUDA OOM
         self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev)  # ours: engines may share a model
         self._positions = torch.arange(S, device=dev)
+        self._compiled_pass = None
+        if self.compile:  # one shape per N: (N, 1) tokens against all S cache positions
+            self._full_mask = torch.empty(N, 1, 1, S, dtype=self.dtype, device=dev)
+            mode = "reduce-overhead" if torch.device(dev).type == "cuda" else None
+            self._compiled_pass = torch.compile(self._pass, dynamic=False, mode=mode)
         self._uniform = False  # whether the last prefill took that path
         self._plan = self._diagonal_plan() if decoding == "diagonal" else None
         self._watch: int | None = None  # watch_first_token's id
@@ -507,9 +522,13 @@ class DreamEngine:
     def _decode_sequential(self, last, cur, live, u, out, stats, first: int, g0: int, n_new: int) -> None:
         """Tokens ``g0``.. one per pass (WHAM's order). ``last``: logits for token ``g0`` (None: token ``g0`` is
         already in ``out``, sampled but not fed, at position ``cur``)."""
-        gpt = self.model.gpt
-        # Decode mask, updated in place: each fed token opens its own position for its slot.
-        dmask = self._additive(self._positions[None, :live + n_new] < cur[:, None])
+        # Decode mask, updated in place: each fed token opens its own position for its slot. Eager passes
+        # attend over the live prefix only; the compiled pass over the whole cache (one shape, compiled once).
+        if self.compile:
+            dmask = self._full_mask[:, 0, 0]
+            dmask.fill_(float("-inf")).masked_fill_(self._positions[None, :] < cur[:, None], 0.0)
+        else:
+            dmask = self._additive(self._positions[None, :live + n_new] < cur[:, None])
         for g in range(g0, n_new):
             if last is not None:
                 tok, nll, ent = self._sample(last, first + g, u[:, g])
@@ -520,9 +539,15 @@ class DreamEngine:
             if g == n_new - 1:
                 break
             dmask.scatter_(1, cur[:, None], 0.0)
-            last = gpt(out[:, g:g + 1], pos=cur[:, None], mask=dmask[:, None, None, :live + g + 1],
-                       caches=self.caches)[:, -1]
+            if self.compile:
+                last = self._compiled_pass(out[:, g:g + 1].contiguous(), cur[:, None], self._full_mask)
+            else:
+                last = self._pass(out[:, g:g + 1], cur[:, None], dmask[:, None, None, :live + g + 1])
             cur = cur + 1
+
+    def _pass(self, tokens, pos, mask):
+        """One decode pass: feed ``tokens`` (N, 1) at ``pos`` (N, 1), attend under ``mask``; logits (N, V)."""
+        return self.model.gpt(tokens, pos=pos, mask=mask, caches=self.caches)[:, -1]
 
     def _decode_diagonal(self, last, cur, live, u, out, stats) -> int:
         """A frame's image tokens one anti-diagonal of the (rows, cols) grid per pass; returns the next token index.

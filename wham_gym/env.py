@@ -130,7 +130,7 @@ class WHAMVectorEnv(VectorEnv):
         reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
         render_mode: None or "rgb_array": ``render()`` returns one frame per env (Gymnasium's vector
             convention), so ``gymnasium.wrappers.vector.RecordVideo`` and ``HumanRendering`` wrap the env.
-        device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every, decoding:
+        device, dtype, temperature, top_k, top_p, deterministic, context_steps, refresh_every, decoding, compile:
             passed to :class:`~wham_gym.engine.DreamEngine`.
 
     Its parts: ``rollout`` (engine + reinjection), ``signals`` (:class:`~wham_gym.rewards.EpisodeSignals`:
@@ -151,7 +151,7 @@ class WHAMVectorEnv(VectorEnv):
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
                  context_steps: int | None = None, refresh_every: int = 1, reinjection=None,
-                 decoding: str = "exact"):
+                 decoding: str = "exact", compile: bool = False):
 
         if obs_mode not in OBS_MODES:
             raise ValueError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
@@ -163,7 +163,7 @@ class WHAMVectorEnv(VectorEnv):
             raise ValueError(f"render_mode: expected None or one of {RENDER_MODES}, got {render_mode!r}")
         engine_settings = dict(device=device, dtype=dtype, temperature=temperature, top_k=top_k, top_p=top_p,
                                deterministic=deterministic, context_steps=context_steps, refresh_every=refresh_every,
-                               decoding=decoding)
+                               decoding=decoding, compile=compile)
         self.rollout = _rollout(num_envs, model, reinjection, engine_settings)
         self.engine = self.rollout.engine
         self.reinjection = reinjection = self.rollout.reinjection

@@ -24,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
                    help="the engine's decoding: exact (WHAM's, default), diagonal (one anti-diagonal per pass, "
                         "approximate) or speculative (exact's tokens, verified drafts from the previous frame)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the engine's single-token decode pass (compiled once per N, in warm-up)")
+    p.add_argument("--peer", action="store_true",
+                   help="also measure the peer a user might pick instead: Hugging Face transformers' GPT-2 "
+                        "greedy generation with its static KV cache on the same weights, tokens only "
+                        "(needs pip install transformers)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -49,9 +55,12 @@ def run_bench(args: argparse.Namespace) -> int:
                 "tokens": ["engine-tokens"]}[args.engine]
     if not args.no_reference:
         variants.append("reference")
+    if args.peer:
+        variants.append("transformers")
     result = benchmark.benchmark(model=args.model, device=args.device, dtype=args.dtype, num_envs=num_envs,
                                  steps=args.steps, warmup=args.warmup, variants=variants, seed=args.seed,
-                                 progress=not args.no_progress, decoding=args.decoding)
+                                 progress=not args.no_progress, decoding=args.decoding,
+                                 compile=args.compile)
     meta = result["meta"]
     print(f"\n{meta['model']} on {meta['device_name']}, engine {meta['dtype']}, reference float32, "
           f"torch {meta['torch']}; bandwidth {meta['bandwidth_B_per_s'] / 1e9:.1f} GB/s, "

@@ -47,6 +47,9 @@ def register(sub) -> None:
                    help="exact (WHAM's order, default), diagonal (a frame's tokens one anti-diagonal per pass: "
                         "faster, approximate) or speculative (exact's tokens, fewer passes: drafts from the "
                         "previous frame, kept where the model's own draws confirm them)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the single-token decode pass (same tokens; a compile of ~10 s first; "
+                        "meant for GPUs: no gain measured on our 2-core CPUs)")
     p.add_argument("--upscale", type=int, nargs="*", default=[], metavar="S",
                    help="also write Lanczos-upscaled frames, e.g. --upscale 2 4; videos use the largest")
     p.add_argument("--playback-fps", type=int, default=10,
@@ -79,7 +82,7 @@ def run_dream(args: argparse.Namespace) -> int:
     result = dream(model, args.prompt, steps=args.steps, actions=args.actions, num=args.num, seed=args.seed,
                    context=args.context, start=args.start, predict=not args.no_predicted,
                    resize_prompt=args.resize_prompt, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, decoding=args.decoding)
+                   top_p=args.top_p, decoding=args.decoding, compile=args.compile)
     out = export_dream(result, args.out, upscale_factors=args.upscale, gif=not args.no_gif, mp4=not args.no_mp4,
                        summary=not args.no_summary, playback_fps=args.playback_fps, overwrite=args.overwrite)
     _report(result, out)

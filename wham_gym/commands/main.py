@@ -13,6 +13,8 @@ import importlib
 import os
 import sys
 
+from ..threads import parse_threads, set_threads
+
 COMMAND_MODULES = (
     "wham_gym.commands.model",  # convert, info
     "wham_gym.commands.dream",  # dream, demo
@@ -36,7 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a job not built yet
             raise
         module.register(sub)
+    parser.set_defaults(threads="auto")
+    for job in _jobs(parser):  # every job takes --threads, after its name like its other options
+        job.add_argument("--threads", default="auto",
+                         help="torch threads: a positive int, or auto (default): the cores the 1-minute load "
+                              "average leaves free, so a shared machine is not oversubscribed (wham_gym/threads.py)")
     return parser
+
+
+def _jobs(parser: argparse.ArgumentParser):
+    """The parsers that run a job: the leaves under ``parser``'s subcommands (``train all``, not ``train``)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subs:
+        for job in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+            yield from (_jobs(job) if any(isinstance(a, argparse._SubParsersAction) for a in job._actions)
+                        else [job])
 
 
 def version() -> str:
@@ -67,6 +83,7 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     try:
+        args.threads = set_threads(parse_threads(args.threads))  # before any job builds a model
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"wham-gym {args.command}: error: {exc}", file=sys.stderr)

@@ -24,7 +24,6 @@ def register(sub) -> None:
                         "(the release's rule, for comparison)")
     p.add_argument("--max-sessions", type=int, default=256)
     p.add_argument("--max-upload-mb", type=float, default=32, help="largest request body in MiB (default 32)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--worker", choices=("process", "thread"), default="process",
                    help="where the engine runs: a child process with its own GIL, so HTTP traffic never stalls "
                         "dreaming (default), or a thread of the server's process (one copy of the weights)")
@@ -40,10 +39,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         print(f"wham-gym serve needs {exc.name}: pip install 'wham-gym[serve]'")
         return 1
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     server = DreamServer(args.model, device=args.device, max_concurrent_jobs=args.max_concurrent_jobs,
                          max_dream_steps_per_job=args.max_dream_steps_per_job, max_job_lifespan=args.max_job_lifespan,
                          max_batch=args.max_batch, batching=args.batching, max_sessions=args.max_sessions,

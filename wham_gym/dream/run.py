@@ -148,7 +148,7 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
         actions: see :mod:`wham_gym.dream.actions` (a spec string, a (T, 16) / (K, T, 16) array, or a source).
         predict: also sample the model's own action at every frame (16 more tokens per step), logged
             beside the given ones; with ``actions="model"`` these are the actions taken.
-        sampling: DreamEngine settings (temperature, top_k, top_p, deterministic, decoding).
+        sampling: DreamEngine settings (temperature, top_k, top_p, deterministic, decoding, compile).
     """
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -180,7 +180,7 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
         "model": card.get("name", model.config.name), "official": bool(model.is_official),
         "prompt": p.source or "default", "prompt_start": p.start, "context_frames": P,
         "actions": getattr(source, "name", str(actions)), "num": num, "steps": steps, "seed": seed,
-        "sampling": dict(engine.sampling), "decoding": engine.decoding, "device": str(engine.device),
+        "sampling": dict(engine.sampling), "decoding": engine.decoding, "compile": engine.compile, "device": str(engine.device),
         "seconds": round(elapsed, 3),
         "env_frames_per_s": round(num * steps / max(elapsed, 1e-9), 2),
     }

@@ -41,10 +41,13 @@ from ..controller import ACTION_DIM
 from ..engine import DreamEngine
 from ..rollout import Rollout, run
 from ..model import load_model
+from . import peer
 from .reference import ReferenceDreamer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VARIANTS = ("engine-frames", "engine-tokens", "reference")
+# Peers a user might pick instead, run only when asked (optional dependencies): see wham_gym.measure.peer.
+PEERS = ("transformers",)
 CSV_COLUMNS = (
     "model", "device", "dtype", "variant", "num_envs", "steps", "warmup", "seconds", "env_frames_per_s",
     "median_step_s", "env_frames_per_s_median", "peak_mem_mb", "peak_mem_kind", "floor_env_frames_per_s",
@@ -275,6 +278,33 @@ def run_reference(model, num_envs: int, steps: int, warmup: int, decode: bool = 
     return _time_steps(lambda a: ref.step(a, decode=decode), actions, model.device, warmup, progress)
 
 
+def run_transformers(model, num_envs: int, steps: int, warmup: int, seed: int = 0, progress=None) -> list[float]:
+    """Per-step seconds of ``steps`` timed peer steps (after ``warmup``) of N windows, as ``run_engine``'s.
+
+    The workload is the engine benchmark's: full windows of random tokens and actions, a random action
+    each step; the window slides by the generated frame, as a dream does. Frames are not decoded to pixels.
+    """
+    gpt2 = peer.to_gpt2(model.gpt)
+    tokens, acts = full_window_prompt(model, num_envs, seed)
+    rng = np.random.default_rng(seed + 1)
+    window = {"tokens": tokens, "actions": acts}
+
+    def step(action):
+        t, a = window["tokens"], torch.cat([window["actions"], action[:, None]], 1)
+        new = peer.generate_frames(gpt2, model, t, a).cpu()
+        window["tokens"] = torch.cat([t[:, 1:], new[:, None]], 1)
+        window["actions"] = a[:, 1:]
+
+    actions = [random_actions(rng, num_envs) for _ in range(warmup + steps)]
+    log = peer.require_transformers().logging
+    verbosity = log.get_verbosity()
+    log.set_verbosity_error()  # its advice to pass an attention mask when token 0 (its pad id) is in a prompt
+    try:
+        return _time_steps(step, actions, model.device, warmup, progress)
+    finally:
+        log.set_verbosity(verbosity)
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
@@ -332,12 +362,14 @@ def parse_num_envs(text: str) -> list[int]:
 
 
 def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), steps: int = 4, warmup: int = 1,
-              variants=VARIANTS, seed: int = 0, progress: bool = True, log=print, decoding: str = "exact") -> dict:
+              variants=VARIANTS, seed: int = 0, progress: bool = True, log=print, decoding: str = "exact",
+              compile: bool = False) -> dict:
     """Run the sweep; returns {"meta": ..., "rows": [...]} (see CSV_COLUMNS for a row's fields).
 
-    The engine runs in ``dtype``; the reference always in fp32 (as WHAM's), from the
-    same fp32 master weights. Each variant stops at the first N that runs out of
-    device memory, with a message; the others carry on.
+    The engine (and the ``transformers`` peer, :data:`PEERS`) runs in ``dtype``; the reference always in
+    fp32 (as WHAM's), from the same fp32 master weights. Each variant stops at the first N that runs out of
+    device memory, with a message; the others carry on. ``compile``: the engine's compiled decode pass
+    (its warm-up steps compile it: keep ``warmup`` >= 1 to leave the compile out of the timing).
     """
     from tqdm.auto import tqdm
 
@@ -348,9 +380,11 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    unknown = set(variants) - set(VARIANTS)
+    unknown = set(variants) - set(VARIANTS + PEERS)
     if unknown or not variants:
-        raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {tuple(variants)}")
+        raise ValueError(f"variants must be a non-empty subset of {VARIANTS + PEERS}, got {tuple(variants)}")
+    if "transformers" in variants:
+        peer.require_transformers()  # a clear error before any measurement
     num_envs = list(num_envs)
 
     # fp32 master weights on the CPU; each variant gets its own device copy in its dtype,
@@ -364,7 +398,7 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
     flops_rate = measure_matmul_rate(device, torch_dtype)
     meta = {
         "model": cfg.name, "device": str(device), "device_name": device_name(device), "dtype": dtype,
-        "decoding": decoding,
+        "decoding": decoding, "compile": compile,
         "reference_dtype": "float32", "torch": torch.__version__, "date": date.today().isoformat(),
         "bandwidth_B_per_s": bandwidth, "matmul_flop_per_s": flops_rate, "steps": steps, "warmup": warmup,
         "config": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
@@ -391,9 +425,12 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
                 with PeakMemory(device) as mem:
                     if is_ref:
                         times = run_reference(m, n, steps, warmup, decode=True, seed=seed, progress=bar)
+                    elif variant == "transformers":  # tokens only, greedy, the library's static cache
+                        times = run_transformers(m, n, steps, warmup, seed=seed, progress=bar)
                     else:
                         times = run_engine(m, n, steps, warmup, decode=variant == "engine-frames", seed=seed,
-                                           progress=bar, decoding=decoding)
+                                           progress=bar, decoding=decoding,
+                                           engine_kwargs={"compile": compile} if compile else None)
             except Exception as exc:  # noqa: BLE001 - only OOM is handled; the rest re-raises
                 if not _is_oom(exc):
                     raise
