@@ -229,3 +229,43 @@ def test_interrupted_recording_resumes_and_keeps_finished_episodes(tmp_path):
 
     with pytest.raises(ValueError, match="other settings.*scenario"):
         _record(tmp_path, scenario="defend_the_center")
+
+
+def test_mirrored_episode_flips_the_scene_and_the_horizontal_sticks(tmp_path):
+    from wham_gym.data.augment import MIRRORED_AXES, STATUS_BAR_ROWS, mirror_episode, mirror_recording
+
+    ep = synthetic_episode(t=6, seed=4)
+    m = mirror_episode(ep)
+    top = 180 - STATUS_BAR_ROWS
+    assert np.array_equal(m.images[:, :, :top], ep.images[:, :, :top, ::-1])
+    assert np.array_equal(m.images[:, :, top:], ep.images[:, :, top:])  # the status bar stays readable
+    assert MIRRORED_AXES == (controller.index_of("left_stick_x"), controller.index_of("right_stick_x"))
+    # In controller space: strafe and turn negated, every other dimension as it was.
+    want = ep.actions.copy()
+    want[:, list(MIRRORED_AXES)] *= -1
+    assert np.array_equal(m.actions, want)
+    assert m.game_variables is None and m.extra["mirrored"]
+    assert np.array_equal(m.rewards, ep.rewards) and np.array_equal(m.terminated, ep.terminated)
+    twice = mirror_episode(m)
+    assert np.array_equal(twice.images, ep.images) and np.array_equal(twice.wham_actions, ep.wham_actions)
+    assert np.array_equal(mirror_episode(ep, keep_bottom=0).images, ep.images[..., ::-1])
+    with pytest.raises(ValueError, match="keep_bottom"):
+        mirror_episode(ep, keep_bottom=180)
+
+    src, out = tmp_path / "rec", tmp_path / "rec_mirror"
+    src.mkdir()
+    for i in range(2):
+        write_episode(src / f"episode_{i:06d}.npz", synthetic_episode(t=5, seed=i))
+    assert mirror_recording(src, out, progress=False) == 2
+    assert mirror_recording(src, out, progress=False) == 0  # resumable: finished episodes are kept
+    back = read_episode(out / "episode_000001.npz")
+    assert np.array_equal(back.wham_actions, mirror_episode(synthetic_episode(t=5, seed=1)).wham_actions)
+    with pytest.raises(ValueError, match="must differ"):
+        mirror_recording(src, src, progress=False)
+    with pytest.raises(FileNotFoundError, match="no episode"):
+        mirror_recording(tmp_path / "nothing", out, progress=False)
+
+    from wham_gym.commands.main import main  # the command: whole frames mirrored with --keep-bottom 0
+    assert main(["mirror", str(src), str(tmp_path / "whole"), "--keep-bottom", "0", "--no-progress"]) == 0
+    whole = read_episode(tmp_path / "whole" / "episode_000000.npz")
+    assert np.array_equal(whole.images, read_episode(src / "episode_000000.npz").images[..., ::-1])

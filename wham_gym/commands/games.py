@@ -1,4 +1,4 @@
-"""``wham-gym record`` and ``wham-gym play-doom``.
+"""``wham-gym record``, ``wham-gym mirror`` and ``wham-gym play-doom``.
 
 vizdoom and pygame are imported only when a command runs, so ``wham-gym --help``
 works without the ``doom`` extra.
@@ -41,6 +41,21 @@ def register(subparsers) -> None:
                         "the episode files are the same bytes and are written here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_record)
+
+    p = subparsers.add_parser(
+        "mirror",
+        help="write a recording mirrored left-right (the scene flipped, strafe and turn negated): more "
+             "training data for a symmetric scenario",
+        description="Mirror every episode of a recording folder into another folder (same names; reruns "
+                    "resume): frames flipped left-right above the status bar, the sticks' x axes negated, game "
+                    "variables dropped. Train on both folders (wham-gym train --data SRC OUT).",
+    )
+    p.add_argument("src", help="a recording folder (wham-gym record --out)")
+    p.add_argument("out", help="the folder for the mirrored episodes")
+    p.add_argument("--keep-bottom", type=int, default=None, metavar="ROWS",
+                   help="bottom rows left as they are (the status bar; default 32, 0 mirrors whole frames)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_mirror)
 
     p = subparsers.add_parser(
         "play-doom",
@@ -89,6 +104,15 @@ def run_record(args: argparse.Namespace) -> int:
         f"{manifest['total_bytes'] / max(manifest['total_frames'], 1) / 1024:.1f} KiB/frame; "
         f"this run {run['frames']} frames at {run['frames_per_s'] or 0:.0f} frames/s"
     )
+    return 0
+
+
+def run_mirror(args: argparse.Namespace) -> int:
+    from ..data.augment import STATUS_BAR_ROWS, mirror_recording
+
+    keep = STATUS_BAR_ROWS if args.keep_bottom is None else args.keep_bottom
+    n = mirror_recording(args.src, args.out, keep_bottom=keep, progress=not args.no_progress)
+    print(f"mirrored {n} episodes of {args.src} into {args.out}")
     return 0
 
 
