@@ -28,22 +28,11 @@ import torch
 
 import wham_gym  # noqa: F401  (registers wham_gym/Doom-v0)
 from wham_gym.atomic import atomic_write
-from wham_gym.measure.benchmark import run_engine
+from wham_gym.measure.benchmark import parse_mode, run_engine
 from wham_gym.measure.drift import Policy, measure
 from wham_gym.measure.fidelity import action_following, live_windows
 from wham_gym.model import load_model
 from wham_gym.reinjection import Schedule
-
-DECODINGS = ("exact", "diagonal", "speculative")
-
-
-def parse_mode(mode: str) -> tuple[str, dict]:
-    """``"diagonal+r5"`` -> ``("diagonal", {"refresh_every": 5})``."""
-    decoding, _, refresh = mode.partition("+r")
-    if decoding not in DECODINGS or (refresh and not refresh.isdigit()) or mode.count("+") > 1:
-        raise ValueError(f"--modes: expected DECODING or DECODING+rK with DECODING one of {DECODINGS} and K an "
-                         f"integer (the engine's refresh_every), got {mode!r}")
-    return decoding, ({"refresh_every": int(refresh)} if refresh else {})
 
 
 def speed(model, n: int, steps: int, decoding: str, kw: dict) -> float:

@@ -134,3 +134,19 @@ def test_tiny_sweep_writes_csv_and_json(tmp_path, capsys):
         assert png
     except ImportError:
         assert not png and "matplotlib is not installed" in out
+
+
+def test_modes_run_side_by_side_in_one_sweep():
+    assert benchmark.parse_mode("exact") == ("exact", {})
+    assert benchmark.parse_mode("diagonal+r5") == ("diagonal", {"refresh_every": 5})
+    assert benchmark.parse_mode("exact+compile") == ("exact", {"compile": True})
+    assert benchmark.parse_mode("speculative+compile+r3") == ("speculative", {"compile": True, "refresh_every": 3})
+    for bad in ("parallel", "exact+r", "exact+rx", "exact+compile+compile", "diagonal+r2+r3", "exact+fast"):
+        with pytest.raises(ValueError, match="DECODING"):
+            benchmark.parse_mode(bad)
+    result = benchmark.benchmark(model="tiny", num_envs=(2,), steps=1, warmup=0, variants=("engine-tokens", "reference"),
+                                 modes=("exact", "diagonal+r2"), progress=False, log=lambda *a: None)
+    assert [r["variant"] for r in result["rows"]] == ["engine-tokens", "engine-tokens diagonal+r2", "reference"]
+    assert result["meta"]["modes"] == ["exact", "diagonal+r2"]
+    with pytest.raises(ValueError, match="DECODING"):
+        benchmark.benchmark(model="tiny", modes=("exact", "fast"), progress=False)

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoding", choices=("exact", "diagonal", "speculative"), default="exact",
                    help="the engine's decoding: exact (WHAM's, default), diagonal (one anti-diagonal per pass, "
                         "approximate) or speculative (exact's tokens, verified drafts from the previous frame)")
+    p.add_argument("--modes", default=None, metavar="MODE,...",
+                   help="several engine modes side by side in one run, each DECODING[+rK][+compile], e.g. "
+                        "exact,exact+compile,diagonal,speculative,diagonal+r5 (replaces --decoding and --compile)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the engine's single-token decode pass (compiled once per N, in warm-up)")
     p.add_argument("--peer", action="store_true",
@@ -60,7 +63,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = benchmark.benchmark(model=args.model, device=args.device, dtype=args.dtype, num_envs=num_envs,
                                  steps=args.steps, warmup=args.warmup, variants=variants, seed=args.seed,
                                  progress=not args.no_progress, decoding=args.decoding,
-                                 compile=args.compile)
+                                 compile=args.compile, modes=args.modes.split(",") if args.modes else None)
     meta = result["meta"]
     print(f"\n{meta['model']} on {meta['device_name']}, engine {meta['dtype']}, reference float32, "
           f"torch {meta['torch']}; bandwidth {meta['bandwidth_B_per_s'] / 1e9:.1f} GB/s, "

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..controller import ACTION_DIM
-from ..engine import DreamEngine
+from ..engine import DECODINGS, DreamEngine
 from ..rollout import Rollout, run
 from ..model import load_model
 from . import peer
@@ -361,15 +361,38 @@ def parse_num_envs(text: str) -> list[int]:
     return values
 
 
+def parse_mode(mode: str) -> tuple[str, dict]:
+    """An engine mode: a decoding with optional ``+rK`` (``refresh_every`` K) and ``+compile`` parts.
+
+    ``"diagonal+r5"`` -> ``("diagonal", {"refresh_every": 5})``; ``"exact+compile"`` -> ``("exact", {"compile": True})``.
+    """
+    decoding, *parts = str(mode).split("+")
+    kwargs: dict = {}
+    for part in parts:
+        if part == "compile" and "compile" not in kwargs:
+            kwargs["compile"] = True
+        elif part[:1] == "r" and part[1:].isdigit() and "refresh_every" not in kwargs:
+            kwargs["refresh_every"] = int(part[1:])
+        else:
+            decoding = None
+    if decoding not in DECODINGS:
+        raise ValueError(f"mode: expected DECODING[+rK][+compile] with DECODING one of {', '.join(DECODINGS)} and K "
+                         f"the engine's refresh_every (e.g. exact, exact+compile, diagonal+r5), got {mode!r}")
+    return decoding, kwargs
+
+
 def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), steps: int = 4, warmup: int = 1,
               variants=VARIANTS, seed: int = 0, progress: bool = True, log=print, decoding: str = "exact",
-              compile: bool = False) -> dict:
+              compile: bool = False, modes=None) -> dict:
     """Run the sweep; returns {"meta": ..., "rows": [...]} (see CSV_COLUMNS for a row's fields).
 
     The engine (and the ``transformers`` peer, :data:`PEERS`) runs in ``dtype``; the reference always in
     fp32 (as WHAM's), from the same fp32 master weights. Each variant stops at the first N that runs out of
     device memory, with a message; the others carry on. ``compile``: the engine's compiled decode pass
     (its warm-up steps compile it: keep ``warmup`` >= 1 to leave the compile out of the timing).
+    ``modes``: engine modes (:func:`parse_mode`) measured side by side in one sweep, each engine variant once
+    per mode, labelled ``"engine-tokens diagonal"`` etc. (plain ``"exact"`` keeps the variant's name);
+    default: the one mode ``decoding`` and ``compile`` give.
     """
     from tqdm.auto import tqdm
 
@@ -385,6 +408,11 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
         raise ValueError(f"variants must be a non-empty subset of {VARIANTS + PEERS}, got {tuple(variants)}")
     if "transformers" in variants:
         peer.require_transformers()  # a clear error before any measurement
+    modes = list(modes) if modes else [decoding + ("+compile" if compile else "")]
+    settings = {m: parse_mode(m) for m in modes}  # mode -> (decoding, engine settings), checked up front
+    # What runs, in order: (label, variant, mode); engine variants once per mode.
+    jobs = [(v if m in (None, "exact") else f"{v} {m}", v, m) for v in variants
+            for m in (modes if v.startswith("engine") else [None])]
     num_envs = list(num_envs)
 
     # fp32 master weights on the CPU; each variant gets its own device copy in its dtype,
@@ -398,7 +426,7 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
     flops_rate = measure_matmul_rate(device, torch_dtype)
     meta = {
         "model": cfg.name, "device": str(device), "device_name": device_name(device), "dtype": dtype,
-        "decoding": decoding, "compile": compile,
+        "modes": modes,
         "reference_dtype": "float32", "torch": torch.__version__, "date": date.today().isoformat(),
         "bandwidth_B_per_s": bandwidth, "matmul_flop_per_s": flops_rate, "steps": steps, "warmup": warmup,
         "config": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
@@ -409,16 +437,16 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
 
     rows, stopped = [], set()
     models = _Models(master, device)
-    bar = tqdm(total=len(num_envs) * len(variants) * steps, desc=f"bench {cfg.name}", unit="step",
+    bar = tqdm(total=len(num_envs) * len(jobs) * steps, desc=f"bench {cfg.name}", unit="step",
                disable=not progress)
     # N outer, variants inner: on a shared or throttling machine the variants compared at
     # one N are measured minutes apart at most, not a whole sweep apart.
     for i, n in enumerate(num_envs):
-        for variant in variants:
-            if variant in stopped:
+        for label, variant, mode in jobs:
+            if label in stopped:
                 bar.update(steps)
                 continue
-            bar.set_postfix_str(f"{variant} N={n}")
+            bar.set_postfix_str(f"{label} N={n}")
             is_ref = variant == "reference"
             m = models.get(torch.float32 if is_ref else torch_dtype)
             try:
@@ -428,17 +456,17 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
                     elif variant == "transformers":  # tokens only, greedy, the library's static cache
                         times = run_transformers(m, n, steps, warmup, seed=seed, progress=bar)
                     else:
+                        dec, kwargs = settings[mode]
                         times = run_engine(m, n, steps, warmup, decode=variant == "engine-frames", seed=seed,
-                                           progress=bar, decoding=decoding,
-                                           engine_kwargs={"compile": compile} if compile else None)
+                                           progress=bar, decoding=dec, engine_kwargs=kwargs)
             except Exception as exc:  # noqa: BLE001 - only OOM is handled; the rest re-raises
                 if not _is_oom(exc):
                     raise
                 _free(device)
                 fitted = num_envs[i - 1] if i else None
-                log(f"{variant}: N={n} does not fit in {device_name(device)} memory "
+                log(f"{label}: N={n} does not fit in {device_name(device)} memory "
                     f"({type(exc).__name__}); stopping this variant's sweep (largest N that ran: {fitted})")
-                stopped.add(variant)
+                stopped.add(label)
                 bar.update(steps)
                 continue
             fl = floor(cfg, n, bpe, bandwidth, flops_rate)
@@ -447,18 +475,19 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
             fps = n * steps / secs
             rows.append({
                 "model": cfg.name, "device": str(device), "dtype": "float32" if is_ref else dtype,
-                "variant": variant, "num_envs": n, "steps": steps, "warmup": warmup, "seconds": secs,
+                "variant": label, "num_envs": n, "steps": steps, "warmup": warmup, "seconds": secs,
                 "env_frames_per_s": fps, "median_step_s": median,
                 "env_frames_per_s_median": n / median, "peak_mem_mb": mem.mb, "peak_mem_kind": mem.kind,
                 "floor_env_frames_per_s": fl.env_frames_per_s, "floor_bound": fl.bound,
                 "fraction_of_floor": fps / fl.env_frames_per_s,
             })
             _free(device)
-        if len(stopped) == len(variants):
+        if len(stopped) == len(jobs):
             break
     models.close()
     bar.close()
-    rows.sort(key=lambda r: (list(variants).index(r["variant"]), r["num_envs"]))
+    order = [label for label, _, _ in jobs]
+    rows.sort(key=lambda r: (order.index(r["variant"]), r["num_envs"]))
     return {"meta": meta, "rows": rows}
 
 
