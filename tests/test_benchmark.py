@@ -144,8 +144,9 @@ def test_modes_run_side_by_side_in_one_sweep():
     for bad in ("parallel", "exact+r", "exact+rx", "exact+compile+compile", "diagonal+r2+r3", "exact+fast"):
         with pytest.raises(ValueError, match="DECODING"):
             benchmark.parse_mode(bad)
-    result = benchmark.benchmark(model="tiny", num_envs=(2,), steps=1, warmup=0, variants=("engine-tokens", "reference"),
-                                 modes=("exact", "diagonal+r2"), progress=False, log=lambda *a: None)
+    result = benchmark.benchmark(model="tiny", num_envs=(2,), steps=1, warmup=0,
+                                 variants=("engine-tokens", "reference"), modes=("exact", "diagonal+r2"),
+                                 progress=False, log=lambda *a: None)
     assert [r["variant"] for r in result["rows"]] == ["engine-tokens", "engine-tokens diagonal+r2", "reference"]
     assert result["meta"]["modes"] == ["exact", "diagonal+r2"]
     with pytest.raises(ValueError, match="DECODING"):

@@ -180,7 +180,8 @@ def dream(model="default", prompt=None, *, steps: int = 20, actions="random", nu
         "model": card.get("name", model.config.name), "official": bool(model.is_official),
         "prompt": p.source or "default", "prompt_start": p.start, "context_frames": P,
         "actions": getattr(source, "name", str(actions)), "num": num, "steps": steps, "seed": seed,
-        "sampling": dict(engine.sampling), "decoding": engine.decoding, "compile": engine.compile, "device": str(engine.device),
+        "sampling": dict(engine.sampling), "decoding": engine.decoding, "compile": engine.compile,
+        "device": str(engine.device),
         "seconds": round(elapsed, 3),
         "env_frames_per_s": round(num * steps / max(elapsed, 1e-9), 2),
     }

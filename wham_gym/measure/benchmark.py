@@ -364,7 +364,8 @@ def parse_num_envs(text: str) -> list[int]:
 def parse_mode(mode: str) -> tuple[str, dict]:
     """An engine mode: a decoding with optional ``+rK`` (``refresh_every`` K) and ``+compile`` parts.
 
-    ``"diagonal+r5"`` -> ``("diagonal", {"refresh_every": 5})``; ``"exact+compile"`` -> ``("exact", {"compile": True})``.
+    ``"diagonal+r5"`` -> ``("diagonal", {"refresh_every": 5})``;
+    ``"exact+compile"`` -> ``("exact", {"compile": True})``.
     """
     decoding, *parts = str(mode).split("+")
     kwargs: dict = {}
