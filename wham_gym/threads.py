@@ -3,7 +3,7 @@
 Torch starts with one thread per core. On a machine other jobs share, more threads than free cores
 make the engine's many small ops wait on each other: on our 2-core CPUs the demo dreamt 0.44
 env-frames/s with torch's default threads under load against 5.4 with one thread, and the test suite
-took 759 s against 227 s (benchmarks/RESULTS.md, "Threads"). The rule: the cores this process may
+took 759 s against 227 s (benchmarks/RESULTS.md, "torch threads under load"). The rule: the cores this process may
 run on, less the whole cores the 1-minute load average says others keep busy, shared among
 ``processes`` cooperating processes (pytest-xdist's workers), at least one each, at most torch's
 default. ``wham-gym --threads N`` and ``python -m agents.* --threads N`` override it.
