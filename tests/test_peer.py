@@ -79,3 +79,14 @@ def test_bench_runs_the_peer(tmp_path, capsys):
     assert "| transformers | 2 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="subset"):
         benchmark.benchmark(model="tiny", variants=("engine-tokens", "vllm"), progress=False)
+
+
+def test_bench_peer_without_transformers_says_what_to_install(monkeypatch, capsys):
+    from wham_gym.commands.main import main
+
+    def missing():
+        raise ImportError("the transformers peer needs Hugging Face transformers: pip install transformers")
+
+    monkeypatch.setattr(peer, "require_transformers", missing)
+    assert main(["bench", "--model", "tiny", "--peer", "--num-envs", "1", "--no-progress", "--threads", "1"]) == 1
+    assert "pip install transformers" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DEFAULT_OUT = "benchmarks/results"
 
@@ -60,6 +61,12 @@ def run_bench(args: argparse.Namespace) -> int:
         variants.append("reference")
     if args.peer:
         variants.append("transformers")
+    if args.peer:
+        try:
+            benchmark.peer.require_transformers()
+        except ImportError as exc:
+            print(f"wham-gym bench --peer: {exc} (or pip install 'wham-gym[peer]')", file=sys.stderr)
+            return 1
     result = benchmark.benchmark(model=args.model, device=args.device, dtype=args.dtype, num_envs=num_envs,
                                  steps=args.steps, warmup=args.warmup, variants=variants, seed=args.seed,
                                  progress=not args.no_progress, decoding=args.decoding,
