@@ -19,6 +19,8 @@ import sys
 import time
 from datetime import date
 
+from wham_gym.atomic import atomic_write
+
 CHILD = """
 import json, sys, time
 from wham_gym.threads import parse_threads, set_threads
@@ -85,8 +87,7 @@ def main(argv=None) -> int:
 
         meta = {"model": args.model, "num_envs": args.num_envs, "steps": args.steps, "cores": cores,
                 "torch": torch.__version__, "date": date.today().isoformat(), "settle_s": args.settle}
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        atomic_write(args.out, lambda f: json.dump({"meta": meta, "rows": rows}, f, indent=2), binary=False)
     return 0
 
 

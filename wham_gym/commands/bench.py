@@ -61,16 +61,16 @@ def run_bench(args: argparse.Namespace) -> int:
         variants.append("reference")
     if args.peer:
         variants.append("transformers")
-    if args.peer:
         try:
             benchmark.peer.require_transformers()
         except ImportError as exc:
             print(f"wham-gym bench --peer: {exc} (or pip install 'wham-gym[peer]')", file=sys.stderr)
             return 1
+    mode = args.decoding + ("+compile" if args.compile else "")  # --modes' syntax for the one mode
     result = benchmark.benchmark(model=args.model, device=args.device, dtype=args.dtype, num_envs=num_envs,
                                  steps=args.steps, warmup=args.warmup, variants=variants, seed=args.seed,
-                                 progress=not args.no_progress, decoding=args.decoding,
-                                 compile=args.compile, modes=args.modes.split(",") if args.modes else None)
+                                 progress=not args.no_progress,
+                                 modes=args.modes.split(",") if args.modes else [mode])
     meta = result["meta"]
     print(f"\n{meta['model']} on {meta['device_name']}, engine {meta['dtype']}, reference float32, "
           f"torch {meta['torch']}; bandwidth {meta['bandwidth_B_per_s'] / 1e9:.1f} GB/s, "

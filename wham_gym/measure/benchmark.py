@@ -384,16 +384,16 @@ def parse_mode(mode: str) -> tuple[str, dict]:
 
 def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), steps: int = 4, warmup: int = 1,
               variants=VARIANTS, seed: int = 0, progress: bool = True, log=print, decoding: str = "exact",
-              compile: bool = False, modes=None) -> dict:
+              modes=None) -> dict:
     """Run the sweep; returns {"meta": ..., "rows": [...]} (see CSV_COLUMNS for a row's fields).
 
     The engine (and the ``transformers`` peer, :data:`PEERS`) runs in ``dtype``; the reference always in
     fp32 (as WHAM's), from the same fp32 master weights. Each variant stops at the first N that runs out of
-    device memory, with a message; the others carry on. ``compile``: the engine's compiled decode pass
-    (its warm-up steps compile it: keep ``warmup`` >= 1 to leave the compile out of the timing).
+    device memory, with a message; the others carry on.
     ``modes``: engine modes (:func:`parse_mode`) measured side by side in one sweep, each engine variant once
-    per mode, labelled ``"engine-tokens diagonal"`` etc. (plain ``"exact"`` keeps the variant's name);
-    default: the one mode ``decoding`` and ``compile`` give.
+    per mode, labelled ``"engine-tokens diagonal"`` etc. (``"exact"``, or a single mode, keeps the variant's name);
+    default: ``[decoding]``. A ``+compile`` mode compiles in its warm-up steps: keep ``warmup`` >= 1 to leave
+    the compile out of the timing.
     """
     from tqdm.auto import tqdm
 
@@ -409,10 +409,10 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
         raise ValueError(f"variants must be a non-empty subset of {VARIANTS + PEERS}, got {tuple(variants)}")
     if "transformers" in variants:
         peer.require_transformers()  # a clear error before any measurement
-    modes = list(modes) if modes else [decoding + ("+compile" if compile else "")]
+    modes = list(modes) if modes else [decoding]
     settings = {m: parse_mode(m) for m in modes}  # mode -> (decoding, engine settings), checked up front
     # What runs, in order: (label, variant, mode); engine variants once per mode.
-    jobs = [(v if m in (None, "exact") else f"{v} {m}", v, m) for v in variants
+    jobs = [(v if m in (None, "exact") or len(modes) == 1 else f"{v} {m}", v, m) for v in variants
             for m in (modes if v.startswith("engine") else [None])]
     num_envs = list(num_envs)
 
