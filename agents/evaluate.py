@@ -37,7 +37,7 @@ from wham_gym import controller  # noqa: E402
 from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.action_sets import action_set_for  # noqa: E402
 from wham_gym.engine import DreamEngine  # noqa: E402
-from wham_gym.measure.metrics import rank_correlation  # noqa: E402,F401 (agents.compare and users import it here)
+from wham_gym.measure.metrics import ci95, rank_correlation  # noqa: E402,F401 (agents.compare and users use them here)
 from wham_gym.prompts import fit_frames  # noqa: E402
 
 from agents.runs import dream_settings  # noqa: E402
@@ -198,13 +198,6 @@ class BehaviourAgent:
             self.engine.reset(ids, tokens=frames, actions=actions)
         self.last = self.engine.predict_actions().cpu().numpy().astype(np.float32)
         return self.last.copy(), None
-
-
-def ci95(values) -> list[float]:
-    """The 95 % confidence interval of the mean (normal approximation: mean ± 1.96 × sample std / sqrt(n))."""
-    v = np.asarray(values, float)
-    half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("inf")
-    return [float(v.mean() - half), float(v.mean() + half)]
 
 
 def summarize(returns, lengths, seconds: float) -> dict:

@@ -13,6 +13,11 @@ discrimination (which of the game's probe continuations each dreamt one is close
     python benchmarks/decoding.py --model default --scenario defend_the_center --num-envs 8,16 \\
         --windows 8 --horizon 10 --out benchmarks/results/decoding_default.json
     python benchmarks/decoding.py --modes exact,diagonal,exact+r5,diagonal+r5 ...
+    python benchmarks/decoding.py --num-envs none --windows 32 --modes exact,diagonal+r5   # fidelity only
+    python benchmarks/decoding.py --num-envs none --windows 0 --probe-seeds 0,1,2,3 ...     # the probes only
+
+Each mode's PSNR/SSIM is also compared with the first mode's window by window (the same games, prompts,
+actions and seeds): the mean paired difference and its 95 % interval at every horizon, ``paired`` in the output.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from wham_gym.atomic import atomic_write
 from wham_gym.measure.benchmark import parse_mode, run_engine
 from wham_gym.measure.drift import Policy, measure
 from wham_gym.measure.fidelity import action_following, live_windows
+from wham_gym.measure.metrics import ci95
 from wham_gym.model import load_model
 from wham_gym.reinjection import Schedule
 
@@ -42,16 +48,25 @@ def speed(model, n: int, steps: int, decoding: str, kw: dict) -> float:
                                                decoding=decoding, engine_kwargs=kw)))
 
 
+def paired(a, b) -> dict:
+    """Mean of a - b over the same windows, with its 95 % interval (finite values only: +inf PSNR of equal frames
+    has no difference)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    return {"mean": round(float(d.mean()), 3), "ci95": [round(x, 3) for x in ci95(d)], "windows": int(d.size)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--scenario", default="defend_the_center")
-    ap.add_argument("--num-envs", default="8,16")
+    ap.add_argument("--num-envs", default="8,16", help="comma-separated N for the speed table; 'none': fidelity only")
     ap.add_argument("--modes", default="exact,diagonal",
                     help="comma-separated DECODING[+rK]; the first is the reference of the speed-ups")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per N and mode (with +rK: a multiple of K "
                                                          "times its re-prefills fairly)")
-    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--windows", type=int, default=8, help="live windows scored for PSNR/SSIM; 0: the probes only")
     ap.add_argument("--horizon", type=int, default=10)
     ap.add_argument("--probe-seeds", default="0,1")
     ap.add_argument("--threads", type=int, default=None)
@@ -69,24 +84,38 @@ def main() -> None:
     model = load_model(args.model)
     result = {"date": str(date.today()), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "cpu": platform.processor() or platform.machine(), "model": model.config.name,
-              "scenario": args.scenario, "speed": [], "fidelity": {}, "probes": {}}
-    for n in map(int, args.num_envs.split(",")):
+              "scenario": args.scenario, "windows": args.windows, "probe_seeds": args.probe_seeds, "speed": [],
+              "fidelity": {}, "paired": {}, "probes": {}}
+    for n in [] if args.num_envs == "none" else map(int, args.num_envs.split(",")):
         row = {"num_envs": n, **{m: round(speed(model, n, args.steps, *modes[m]), 3) for m in modes}}
         row["speedup"] = {m: round(row[m] / row[first], 2) for m in modes if m != first}
         result["speed"].append(row)
         print(row, flush=True)
     W = model.config.seq_len - 1
     windows = live_windows(lambda: gym.make("wham_gym/Doom-v0", scenario=args.scenario), W, args.horizon,
-                           args.windows, seed=0)
+                           args.windows, seed=0) if args.windows else None
     seeds = tuple(map(int, args.probe_seeds.split(",")))
+    each = {}  # mode -> horizon -> row with per-window values
     for m, (d, kw) in modes.items():
-        rows = measure(model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows,
-                       windows=windows, progress=False, decoding=d, engine_kwargs=kw)
+        if windows is None:  # --windows 0: the probes only
+            rows = []
+        else:
+            rows = measure(model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows,
+                           windows=windows, progress=False, decoding=d, engine_kwargs=kw, each=True)
         result["fidelity"][m] = {r["horizon"]: {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
                                  for r in rows}
+        each[m] = {r["horizon"]: r for r in rows}
+        if m != first and rows:  # this mode minus the first, window by window
+            result["paired"][m] = {h: {k: paired(each[m][h][f"{k}_each"], each[first][h][f"{k}_each"])
+                                       for k in ("psnr", "ssim")} for h in each[m]}
         probes = action_following(model, scenario=args.scenario, seeds=seeds, decoding=d, engine_kwargs=kw)
-        result["probes"][m] = {"discrimination": probes["discrimination"], "per_step": probes["per_step"]}
-        print(m, result["fidelity"][m][1], result["fidelity"][m][args.horizon], result["probes"][m], flush=True)
+        conf = np.asarray(probes["psnr_dream_vs_game"])  # probe x game continuation, mean PSNR
+        result["probes"][m] = {"discrimination": probes["discrimination"], "per_step": probes["per_step"],
+                               "recognised_per_start": probes["recognised_per_start"],
+                               "psnr_own_probe": round(float(np.diag(conf).mean()), 3),
+                               "psnr_dream_vs_game": probes["psnr_dream_vs_game"]}
+        print(m, result["fidelity"][m].get(1), result["fidelity"][m].get(args.horizon),
+              {k: v for k, v in result["probes"][m].items() if k != "psnr_dream_vs_game"}, flush=True)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -9,6 +9,12 @@ ABAB..., and reports each tree's median and their ratio per N.
     python benchmarks/step_ab.py --base HEAD~1 --model take_cover --num-envs 16,32,64 --repeats 3
     python benchmarks/step_ab.py --base . --base-decoding exact --decoding diagonal   # two decodings, one tree
     python benchmarks/step_ab.py --base . --compile --model default    # the compiled decode pass against eager
+    python benchmarks/step_ab.py --base d3f2a57 --model default --decode \\
+        --arms base:exact,this:exact,this:exact+compile,this:diagonal+r5     # more than two arms, one run
+
+An arm is TREE:MODE, TREE ``base`` (the ``--base`` revision) or ``this``, MODE an engine mode
+(``wham_gym.measure.benchmark.parse_mode``: DECODING[+rK][+compile]); ratios are against the first arm.
+A tree older than the engine's ``decoding`` / ``engine_kwargs`` arguments runs its plain exact mode.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wham_gym.measure.benchmark import parse_mode
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in each tree; prints {N: env-steps per second}.
@@ -35,18 +43,26 @@ torch.set_num_threads({threads})
 from wham_gym.measure.benchmark import run_engine
 from wham_gym.model import load_model
 model = load_model({model!r})
+# the plain exact mode passes no mode arguments, so trees older than them run too
+mode = {{"decoding": {decoding!r}, "engine_kwargs": {kwargs!r}}}
+if mode == {{"decoding": "exact", "engine_kwargs": {{}}}}:
+    mode = {{}}
 out = {{}}
 for n in {ns!r}:
-    s = run_engine(model, n, {steps}, warmup=2, decode={decode}, decoding={decoding!r},
-                   engine_kwargs={{"compile": {compile}}})  # the warm-up steps compile
-    out[n] = n / float(sorted(s)[len(s) // 2])
+    # warm-up: the compile, and a whole refresh cycle so the timed steps hold re-prefills as in the long run
+    k = {kwargs!r}.get("refresh_every", 1)
+    s = run_engine(model, n, -(-{steps} // k) * k, warmup=max(2, k), decode={decode}, **mode)
+    # every step does the same work: the median step; with a kept cache (refresh K) steps differ, so the
+    # mean over whole refresh cycles (one re-prefill per K steps, as in the long run)
+    out[n] = n / float(sorted(s)[len(s) // 2] if k == 1 else sum(s) / len(s))
 print("RESULT " + json.dumps(out))
 """
 
 
-def time_tree(tree: Path, args, ns: list[int], decoding: str, compile: bool = False) -> dict[int, float]:
+def time_tree(tree: Path, args, ns: list[int], mode: str) -> dict[int, float]:
+    decoding, kwargs = parse_mode(mode)
     code = _CHILD.format(threads=args.threads, model=args.model, ns=ns, steps=args.steps, decode=args.decode,
-                         decoding=decoding, compile=compile)
+                         decoding=decoding, kwargs=kwargs)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -60,43 +76,61 @@ def main() -> None:
     ap.add_argument("--model", default="take_cover")
     ap.add_argument("--num-envs", default="16,32,64")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=6, help="timed steps per N and run (their median is kept)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each tree, alternating")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per N and run (their median is kept; "
+                                                                 "with +rK whole refresh cycles, their mean)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each arm, alternating")
     ap.add_argument("--decoding", default="exact", help="this checkout's decoding")
     ap.add_argument("--base-decoding", default=None, help="the base's decoding (default: --decoding)")
     ap.add_argument("--compile", action="store_true", help="this checkout's engine compiles its decode pass")
     ap.add_argument("--decode", action="store_true", help="decode frames to pixels too")
+    ap.add_argument("--arms", default=None, help="comma-separated TREE:MODE (TREE base or this), timed in turn; "
+                                                 "default: base:BASE_DECODING and this:DECODING[+compile]")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     ns = [int(n) for n in args.num_envs.split(",")]
-    base_decoding = args.base_decoding or args.decoding
+    if args.arms:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    else:
+        arms = [f"base:{args.base_decoding or args.decoding}",
+                f"this:{args.decoding}" + ("+compile" if args.compile else "")]
+    for arm in arms:
+        tree_name, _, mode = arm.partition(":")
+        try:
+            parse_mode(mode)
+        except ValueError as exc:
+            ap.error(f"--arms {arm!r}: {exc}")
+        if tree_name not in ("base", "this") or arms.count(arm) > 1:
+            ap.error(f"--arms: expected distinct TREE:MODE with TREE base or this, got {arm!r}")
     tree = ROOT if args.base == "." else Path(tempfile.mkdtemp(prefix="step_ab_")) / "base"
-    if tree != ROOT:
+    if tree != ROOT and any(a.startswith("base:") for a in arms):
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.base], cwd=ROOT, check=True)
     try:
-        runs = {"base": [], "this": []}
+        runs = {arm: [] for arm in arms}
         for r in range(args.repeats):
-            for name, path, decoding, compile in (("base", tree, base_decoding, False),
-                                                  ("this", ROOT, args.decoding, args.compile)):
-                runs[name].append(time_tree(path, args, ns, decoding, compile))
-                print(f"run {r + 1}/{args.repeats} {name}: " + ", ".join(f"N={n} {v:.1f}" for n, v in
-                                                                         runs[name][-1].items()), flush=True)
+            for arm in arms:
+                tree_name, _, mode = arm.partition(":")
+                runs[arm].append(time_tree(tree if tree_name == "base" else ROOT, args, ns, mode))
+                print(f"run {r + 1}/{args.repeats} {arm}: " + ", ".join(f"N={n} {v:.1f}" for n, v in
+                                                                        runs[arm][-1].items()), flush=True)
     finally:
-        if tree != ROOT:
+        if tree != ROOT and tree.exists():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        if tree != ROOT:
             shutil.rmtree(tree.parent, ignore_errors=True)
     rows = []
     for n in ns:
-        b = float(np.median([x[n] for x in runs["base"]]))
-        t = float(np.median([x[n] for x in runs["this"]]))
-        rows.append({"num_envs": n, "base_env_steps_per_s": round(b, 1), "this_env_steps_per_s": round(t, 1),
-                     "ratio": round(t / b, 2)})
+        med = {arm: float(np.median([x[n] for x in runs[arm]])) for arm in arms}
+        rows.append({"num_envs": n, "env_steps_per_s": {a: round(v, 2) for a, v in med.items()},
+                     "ratio": {a: round(v / med[arms[0]], 2) for a, v in med.items()}})
         print(rows[-1])
+    best = {arm: max(float(np.median([x[n] for x in runs[arm]])) for n in ns) for arm in arms}
+    best_ratio = {a: round(v / best[arms[0]], 2) for a, v in best.items()}
+    print("best N:", {a: round(v, 2) for a, v in best.items()}, "ratio of bests:", best_ratio)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD" if args.base == "." else args.base], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     result = {"date": str(date.today()), "base": f"{args.base} ({commit})", "model": args.model,
-              "threads": args.threads, "decoding": args.decoding, "compile": args.compile,
-              "base_decoding": base_decoding, "decode_frames": args.decode,
+              "threads": args.threads, "arms": arms, "decode_frames": args.decode,
+              "best": {a: round(v, 2) for a, v in best.items()}, "ratio_of_bests": best_ratio,
               "steps": args.steps, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "rows": rows, "runs": runs}
     if args.out:

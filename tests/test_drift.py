@@ -52,6 +52,21 @@ def test_drift_measures_an_engine_setting_it_is_given():
     with pytest.raises(ValueError, match="refresh_every"):
         measure(model, eps, off, horizon=2, num=2, progress=False, engine_kwargs={"refresh_every": 0})
 
+
+def test_drift_gives_each_window_s_scores_for_paired_comparisons():
+    """each=True: one PSNR / SSIM per rollout, whose mean is the row's; the windows keep their order."""
+    model = load_model("tiny")
+    eps = noise_episodes(seed=2, length=20, num=3)
+    off = [Policy("off", Schedule())]
+    rows = measure(model, eps, off, horizon=3, num=3, progress=False, each=True)
+    for r in rows:
+        assert len(r["psnr_each"]) == len(r["ssim_each"]) == 3
+        assert np.isclose(np.mean(r["psnr_each"]), r["psnr"]) and np.isclose(np.mean(r["ssim_each"]), r["ssim"])
+    assert len(set(rows[0]["psnr_each"])) == 3  # three different windows, three scores
+    plain = measure(model, eps, off, horizon=3, num=3, progress=False)
+    assert "psnr_each" not in plain[0] and [r["psnr"] for r in plain] == [r["psnr"] for r in rows]
+
+
 def test_live_windows_replay_the_same_games_and_drive_the_drift_tool(tmp_path, capsys):
     import pytest
 

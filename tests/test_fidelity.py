@@ -62,6 +62,8 @@ def test_action_following_measures_the_game_and_the_dream(tmp_path):
     assert game["forward"] > 1.02 and game["backward"] < 1.0 and game["still"] == pytest.approx(1.0)
     k = len(out["probes"])
     assert np.array(out["psnr_dream_vs_game"]).shape == (k, k) and 0 <= out["discrimination"] <= 1
+    hits, decisions = out["recognised_per_start"]
+    assert decisions == k * out["starts"] and 0 <= hits <= decisions
     assert out["game"].shape == out["dream"].shape == (k, 4, 180, 300, 3)
     assert (out["game"][:, 0] == out["dream"][:, 0]).all()  # both start from the same real frame
 
@@ -85,3 +87,19 @@ def test_strafe_probes_in_take_cover_with_its_status_bar():
     assert game["strafe right"] > game["still"] + 3 and game["strafe left"] < game["still"] - 3
     hud = out["game"][0, 0, 160:]  # the status bar the data was recorded with is in the game's frames
     assert hud.std() > 20
+
+
+def test_decoding_benchmark_pairs_modes_window_by_window():
+    """benchmarks/decoding.py compares a mode with the first one on the same windows: the mean difference and a
+    95 % interval, equal frames (+inf PSNR on both sides) left out rather than turned into NaN."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("dec", Path(__file__).parents[1] / "benchmarks" / "decoding.py")
+    dec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dec)
+    out = dec.paired([20.0, 21.0, 19.0, np.inf], [19.0, 20.0, 19.5, np.inf])
+    assert out["windows"] == 3 and out["mean"] == pytest.approx(0.5)
+    lo, hi = out["ci95"]
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * 1.96 * np.std([1.0, 1.0, -0.5], ddof=1) / np.sqrt(3),
+                                                       abs=2e-3)

@@ -45,8 +45,11 @@ def default_policies(nll_above: float) -> list[Policy]:
 @torch.no_grad()
 def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: int = 8, seed: int = 0,
             bank: RetrievalSource | None = None, progress: bool = True, windows=None,
-            decoding: str = "exact", engine_kwargs: dict | None = None) -> list[dict]:
+            decoding: str = "exact", engine_kwargs: dict | None = None, each: bool = False) -> list[dict]:
     """Rows of (policy, horizon, psnr, ssim, nll, reinjections_per_100) averaged over ``num`` rollouts.
+
+    ``each``: rows also hold ``psnr_each`` / ``ssim_each``, one value per rollout (for paired comparisons of
+    two modes on the same windows).
 
     The truth is ``num`` random stretches of ``episodes``, or ``windows`` = (frames, actions)
     as :func:`~wham_gym.measure.fidelity.live_windows` plays them in a live game.
@@ -71,9 +74,11 @@ def measure(model, episodes, policies: list[Policy], horizon: int = 100, num: in
         dream_t = torch.from_numpy(traj.frames).permute(0, 1, 4, 2, 3)
         cost = 100.0 * float(traj.reinjected.sum()) / (num * horizon)
         for h in range(1, horizon + 1):  # each dreamt frame scored before any reinjection replaced it
-            rows.append({"policy": policy.name, "horizon": h, "psnr": float(psnr(dream_t[:, h - 1], real_t[:, h - 1]).mean()),
-                         "ssim": float(ssim(dream_t[:, h - 1], real_t[:, h - 1]).mean()),
+            p_h, s_h = psnr(dream_t[:, h - 1], real_t[:, h - 1]), ssim(dream_t[:, h - 1], real_t[:, h - 1])
+            rows.append({"policy": policy.name, "horizon": h, "psnr": float(p_h.mean()), "ssim": float(s_h.mean()),
                          "nll": float(traj.nll[:, h - 1].mean()), "reinjections_per_100": cost})
+            if each:
+                rows[-1].update(psnr_each=p_h.tolist(), ssim_each=s_h.tolist())
     return rows
 
 

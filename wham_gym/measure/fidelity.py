@@ -198,8 +198,11 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     - the horizontal image shift per step while turning and the magnification per step
       while walking, in game and dream;
     - discrimination: for each probe, which of the game's continuations the dream's is
-      closest to (mean PSNR over the steps); accuracy 1/len(PROBES) is chance, and a
-      dream that ignores actions scores about that.
+      closest to (mean PSNR over the steps, averaged over the starts); accuracy 1/len(PROBES)
+      is chance, and a dream that ignores actions scores about that;
+    - recognised_per_start: [probes recognised, decisions], the same decided start by start
+      (len(PROBES) x starts decisions: a count with a binomial error, where discrimination
+      moves in steps of 1/len(PROBES)).
 
     ``keep_frames`` adds the first start's frames, ``game`` and ``dream`` (probe, step, H, W, 3),
     for a picture. ``probes``: :data:`PROBES` (walk, turn) or :data:`STRAFE_PROBES` (take_cover);
@@ -209,6 +212,7 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
     """
     k = len(probes)
     confusion = np.zeros((k, k))
+    hits = 0  # probes recognised start by start (each start's own closest game continuation)
     moves = {name: {"game": [], "dream": []} for name, *_ in probes}
     kept = {}
     actions = np.stack([_probe_action(i, v) for _, i, v in probes])
@@ -220,13 +224,18 @@ def action_following(model, scenario: str = "my_way_home", steps: int = 10, seed
         dream = np.concatenate([np.repeat(prompt[None, -1:], k, 0), dreamt], 1)  # (k, steps + 1, H, W, 3)
         if keep_frames and not kept:
             kept = {"game": np.stack(game), "dream": dream}
+        start = np.zeros((k, k))
         for i, (name, index, _) in enumerate(probes):
             for j in range(k):
-                confusion[i, j] += psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item() / len(seeds)
+                start[i, j] = psnr(_chw(dream[i, 1:]), _chw(game[j][1:])).mean().item()
+        confusion += start / len(seeds)
+        hits += int((start.argmax(axis=1) == np.arange(k)).sum())
+        for i, (name, index, _) in enumerate(probes):
             measure = horizontal_shift if index in SIDEWAYS else zoom_factor
             for src, seq in (("game", game[i]), ("dream", dream[i])):
                 moves[name][src].append(np.mean([measure(x, y) for x, y in zip(seq[:-1], seq[1:])]))
     per_step = {name: {src: float(np.mean(v)) for src, v in m.items()} for name, m in moves.items()}
     return {"scenario": scenario, "steps": steps, "starts": len(seeds), "probes": [p[0] for p in probes],
             "per_step": per_step, "psnr_dream_vs_game": confusion.round(3).tolist(),
-            "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k))), **kept}
+            "discrimination": float(np.mean(confusion.argmax(axis=1) == np.arange(k))),
+            "recognised_per_start": [hits, k * len(seeds)], **kept}
