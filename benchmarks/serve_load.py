@@ -60,12 +60,12 @@ def rss_bytes(pid: int) -> int:
 class Server:
     """``wham-gym serve`` in a subprocess on a free loopback port; stopped (and waited for) on exit."""
 
-    def __init__(self, rule: str, model: str, max_jobs: int):
+    def __init__(self, rule: str, model: str, max_jobs: int, device: str = "cpu"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "wham_gym", "serve", "--model", model, "--port", str(self.port),
                "--threads", "1", "--batching", rule, "--max-concurrent-jobs", str(max_jobs),
-               "--max-batch", "32", "--log-level", "warning"]
+               "--max-batch", "32", "--log-level", "warning", "--device", device]
         self.proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
         deadline = time.monotonic() + 120
         while True:
@@ -223,6 +223,7 @@ def main() -> None:
     ap.add_argument("--prompt-frames", type=int, default=10)
     ap.add_argument("--memory-requests", type=int, default=10_000, help="requests between the two RSS readings "
                     "in the largest-K phase (0: none)")
+    ap.add_argument("--device", default="cpu", help="the servers' engine device (cpu or cuda)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -230,6 +231,7 @@ def main() -> None:
     body, files = prompt_form(load_model(args.model), args.prompt_frames)
     report = {"date": str(date.today()), "torch": torch.__version__, "python": platform.python_version(),
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "engine_threads": 1,
+              "device": args.device,
               "load_average_start": os.getloadavg(), "poll_s": args.poll, "steps_per_job": args.steps,
               "prompt_frames": args.prompt_frames, "runs": {}}
     # Both servers stay up; the rules alternate phase by phase, so a shared machine's load drifts over
@@ -238,7 +240,7 @@ def main() -> None:
     servers = {}
     try:
         for rule in rules:
-            servers[rule] = Server(rule, args.model, max_jobs=max(ks) * 2)
+            servers[rule] = Server(rule, args.model, max_jobs=max(ks) * 2, device=args.device)
             report["runs"][rule] = [{"rss_start": servers[rule].rss()}]
         for k in ks:
             for rule in rules:

@@ -42,7 +42,7 @@ import json, sys, torch
 torch.set_num_threads({threads})
 from wham_gym.measure.benchmark import run_engine
 from wham_gym.model import load_model
-model = load_model({model!r})
+model = load_model({model!r}, device={device!r})
 # the plain exact mode passes no mode arguments, so trees older than them run too
 mode = {{"decoding": {decoding!r}, "engine_kwargs": {kwargs!r}}}
 if mode == {{"decoding": "exact", "engine_kwargs": {{}}}}:
@@ -62,8 +62,10 @@ print("RESULT " + json.dumps(out))
 def time_tree(tree: Path, args, ns: list[int], mode: str) -> dict[int, float]:
     decoding, kwargs = parse_mode(mode)
     code = _CHILD.format(threads=args.threads, model=args.model, ns=ns, steps=args.steps, decode=args.decode,
-                         decoding=decoding, kwargs=kwargs)
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
+                         decoding=decoding, kwargs=kwargs, device=args.device)
+    # the tree first; what PYTHONPATH held before (e.g. carried wheels) after it
+    path = os.pathsep.join(x for x in (str(tree), os.environ.get("PYTHONPATH", "")) if x)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
     return {int(k): v for k, v in json.loads(line[len("RESULT "):]).items()}
@@ -73,6 +75,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD", help="git revision to compare this checkout (its working tree) with; "
                                                    "'.': this checkout itself (to compare decodings)")
+    ap.add_argument("--base-dir", type=Path, default=None,
+                    help="a directory holding the base's wham_gym/ (e.g. `git archive REV wham_gym | tar -x -C DIR`), "
+                         "instead of a worktree of --base: where no git history travels")
     ap.add_argument("--model", default="take_cover")
     ap.add_argument("--num-envs", default="16,32,64")
     ap.add_argument("--threads", type=int, default=2)
@@ -83,6 +88,7 @@ def main() -> None:
     ap.add_argument("--base-decoding", default=None, help="the base's decoding (default: --decoding)")
     ap.add_argument("--compile", action="store_true", help="this checkout's engine compiles its decode pass")
     ap.add_argument("--decode", action="store_true", help="decode frames to pixels too")
+    ap.add_argument("--device", default="cpu", help="the engines' device (cpu or cuda)")
     ap.add_argument("--arms", default=None, help="comma-separated TREE:MODE (TREE base or this), timed in turn; "
                                                  "default: base:BASE_DECODING and this:DECODING[+compile]")
     ap.add_argument("--out", type=Path, default=None)
@@ -101,8 +107,14 @@ def main() -> None:
             ap.error(f"--arms {arm!r}: {exc}")
         if tree_name not in ("base", "this") or arms.count(arm) > 1:
             ap.error(f"--arms: expected distinct TREE:MODE with TREE base or this, got {arm!r}")
-    tree = ROOT if args.base == "." else Path(tempfile.mkdtemp(prefix="step_ab_")) / "base"
-    if tree != ROOT and any(a.startswith("base:") for a in arms):
+    if args.base_dir is not None:
+        if not (args.base_dir / "wham_gym" / "__init__.py").is_file():
+            ap.error(f"--base-dir: expected a directory holding wham_gym/__init__.py, got {args.base_dir}")
+        tree = args.base_dir.resolve()
+    else:
+        tree = ROOT if args.base == "." else Path(tempfile.mkdtemp(prefix="step_ab_")) / "base"
+    worktree = args.base_dir is None and tree != ROOT
+    if worktree and any(a.startswith("base:") for a in arms):
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.base], cwd=ROOT, check=True)
     try:
         runs = {arm: [] for arm in arms}
@@ -113,9 +125,9 @@ def main() -> None:
                 print(f"run {r + 1}/{args.repeats} {arm}: " + ", ".join(f"N={n} {v:.1f}" for n, v in
                                                                         runs[arm][-1].items()), flush=True)
     finally:
-        if tree != ROOT and tree.exists():
+        if worktree and tree.exists():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-        if tree != ROOT:
+        if worktree:
             shutil.rmtree(tree.parent, ignore_errors=True)
     rows = []
     for n in ns:
@@ -128,8 +140,9 @@ def main() -> None:
     print("best N:", {a: round(v, 2) for a, v in best.items()}, "ratio of bests:", best_ratio)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD" if args.base == "." else args.base], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    result = {"date": str(date.today()), "base": f"{args.base} ({commit})", "model": args.model,
-              "threads": args.threads, "arms": arms, "decode_frames": args.decode,
+    base = str(args.base_dir) if args.base_dir is not None else f"{args.base} ({commit})"
+    result = {"date": str(date.today()), "base": base, "model": args.model,
+              "threads": args.threads, "device": args.device, "arms": arms, "decode_frames": args.decode,
               "best": {a: round(v, 2) for a, v in best.items()}, "ratio_of_bests": best_ratio,
               "steps": args.steps, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "rows": rows, "runs": runs}
