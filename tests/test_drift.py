@@ -53,7 +53,7 @@ def test_drift_measures_an_engine_setting_it_is_given():
         measure(model, eps, off, horizon=2, num=2, progress=False, engine_kwargs={"refresh_every": 0})
 
 
-def test_drift_gives_each_window_s_scores_for_paired_comparisons():
+def test_drift_scores_each_window_for_paired_comparisons():
     """each=True: one PSNR / SSIM per rollout, whose mean is the row's; the windows keep their order."""
     model = load_model("tiny")
     eps = noise_episodes(seed=2, length=20, num=3)
