@@ -151,3 +151,25 @@ def test_modes_run_side_by_side_in_one_sweep():
     assert result["meta"]["modes"] == ["exact", "diagonal+r2"]
     with pytest.raises(ValueError, match="DECODING"):
         benchmark.benchmark(model="tiny", modes=("exact", "fast"), progress=False)
+
+
+def test_step_ab_refuses_bad_arms_and_base_dirs_before_timing_anything(tmp_path):
+    """benchmarks/step_ab.py checks every TREE:MODE arm, and a --base-dir that holds no wham_gym/, at the boundary:
+    exit 2 with the expected form, before any tree is checked out or timed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "step_ab.py"
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+
+    bad_tree = run("--arms", "mine:exact")
+    assert bad_tree.returncode == 2 and "TREE base or this" in bad_tree.stderr
+    bad_mode = run("--arms", "this:exact,this:fast")
+    assert bad_mode.returncode == 2 and "this:fast" in bad_mode.stderr and "DECODING" in bad_mode.stderr
+    twice = run("--arms", "this:exact,this:exact")
+    assert twice.returncode == 2 and "distinct" in twice.stderr
+    empty = run("--base-dir", str(tmp_path), "--arms", "base:exact")
+    assert empty.returncode == 2 and "wham_gym/__init__.py" in empty.stderr
