@@ -1,10 +1,11 @@
-"""The engine's exact step in this checkout against a git revision, interleaved in one run.
+"""Engine steps in this checkout against a git revision, in any engine modes, interleaved in one run.
 
 Machines shared with others (a 2-core VM) drift by 10-20 % from one minute to the next, so
 two speeds measured minutes apart say little about a change. This script checks the base
-revision out into a temporary git worktree and times the same engine steps (full windows,
-``wham_gym.measure.benchmark.run_engine``) in both trees, alternating fresh subprocesses
-ABAB..., and reports each tree's median and their ratio per N.
+revision out into a temporary git worktree (or reads an exported tree, ``--base-dir``, where no
+git history travels) and times the same engine steps (full windows,
+``wham_gym.measure.benchmark.run_engine``, on ``--device``) for every arm, alternating fresh
+subprocesses ABAB..., and reports each arm's median and its ratio to the first arm per N.
 
     python benchmarks/step_ab.py --base HEAD~1 --model take_cover --num-envs 16,32,64 --repeats 3
     python benchmarks/step_ab.py --base . --base-decoding exact --decoding diagonal   # two decodings, one tree
