@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from wham_gym.atomic import atomic_write
 from wham_gym.cluster import RayVectorEnv
 from wham_gym.env import WHAMVectorEnv
 
@@ -48,13 +49,14 @@ def time_steps(env, steps: int, rng) -> float:
     return time.perf_counter() - t
 
 
-def bench_envs(model: str, n: int, steps: int, rounds: int, threads: int, seed: int = 0) -> dict:
+def bench_envs(model: str, n: int, steps: int, rounds: int, threads: int, seed: int = 0,
+               obs_mode: str = "frames") -> dict:
     torch.set_num_threads(threads)
     half = max(1, threads // 2)
     variants = {
-        "local": WHAMVectorEnv(n, model),
-        "ray_1_actor": RayVectorEnv(n, model, num_actors=1, num_cpus=threads, threads=threads),
-        "ray_2_actors": RayVectorEnv(n, model, num_actors=2, num_cpus=half, threads=half),
+        "local": WHAMVectorEnv(n, model, obs_mode=obs_mode),
+        "ray_1_actor": RayVectorEnv(n, model, num_actors=1, num_cpus=threads, threads=threads, obs_mode=obs_mode),
+        "ray_2_actors": RayVectorEnv(n, model, num_actors=2, num_cpus=half, threads=half, obs_mode=obs_mode),
     }
     rng = np.random.default_rng(seed)
     try:
@@ -131,6 +133,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--obs-mode", choices=("frames", "tokens"), default="frames",
+                    help="what the envs return: decoded frames, or image tokens (what a latent-view agent reads)")
+    ap.add_argument("--no-transport", action="store_true", help="the envs only: skip the transport and projection")
     ap.add_argument("--out", default="benchmarks/results/cluster.json")
     args = ap.parse_args(argv)
     import ray
@@ -141,10 +146,20 @@ def main(argv=None) -> dict:
     load = os.getloadavg()
     try:
         sizes = [int(x) for x in args.num_envs.split(",")]
-        envs = [bench_envs(args.model, n, args.steps, args.rounds, args.threads) for n in sizes]
-        transport = [bench_transport(ray, n, k) for n in sizes for k in (1, 2, 8)]
+        envs = [bench_envs(args.model, n, args.steps, args.rounds, args.threads, obs_mode=args.obs_mode)
+                for n in sizes]
+        transport = [] if args.no_transport else [bench_transport(ray, n, k) for n in sizes for k in (1, 2, 8)]
     finally:
         ray.shutdown()
+    if not transport:
+        result = {"device": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                  "threads": args.threads, "torch": torch.__version__, "ray": ray.__version__,
+                  "date": time.strftime("%Y-%m-%d"), "load_before": load, "load_after": os.getloadavg(),
+                  "model": args.model, "obs_mode": args.obs_mode, "envs": envs}
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        atomic_write(args.out, lambda f: json.dump(result, f, indent=1), binary=False)
+        print(json.dumps(envs, indent=1))
+        return result
     # Fixed cost per actor and per frame from the transport rows (least squares over actors and N).
     X = np.array([[t["actors"], t["N"]] for t in transport], float)
     y = np.array([t["ms_per_step"] for t in transport])
@@ -152,13 +167,12 @@ def main(argv=None) -> dict:
     result = {
         "device": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
         "torch": torch.__version__, "ray": ray.__version__, "date": time.strftime("%Y-%m-%d"),
-        "load_before": load, "load_after": os.getloadavg(), "model": args.model,
+        "load_before": load, "load_after": os.getloadavg(), "model": args.model, "obs_mode": args.obs_mode,
         "envs": envs, "transport": transport, "fixed_ms_per_actor": fixed_ms, "ms_per_frame": per_frame_ms,
         "projection": projection(max(fixed_ms, 0.0), max(per_frame_ms, 0.0)),
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    atomic_write(args.out, lambda f: json.dump(result, f, indent=1), binary=False)
     print(json.dumps({k: result[k] for k in ("envs", "transport", "fixed_ms_per_actor", "ms_per_frame",
                                              "load_before", "load_after")}, indent=1))
     return result
