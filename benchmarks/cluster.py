@@ -151,30 +151,23 @@ def main(argv=None) -> dict:
         transport = [] if args.no_transport else [bench_transport(ray, n, k) for n in sizes for k in (1, 2, 8)]
     finally:
         ray.shutdown()
-    if not transport:
-        result = {"device": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                  "threads": args.threads, "torch": torch.__version__, "ray": ray.__version__,
-                  "date": time.strftime("%Y-%m-%d"), "load_before": load, "load_after": os.getloadavg(),
-                  "model": args.model, "obs_mode": args.obs_mode, "envs": envs}
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        atomic_write(args.out, lambda f: json.dump(result, f, indent=1), binary=False)
-        print(json.dumps(envs, indent=1))
-        return result
-    # Fixed cost per actor and per frame from the transport rows (least squares over actors and N).
-    X = np.array([[t["actors"], t["N"]] for t in transport], float)
-    y = np.array([t["ms_per_step"] for t in transport])
-    fixed_ms, per_frame_ms = (float(v) for v in np.linalg.lstsq(X, y, rcond=None)[0])
     result = {
         "device": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
         "torch": torch.__version__, "ray": ray.__version__, "date": time.strftime("%Y-%m-%d"),
         "load_before": load, "load_after": os.getloadavg(), "model": args.model, "obs_mode": args.obs_mode,
-        "envs": envs, "transport": transport, "fixed_ms_per_actor": fixed_ms, "ms_per_frame": per_frame_ms,
-        "projection": projection(max(fixed_ms, 0.0), max(per_frame_ms, 0.0)),
+        "envs": envs,
     }
+    if transport:
+        # Fixed cost per actor and per frame from the transport rows (least squares over actors and N).
+        X = np.array([[t["actors"], t["N"]] for t in transport], float)
+        y = np.array([t["ms_per_step"] for t in transport])
+        fixed_ms, per_frame_ms = (float(v) for v in np.linalg.lstsq(X, y, rcond=None)[0])
+        result.update(transport=transport, fixed_ms_per_actor=fixed_ms, ms_per_frame=per_frame_ms,
+                      projection=projection(max(fixed_ms, 0.0), max(per_frame_ms, 0.0)))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     atomic_write(args.out, lambda f: json.dump(result, f, indent=1), binary=False)
     print(json.dumps({k: result[k] for k in ("envs", "transport", "fixed_ms_per_actor", "ms_per_frame",
-                                             "load_before", "load_after")}, indent=1))
+                                             "load_before", "load_after") if k in result}, indent=1))
     return result
 
 

@@ -95,19 +95,18 @@ def main() -> None:
     windows = live_windows(lambda: gym.make("wham_gym/Doom-v0", scenario=args.scenario), W, args.horizon,
                            args.windows, seed=0) if args.windows else None
     seeds = tuple(map(int, args.probe_seeds.split(",")))
-    each = {}  # mode -> horizon -> row with per-window values
+    reference = {}  # the first mode's rows, with per-window values, by horizon
     for m, (d, kw) in modes.items():
-        if windows is None:  # --windows 0: the probes only
-            rows = []
-        else:
-            rows = measure(model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows,
-                           windows=windows, progress=False, decoding=d, engine_kwargs=kw, each=True)
+        rows = [] if windows is None else measure(  # --windows 0: the probes only
+            model, None, [Policy("off", Schedule())], horizon=args.horizon, num=args.windows, windows=windows,
+            progress=False, decoding=d, engine_kwargs=kw, each=True)
         result["fidelity"][m] = {r["horizon"]: {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
                                  for r in rows}
-        each[m] = {r["horizon"]: r for r in rows}
-        if m != first and rows:  # this mode minus the first, window by window
-            result["paired"][m] = {h: {k: paired(each[m][h][f"{k}_each"], each[first][h][f"{k}_each"])
-                                       for k in ("psnr", "ssim")} for h in each[m]}
+        if m == first:
+            reference = {r["horizon"]: r for r in rows}
+        else:  # this mode minus the first, window by window
+            result["paired"][m] = {r["horizon"]: {k: paired(r[f"{k}_each"], reference[r["horizon"]][f"{k}_each"])
+                                                  for k in ("psnr", "ssim")} for r in rows}
         probes = action_following(model, scenario=args.scenario, seeds=seeds, decoding=d, engine_kwargs=kw)
         conf = np.asarray(probes["psnr_dream_vs_game"])  # probe x game continuation, mean PSNR
         result["probes"][m] = {"discrimination": probes["discrimination"], "per_step": probes["per_step"],

@@ -130,13 +130,13 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         if worktree:
             shutil.rmtree(tree.parent, ignore_errors=True)
+    med = {n: {arm: float(np.median([x[n] for x in runs[arm]])) for arm in arms} for n in ns}
     rows = []
     for n in ns:
-        med = {arm: float(np.median([x[n] for x in runs[arm]])) for arm in arms}
-        rows.append({"num_envs": n, "env_steps_per_s": {a: round(v, 2) for a, v in med.items()},
-                     "ratio": {a: round(v / med[arms[0]], 2) for a, v in med.items()}})
+        rows.append({"num_envs": n, "env_steps_per_s": {a: round(v, 2) for a, v in med[n].items()},
+                     "ratio": {a: round(v / med[n][arms[0]], 2) for a, v in med[n].items()}})
         print(rows[-1])
-    best = {arm: max(float(np.median([x[n] for x in runs[arm]])) for n in ns) for arm in arms}
+    best = {arm: max(med[n][arm] for n in ns) for arm in arms}
     best_ratio = {a: round(v / best[arms[0]], 2) for a, v in best.items()}
     print("best N:", {a: round(v, 2) for a, v in best.items()}, "ratio of bests:", best_ratio)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD" if args.base == "." else args.base], cwd=ROOT,

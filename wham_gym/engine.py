@@ -110,8 +110,8 @@ class DreamEngine:
             attends over the whole static cache under a preallocated position mask, so every pass of a
             step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
             ``mode="reduce-overhead"``). The same tokens as eager decoding (tests/test_engine.py). It costs
-            a compile per N (~10 s on a CPU) and on our 2-core CPUs gained nothing (0.9-1.0x a step:
-            the passes are bound by cache reads and matmuls there, not by dispatch; benchmarks/RESULTS.md),
+            a compile per N (~10 s on a CPU) and on our 2-core CPUs gained little (1.0-1.1x a step from
+            N 4: the passes are bound by cache reads and matmuls there, not by dispatch; benchmarks/RESULTS.md),
             so the default is off; the prefill and other decodings' block passes stay eager.
 
     After each step ``last_passes`` holds the forward passes that sampled its image tokens (the prefill

@@ -101,17 +101,15 @@ class CausalSelfAttention(nn.Module):
         elif cache is not None:
             k, v = cache.write(pos, k, v)
             n = mask.shape[-1]  # attend over the live prefix of the cache only
-            if T == 1 and n == k.shape[2]:
-                # One token over the whole static cache (the engine's compiled decode pass): two matmuls. Under
-                # torch.compile on CPU, SDPA here ran 1.35x slower than eager SDPA and 1.5x slower than this
-                # (N 16: 2.35 / 1.74 / 1.60 ms a call, each reading the layer's whole cache). Eager passes attend
-                # over the live prefix, where slicing the cache for matmuls copies it: they keep SDPA.
-                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + mask
-                y = att.softmax(-1) @ v
-                return self.c_proj(y.transpose(1, 2).contiguous().view(B, 1, C))
             k, v = k[:, :, :n], v[:, :, :n]
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1 and cache is not None and k.shape[2] == cache.k.shape[2]:
+            # One token over the whole static cache (the engine's compiled decode pass): two matmuls. Under
+            # torch.compile on CPU, SDPA here ran 1.35x slower than eager SDPA and 1.5x slower than this
+            # (N 16: 2.35 / 1.74 / 1.60 ms a call, each reading the layer's whole cache). Eager passes attend
+            # over a live prefix, a strided slice the matmuls would copy: they keep SDPA.
+            y = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + mask).softmax(-1) @ v
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, q.shape[2], C)
