@@ -18,6 +18,7 @@ and the end of a real episode behind the dream.
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -120,6 +121,43 @@ class EndFrameTermination:
         return self.drawn(ctx.tokens)
 
 
+class Motion:
+    """EndRiskTermination's memory: how far the player moved over the last ``lag`` steps, read off the frames.
+
+    A :class:`~wham_gym.position.PositionProbe` reads each step's frame (the one the action was taken at, so a
+    step that ends an episode is scored as on a recording, whose last frame has no successor); each slot keeps
+    its last ``lag + 1`` readings, filled with the first one when an episode starts (``ctx.steps == 1``). The
+    termination's log-odds gain ``weight * log1p(moved / scale)``: a negative weight makes a player who keeps
+    moving safer, as take_cover's fireballs, aimed where the player stood ~1.5 s before, make him.
+    """
+
+    def __init__(self, probe, lag: int = 15, scale: float = 50.0, weight: float = 0.0):
+        if not (isinstance(lag, int) and lag >= 1):
+            raise ValueError(f"motion lag: expected a whole number of steps >= 1, got {lag!r}")
+        if not scale > 0:
+            raise ValueError(f"motion scale: expected a positive distance, got {scale!r}")
+        self.probe, self.lag, self.scale, self.weight = probe, lag, float(scale), float(weight)
+        self._history: torch.Tensor | None = None  # (N, lag + 1) probe readings, oldest first
+
+    def log_odds(self, moved: torch.Tensor) -> torch.Tensor:
+        return self.weight * torch.log1p(moved / self.scale)
+
+    def track(self, ctx: StepContext) -> torch.Tensor:
+        """Push this step's reading; -> (N,) float64 distance between it and the one ``lag`` steps before."""
+        y = self.probe(ctx.prev_tokens).double()
+        h = self._history
+        if h is None or h.shape[0] != y.shape[0] or h.device != y.device:
+            h = y[:, None].repeat(1, self.lag + 1)
+        else:
+            started = (ctx.steps == 1).to(y.device)
+            h = torch.where(started[:, None], y[:, None], torch.cat([h[:, 1:], y[:, None]], 1))
+        self._history = h
+        return (h[:, -1] - h[:, 0]).abs()
+
+    def card(self, probe_file: str) -> dict:
+        return {"probe": probe_file, "lag": self.lag, "scale": self.scale, "weight": self.weight}
+
+
 class EndRiskTermination:
     """An episode ends with a sharpened form of the world model's own probability of drawing its end frame now.
 
@@ -141,7 +179,7 @@ class EndRiskTermination:
     needs_frames = False
     ban_first_token = True  # the env asks the engine not to draw it: the end is decided here
 
-    def __init__(self, model, sharpness: float = 1.0, center: float = 0.5):
+    def __init__(self, model, sharpness: float = 1.0, center: float = 0.5, motion: "Motion | None" = None):
         if not sharpness > 0:
             raise ValueError(f"sharpness: expected a positive number, got {sharpness!r}")
         if not 0 < center < 1:
@@ -149,18 +187,27 @@ class EndRiskTermination:
         self.first_token = int(EndFrameTermination(model).end_tokens[0])  # refuses models without end frames
         self.sharpness, self.center = float(sharpness), float(center)
         self._center_logit = math.log(self.center / (1 - self.center))
+        self.motion = motion
 
-    def probability(self, p: torch.Tensor) -> torch.Tensor:
-        """The GPT's end probability p (N,) -> this termination's q (N,) float64."""
+    def probability(self, p: torch.Tensor, moved: torch.Tensor | None = None) -> torch.Tensor:
+        """The GPT's end probability p (N,) -> this termination's q (N,) float64; ``moved`` (N,): how far the
+        player moved over the motion term's lag (required with one, ignored without)."""
         p = p.double().clamp(1e-12, 1 - 1e-12)
-        return torch.sigmoid(self.sharpness * (torch.logit(p) - self._center_logit))
+        z = self.sharpness * (torch.logit(p) - self._center_logit)
+        if self.motion is not None:
+            if moved is None:
+                raise ValueError("this EndRiskTermination has a motion term: pass moved, the displacement over "
+                                 f"its lag of {self.motion.lag} steps")
+            z = z + self.motion.log_odds(moved.double())
+        return torch.sigmoid(z)
 
     def __call__(self, ctx: StepContext) -> torch.Tensor:
         if ctx.first_token_prob is None:
             raise ValueError("EndRiskTermination reads the engine's first-token probability: step it in a "
                              "WHAMVectorEnv (which has the engine watch its first_token), or call "
                              "engine.watch_first_token(term.first_token, ban=True) and pass first_token_prob")
-        q = self.probability(ctx.first_token_prob)
+        moved = self.motion.track(ctx) if self.motion is not None else None
+        q = self.probability(ctx.first_token_prob, moved)
         u = ctx.uniform if ctx.uniform is not None else torch.rand(q.shape, dtype=torch.float64, device=q.device)
         return u.to(q.device) < q
 
@@ -189,33 +236,53 @@ def fit_end_risk(p, ended, iterations: int = 50) -> tuple[float, float]:
     the states the GPT finds least dangerous nearly immortal (q ~ p**sharpness); fitted here, q is right on the
     real frames of every recording given, whatever the policy that played them.
     """
+    a, b = _fit_logistic(p, ended, [], iterations)
+    return a, 1 / (1 + math.exp(b / a))
+
+
+def fit_end_risk_motion(p, ended, moved, scale: float = 50.0, iterations: int = 50) -> tuple[float, float, float]:
+    """:func:`fit_end_risk` with :class:`Motion`'s term: ``moved`` (M,) is how far the player moved over the
+    motion lag before each step (as the probe reads it, so its error is in the fit). -> (sharpness, center,
+    weight): ``center`` is the p at which a player who did not move ends with probability 1/2."""
+    moved = np.asarray(moved, np.float64)
+    if moved.shape != np.shape(p) or not np.isfinite(moved).all() or (moved < 0).any():
+        raise ValueError(f"fit_end_risk_motion: expected moved (M,) finite distances >= 0 beside p {np.shape(p)}, "
+                         f"got {moved.shape}")
+    a, b, weight = _fit_logistic(p, ended, [np.log1p(moved / scale)], iterations)
+    return a, 1 / (1 + math.exp(b / a)), weight
+
+
+def _fit_logistic(p, ended, extra: list, iterations: int) -> tuple[float, ...]:
+    """Newton's method for ended ~ Bernoulli(sigmoid(a * logit p + b + sum_k w_k * extra_k)) -> (a, b, *w)."""
     p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
     y = np.asarray(ended, np.float64)
     if p.shape != y.shape or p.ndim != 1:
         raise ValueError(f"fit_end_risk: expected p and ended of one shape (M,), got {p.shape} and {y.shape}")
     if not 0 < y.sum() < len(y):
         raise ValueError(f"fit_end_risk: expected both ended and continued steps, got {int(y.sum())} ends in {len(y)}")
-    x = np.stack([np.log(p / (1 - p)), np.ones_like(p)], 1)
-    w = np.array([1.0, 0.0])
+    x = np.stack([np.log(p / (1 - p)), np.ones_like(p), *extra], 1)
+    w = np.zeros(x.shape[1])
+    w[0] = 1.0
     for _ in range(iterations):
         q = 1 / (1 + np.exp(-(x @ w)))
-        hessian = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * np.eye(2)
+        hessian = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * np.eye(len(w))
         step = np.linalg.solve(hessian, x.T @ (y - q))
         w = w + step
         if np.abs(step).max() < 1e-10:
             break
-    a, b = float(w[0]), float(w[1])
-    if not a > 0:
-        raise ValueError(f"fit_end_risk: the ends do not rise with p (slope {a:.3g}); the GPT's end probability "
+    if not w[0] > 0:
+        raise ValueError(f"fit_end_risk: the ends do not rise with p (slope {w[0]:.3g}); the GPT's end probability "
                          "does not rank these steps, so no sharpened form of it can end them")
-    return a, 1 / (1 + math.exp(b / a))
+    return tuple(float(v) for v in w)
 
 
 def card_termination(model):
     """The termination a model's card recommends for its dreams (``card["ends"]``), or None.
 
     ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
-    game's episode lengths (benchmarks/end_risk.py); ``{"kind": "drawn"}``: :class:`EndFrameTermination`. None
+    game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` its
+    :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "drawn"}``:
+    :class:`EndFrameTermination`. None
     when the card names none: the env then ends dreams by the model's learned reward model, if it ships one.
     """
     ends = (getattr(model, "card", None) or {}).get("ends")
@@ -223,7 +290,17 @@ def card_termination(model):
         return None
     kind = ends.get("kind") if isinstance(ends, dict) else None
     if kind == "risk":
-        return EndRiskTermination(model, ends["sharpness"], ends["center"])
+        motion = None
+        if ends.get("motion"):
+            m = ends["motion"]
+            from .position import PositionProbe
+
+            if not getattr(model, "model_dir", None):
+                raise ValueError(f"this model's card.json has ends with a motion term reading {m.get('probe')!r}, a "
+                                 "file beside the card, but the model was not loaded from a directory")
+            probe = PositionProbe.load(os.path.join(model.model_dir, m["probe"]))
+            motion = Motion(probe, int(m["lag"]), float(m["scale"]), float(m["weight"]))
+        return EndRiskTermination(model, ends["sharpness"], ends["center"], motion)
     if kind == "drawn":
         return EndFrameTermination(model)
     raise ValueError(f"this model's card.json has ends {ends!r}: expected {{'kind': 'risk', 'sharpness': S, "

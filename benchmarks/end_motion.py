@@ -1,0 +1,227 @@
+"""Give a model's risk ends a memory of how far the player moved: fit a position probe and the ends' motion term.
+
+take_cover's fireballs fly at where the player stood ~1.5 s before they hit; a world model with a 4-frame
+context cannot see that far back, and its end probability barely tells a player who turns at a wall (safe in
+the game) from one who stands in the middle (wrappers aside, the dream's verdict on where it is safe is what
+limits its agents; agents/RESULTS.md). This script
+
+1. fits a :class:`~wham_gym.position.PositionProbe` (image tokens -> ``position_y``) on the recordings'
+   training episodes and reports its error on their held-out ones;
+2. reads, on every real transition of the recordings, the GPT's end probability p (teacher-forced, as the dream
+   at ``--temperature`` reads it) and the probe's displacement over ``--lag`` steps, and fits
+   ``q = sigmoid(a * logit p + b + w * log1p(moved / scale))`` (:func:`~wham_gym.rewards.fit_end_risk_motion`)
+   beside the p-only fit, with each recording's mean q against the game's ends per step and their AUCs;
+3. with ``--dream-policies``: dreams that never end under blind policies, scored with both fits' expected
+   lengths against the game's (the check on dreamt frames);
+4. with ``--write-card``: writes the probe beside the model's card and the fitted ends into it, so
+   ``WHAMVectorEnv`` (and agents.train_sb3 without --dream-ends) end its dreams by them.
+
+    python benchmarks/end_motion.py --model runs/tc-m2/model --data data/take_cover data/take_cover_jitter \\
+        data/take_cover_sweep data/take_cover_still data/take_cover_pace data/take_cover_bounce \\
+        --cache runs/tc-m1/token-cache --dream-policies still,jitter,strafe,pace --write-card \\
+        --out benchmarks/results/end_motion_m2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from end_risk import expected_length, real_end_probs, real_sources  # noqa: E402
+from take_cover import game_lengths  # noqa: E402
+
+from wham_gym.atomic import atomic_write  # noqa: E402
+from wham_gym.data.episodes import read_episode  # noqa: E402
+from wham_gym.env import WHAMVectorEnv  # noqa: E402
+from wham_gym.games.explore import make_policy  # noqa: E402
+from wham_gym.model import load_model  # noqa: E402
+from wham_gym.model.checkpoint import CARD_FILE  # noqa: E402
+from wham_gym.position import PROBE_FILE, PositionProbe, fit_position_probe  # noqa: E402
+from wham_gym.rewards import EndRiskTermination, Motion, fit_end_risk, fit_end_risk_motion  # noqa: E402
+from wham_gym.train.data import split_sources, tokenize_episodes  # noqa: E402
+from wham_gym.train.reward import probability_metrics  # noqa: E402
+
+
+def frames_and_positions(model, sources: list[str], cache, variable: str = "position_y"):
+    """Every recorded frame's image tokens and game variable, episode by episode: [(tokens (T, S), y (T,))]."""
+    out = []
+    for s, e in zip(sources, tokenize_episodes(model, sources, cache, progress=False, end_frame="black")):
+        ep = read_episode(s)
+        names = list(ep.game_variable_names)
+        if ep.game_variables is None or variable not in names:
+            raise ValueError(f"{s}: the probe learns the recorded game variable {variable!r}; this episode has "
+                             f"{names or 'none'} (`wham-gym record` keeps the game's variables)")
+        y = ep.game_variables[:, names.index(variable)]
+        out.append((e.tokens[:len(y)], y))
+    return out
+
+
+def transition_moved(model, probe: PositionProbe, episodes, lag: int) -> np.ndarray:
+    """The probe's displacement over ``lag`` steps at each transition :func:`real_end_probs` scores, in its order:
+    |y(t) - y(max(t - lag, 0))| at the frame t the action was taken at, as :class:`Motion` reads a dream."""
+    w = model.config.seq_len - 1
+    out = []
+    for tokens, y in episodes:
+        with torch.no_grad():
+            est = probe(torch.from_numpy(tokens.astype(np.int64))).double().numpy()
+        t = np.arange(w - 1, len(y))
+        out.append(np.abs(est[t] - est[np.maximum(t - lag, 0)]))
+    return np.concatenate(out)
+
+
+class Recorder(EndRiskTermination):
+    """Ends nothing; keeps each step's end probability p and the motion term's displacement."""
+
+    def __init__(self, model, motion: Motion):
+        super().__init__(model, motion=motion)
+        self.p, self.moved = [], []
+
+    def __call__(self, ctx):
+        self.moved.append(self.motion.track(ctx).numpy(force=True))
+        self.p.append(ctx.first_token_prob.numpy(force=True))
+        return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
+
+
+def dream_readings(model, motion: Motion, policies: list[str], per_policy: int, horizon: int, seed: int,
+                   temperature: float):
+    """(p, moved): two (len(policies) * per_policy, horizon) arrays from dreams that never end, policy-major."""
+    rec = Recorder(model, motion)
+    n = len(policies) * per_policy
+    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=rec, max_episode_steps=horizon + 1,
+                        temperature=temperature)
+    actors = [make_policy(name, seed=seed + i) for name in policies for i in range(per_policy)]
+    env.reset(seed=seed)
+    for _ in tqdm(range(horizon), desc="dream steps", leave=False):
+        env.step(np.stack([a.act(None) for a in actors]))
+    env.close()
+    return np.stack(rec.p, 1), np.stack(rec.moved, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="a model trained with black end frames")
+    ap.add_argument("--data", nargs="+", required=True, help="recordings with the game's variables (position_y)")
+    ap.add_argument("--lag", type=int, default=15, help="steps the displacement spans (take_cover: a fireball's "
+                    "flight, ~1.5 s)")
+    ap.add_argument("--scale", type=float, default=50.0, help="map units: the term is log1p(moved / scale)")
+    ap.add_argument("--temperature", type=float, default=0.9)
+    ap.add_argument("--cache", default=None, help="a token cache to reuse (the model's run directory's), else a "
+                    "temporary one")
+    ap.add_argument("--dream-policies", default=None, help="e.g. still,jitter,strafe,pace: never-ending dreams "
+                    "scored with both fits, against the game's lengths under the same policies")
+    ap.add_argument("--per-policy", type=int, default=32)
+    ap.add_argument("--game-episodes", type=int, default=48)
+    ap.add_argument("--horizon", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-card", action="store_true", help=f"write {PROBE_FILE} beside the model's card and the "
+                    "fitted ends (with the motion term) into card.json")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
+              "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
+              "temperature": args.temperature, "lag": args.lag, "scale": args.scale, "data": args.data}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or tmp
+        train = {rec: frames_and_positions(model, split_sources(rec)[0], cache) for rec in args.data}
+        held = {rec: frames_and_positions(model, split_sources(rec)[1], cache) for rec in args.data}
+        tokens = np.concatenate([t for eps in train.values() for t, _ in eps])
+        ys = np.concatenate([y for eps in train.values() for _, y in eps])
+        probe = fit_position_probe(tokens, ys, int(model.tokenizer.vocab_size), progress=True)
+        ht = np.concatenate([t for eps in held.values() for t, _ in eps])
+        hy = np.concatenate([y for eps in held.values() for _, y in eps])
+        with torch.no_grad():
+            err = probe(torch.from_numpy(ht.astype(np.int64))).numpy() - hy
+        report["probe"] = {"train_frames": len(ys), "heldout_frames": len(hy), "heldout_rmse": float(np.sqrt(
+            np.mean(err ** 2))), "heldout_std": float(hy.std()), "r2": float(1 - np.mean(err ** 2) / hy.var())}
+        print(f"position probe: held-out RMSE {report['probe']['heldout_rmse']:.1f} map units "
+              f"(std {hy.std():.1f}, R2 {report['probe']['r2']:.3f})")
+
+        real = {}
+        for rec in args.data:
+            sources = real_sources(rec, all_episodes=True)
+            p, ended = real_end_probs(model, sources, cache, args.temperature)
+            eps = frames_and_positions(model, sources, cache)
+            real[rec] = (p, ended, transition_moved(model, probe, eps, args.lag))
+    p, ended, moved = (np.concatenate([v[i] for v in real.values()]) for i in range(3))
+    sharp0, center0 = fit_end_risk(p, ended)
+    sharp, center, weight = fit_end_risk_motion(p, ended, moved, args.scale)
+    plain = EndRiskTermination(model, sharp0, center0)
+    motion = Motion(probe, args.lag, args.scale, weight)
+    withm = EndRiskTermination(model, sharp, center, motion)
+    report["fit"] = {"p_only": {"sharpness": sharp0, "center": center0},
+                     "motion": {"sharpness": sharp, "center": center, "weight": weight},
+                     "transitions": len(p), "ends": int(ended.sum())}
+    print(f"fitted on {len(p)} real transitions ({int(ended.sum())} ends): p only ({sharp0:.2f}, {center0:.2f}); "
+          f"with motion ({sharp:.2f}, {center:.2f}, weight {weight:.2f})")
+    report["recordings"] = {}
+    for rec, (p_r, e_r, m_r) in real.items():
+        q0 = plain.probability(torch.from_numpy(p_r)).numpy()
+        q1 = withm.probability(torch.from_numpy(p_r), torch.from_numpy(m_r)).numpy()
+        row = {"transitions": len(p_r), "game_ends_per_step": float(e_r.mean()),
+               "q_p_only": float(q0.mean()), "q_motion": float(q1.mean()),
+               "auc_p_only": probability_metrics(q0, e_r).get("term_auc", float("nan")),
+               "auc_motion": probability_metrics(q1, e_r).get("term_auc", float("nan"))}
+        report["recordings"][rec] = row
+        print(f"{rec}: game {row['game_ends_per_step']:.4f} a step; q p-only {row['q_p_only']:.4f} "
+              f"(AUC {row['auc_p_only']:.2f}), with motion {row['q_motion']:.4f} (AUC {row['auc_motion']:.2f})")
+
+    if args.dream_policies:
+        policies = args.dream_policies.split(",")
+        card = model.card or {}
+        game = {}
+        for name in policies:
+            lengths, _ = game_lengths(card.get("scenario") or "take_cover", card.get("game_kwargs") or {},
+                                      args.game_episodes, 600, 20_000, name)
+            game[name] = float(np.minimum(lengths, args.horizon).mean())
+        dp, dm = dream_readings(model, Motion(probe, args.lag, args.scale, weight), policies, args.per_policy,
+                                args.horizon, args.seed, args.temperature)
+        dream = {}
+        for i, name in enumerate(policies):
+            sl = slice(i * args.per_policy, (i + 1) * args.per_policy)
+            q0 = plain.probability(torch.from_numpy(dp[sl])).numpy()
+            q1 = withm.probability(torch.from_numpy(dp[sl]), torch.from_numpy(dm[sl])).numpy()
+            dream[name] = {"game": game[name], "p_only": float(expected_length(np.cumprod(1 - q0, 1)).mean()),
+                           "motion": float(expected_length(np.cumprod(1 - q1, 1)).mean()),
+                           "mean_moved": float(dm[sl][:, args.lag:].mean())}
+        for kind in ("p_only", "motion"):
+            dream[f"rms_log_ratio_{kind}"] = float(np.sqrt(np.mean(
+                [np.log(dream[k][kind] / game[k]) ** 2 for k in policies])))
+        report["dream"] = {"per_policy": args.per_policy, "horizon": args.horizon, **dream}
+        for name in policies:
+            d = dream[name]
+            print(f"dream {name}: game {d['game']:.1f} steps; p only {d['p_only']:.1f}, with motion {d['motion']:.1f} "
+                  f"(mean displacement {d['mean_moved']:.0f})")
+        print(f"rms log ratio: p only {dream['rms_log_ratio_p_only']:.3f}, with motion "
+              f"{dream['rms_log_ratio_motion']:.3f}")
+
+    if args.write_card:
+        model_dir = Path(args.model)
+        if not (model_dir / CARD_FILE).is_file():
+            raise SystemExit(f"--write-card: {model_dir} has no {CARD_FILE}; give a model directory")
+        probe.save(model_dir / PROBE_FILE)
+        card = json.loads((model_dir / CARD_FILE).read_text())
+        card["ends"] = {"kind": "risk", "sharpness": sharp, "center": center, "temperature": args.temperature,
+                        "motion": motion.card(PROBE_FILE),
+                        "fitted": f"benchmarks/end_motion.py on {', '.join(Path(r).name for r in args.data)}"}
+        atomic_write(model_dir / CARD_FILE, lambda f: json.dump(card, f, indent=2), binary=False)
+        print(f"wrote {model_dir / PROBE_FILE} and the ends in {model_dir / CARD_FILE}")
+    atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Risk ends with a memory of motion: the position probe, the displacement a dream's termination tracks, the
+three-parameter fit, a card that ships them, and benchmarks/end_motion.py's reading of real transitions."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wham_gym import load_model
+from wham_gym.env import WHAMVectorEnv
+from wham_gym.model.checkpoint import save_model
+from wham_gym.position import PROBE_FILE, PositionProbe, fit_position_probe
+from wham_gym.rewards import EndRiskTermination, Motion, StepContext, fit_end_risk_motion
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    pass
+
+
+def _with_end_frames(tiny):
+    import copy
+
+    model = copy.copy(tiny)
+    model.card = {**(tiny.card or {}), "recipe": {**((tiny.card or {}).get("recipe") or {}), "end_frame": "black"}}
+    return model
+
+
+def _ctx(prev_tokens, steps, p=None):
+    n = len(prev_tokens)
+    return StepContext(tokens=prev_tokens, prev_tokens=prev_tokens, frames=None, actions=torch.zeros(n, 16),
+                       steps=torch.as_tensor(steps, dtype=torch.long), nll=torch.zeros(n), entropy=torch.zeros(n),
+                       uniform=torch.full((n,), 0.5, dtype=torch.float64), first_token_prob=p)
+
+
+def _slot0_probe(slots, vocab, unit=10.0):
+    """A probe reading slot 0's codebook index times ``unit`` (the other slots count for nothing)."""
+    w = torch.zeros(slots, vocab)
+    w[0] = torch.arange(vocab) * unit
+    return PositionProbe(w, 0.0)
+
+
+def test_position_probe_recovers_a_linear_reading_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    slots, vocab, m = 6, 16, 6000
+    table = rng.normal(0, 20, (slots, vocab))
+    tokens = rng.integers(0, vocab, (m, slots))
+    y = table[np.arange(slots), tokens].sum(1) + 300 + rng.normal(0, 1.0, m)
+    probe = fit_position_probe(tokens[:5000], y[:5000], vocab, steps=800)
+    got = probe(torch.from_numpy(tokens[5000:])).numpy()
+    rmse = float(np.sqrt(np.mean((got - y[5000:]) ** 2)))
+    assert rmse < 3.0, rmse  # the noise is 1.0; y itself spreads ~50
+    assert y.std() > 40
+    probe.save(tmp_path / PROBE_FILE)
+    back = PositionProbe.load(tmp_path / PROBE_FILE)
+    t = torch.from_numpy(tokens)
+    assert back.variable == "position_y" and torch.equal(back(t), probe(t))
+    with pytest.raises(ValueError, match=r"expected \(N, 6\) image tokens"):
+        probe(torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 16\)"):
+        fit_position_probe(tokens + 1, y, vocab)
+    with pytest.raises(ValueError, match="values"):
+        fit_position_probe(tokens, y[:-1], vocab)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="expected a position probe"):
+        PositionProbe.load(tmp_path / "other.safetensors")
+
+
+def test_motion_tracks_the_displacement_over_its_lag_and_restarts_with_each_episode():
+    probe = _slot0_probe(4, 8)
+    motion = Motion(probe, lag=3, scale=50.0, weight=-2.0)
+    # slot 0 walks 0, 1, 2, ... (x10 map units); slot 1 stands at 5 and starts a new episode at step 4
+    seen = []
+    for k in range(7):
+        tokens = torch.tensor([[k, 0, 0, 0], [5 if k < 4 else k - 4 + 1, 0, 0, 0]])
+        steps = [k + 1, k + 1 if k < 4 else k - 3]
+        seen.append(motion.track(_ctx(tokens, steps)).tolist())
+    walked = [abs(k - max(k - 3, 0)) * 10.0 for k in range(7)]
+    assert [s[0] for s in seen] == walked  # 0, 10, 20, 30, 30, 30, 30
+    assert [s[1] for s in seen] == [0, 0, 0, 0, 0, 10, 20]  # still, then a fresh history from its first frame
+    with pytest.raises(ValueError, match="lag"):
+        Motion(probe, lag=0)
+    with pytest.raises(ValueError, match="scale"):
+        Motion(probe, scale=0)
+
+
+def test_end_risk_with_motion_makes_a_moving_player_safer(tiny):
+    model = _with_end_frames(tiny)
+    slots = model.config.tokens_per_image
+    motion = Motion(_slot0_probe(slots, 64), lag=2, scale=50.0, weight=-1.5)
+    term = EndRiskTermination(model, 0.7, 0.3, motion)
+    p = torch.full((2,), 0.05, dtype=torch.float64)
+    with pytest.raises(ValueError, match="motion term: pass moved"):
+        term.probability(p)
+    q = term.probability(p, torch.tensor([0.0, 200.0], dtype=torch.float64))
+    base = EndRiskTermination(model, 0.7, 0.3).probability(p)
+    assert math.isclose(float(q[0]), float(base[0]))  # not moved: the p-only risk
+    expect = 1 / (1 + math.exp(-(0.7 * (math.log(0.05 / 0.95) - math.log(0.3 / 0.7)) - 1.5 * math.log1p(4.0))))
+    assert math.isclose(float(q[1]), expect, rel_tol=1e-9)
+    # through __call__: slot 0 walks 20 map units a step, slot 1 stands; after the lag the walker is safer
+    for k in range(3):
+        tokens = torch.zeros(2, slots, dtype=torch.long)
+        tokens[0, 0] = 2 * k
+        term(_ctx(tokens, [k + 1, k + 1], p))
+    h = motion._history
+    assert h[:, -1].tolist() == [40.0, 0.0] and (h[:, -1] - h[:, 0]).tolist() == [40.0, 0.0]  # over the lag of 2
+    assert motion.track(_ctx(tokens, [4, 4])).tolist() == [20.0, 0.0]  # the walker stopped: 40 - 20
+
+
+def test_fit_end_risk_motion_recovers_the_three_numbers_the_ends_were_drawn_with():
+    rng = np.random.default_rng(1)
+    m = 300_000
+    p = 1 / (1 + np.exp(-rng.normal(-4.0, 1.5, m)))
+    moved = rng.uniform(0, 400, m)
+    a, b, w = 0.5, -0.4, -1.5
+    q = 1 / (1 + np.exp(-(a * np.log(p / (1 - p)) + b + w * np.log1p(moved / 50))))
+    ended = rng.random(m) < q
+    s, c, weight = fit_end_risk_motion(p, ended, moved, 50.0)
+    assert s == pytest.approx(a, rel=0.08) and weight == pytest.approx(w, rel=0.08)
+    assert c == pytest.approx(1 / (1 + math.exp(b / a)), abs=0.05)
+    with pytest.raises(ValueError, match="moved"):
+        fit_end_risk_motion(p, ended, -moved, 50.0)
+    with pytest.raises(ValueError, match="moved"):
+        fit_end_risk_motion(p, ended, moved[:-1], 50.0)
+
+
+def test_a_card_with_motion_ends_gives_the_env_a_termination_that_reads_its_probe(tiny, tmp_path):
+    model = _with_end_frames(tiny)
+    slots = model.config.tokens_per_image
+    save_model(model, tmp_path / "m")
+    probe = _slot0_probe(slots, 64, unit=3.0)
+    probe.save(tmp_path / "m" / PROBE_FILE)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["ends"] = {"kind": "risk", "sharpness": 0.7, "center": 0.4, "temperature": 0.9,
+                    "motion": {"probe": PROBE_FILE, "lag": 5, "scale": 50.0, "weight": -1.2}}
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    loaded = load_model(tmp_path / "m")
+    env = WHAMVectorEnv(3, loaded, obs_mode="tokens", temperature=0.9)
+    term = env.termination_fn
+    assert isinstance(term, EndRiskTermination) and term.motion is not None
+    assert (term.motion.lag, term.motion.weight) == (5, -1.2) and torch.equal(term.motion.probe.weight, probe.weight)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros((3, 16), np.float32))
+    assert term.motion._history.shape == (3, 6)
+    env.close()
+    (tmp_path / "m" / PROBE_FILE).unlink()
+    with pytest.raises(FileNotFoundError):
+        WHAMVectorEnv(1, load_model(tmp_path / "m"), obs_mode="tokens")
+
+
+def test_end_motion_reads_each_transitions_displacement_in_real_end_probs_order(tiny, tmp_path):
+    from wham_gym import controller
+    from wham_gym.data.episodes import Episode, write_episode
+
+    spec = importlib.util.spec_from_file_location("end_motion",
+                                                  Path(__file__).parents[1] / "benchmarks" / "end_motion.py")
+    em = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(em)
+    model = _with_end_frames(tiny)
+    rng = np.random.default_rng(3)
+    w = model.config.seq_len - 1
+    T = w + 6
+    images = rng.integers(40, 200, (T, 3, 180, 300), dtype=np.uint8)
+    ctrl = np.zeros((T, 16), np.float32)
+    term = np.zeros(T, bool)
+    term[-1] = True
+    ys = np.linspace(100, 600, T).astype(np.float32)
+    path = tmp_path / "episode_000000.npz"
+    write_episode(path, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32),
+                                rewards=np.ones(T, np.float32), terminated=term, truncated=np.zeros(T, bool),
+                                scenario="take_cover", seed=0, game_variables=np.stack([np.zeros(T), ys], 1),
+                                game_variable_names=("position_x", "position_y")))
+    eps = em.frames_and_positions(model, [str(path)], tmp_path / "cache")
+    assert len(eps) == 1 and len(eps[0][0]) == T and np.array_equal(eps[0][1], ys)
+    p, ended = em.real_end_probs(model, [str(path)], tmp_path / "cache", temperature=0.9)
+    probe = _slot0_probe(model.config.tokens_per_image, int(model.tokenizer.vocab_size))
+    moved = em.transition_moved(model, probe, eps, lag=3)
+    est = probe(torch.from_numpy(eps[0][0].astype(np.int64))).double().numpy()
+    assert moved.shape == p.shape
+    t = np.arange(w - 1, T)
+    assert np.allclose(moved, np.abs(est[t] - est[np.maximum(t - 3, 0)]))
+    bare = tmp_path / "bare.npz"
+    write_episode(bare, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32)))
+    with pytest.raises(ValueError, match="position_y"):
+        em.frames_and_positions(model, [str(bare)], tmp_path / "cache")
