@@ -41,7 +41,7 @@ from end_risk import expected_length, real_end_probs, real_sources  # noqa: E402
 from take_cover import game_lengths  # noqa: E402
 
 from wham_gym.atomic import atomic_write  # noqa: E402
-from wham_gym.data.episodes import read_episode  # noqa: E402
+from wham_gym.data.episodes import read_game_variables  # noqa: E402
 from wham_gym.env import WHAMVectorEnv  # noqa: E402
 from wham_gym.games.explore import make_policy  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
@@ -56,12 +56,11 @@ def frames_and_positions(model, sources: list[str], cache, variable: str = "posi
     """Every recorded frame's image tokens and game variable, episode by episode: [(tokens (T, S), y (T,))]."""
     out = []
     for s, e in zip(sources, tokenize_episodes(model, sources, cache, progress=False, end_frame="black")):
-        ep = read_episode(s)
-        names = list(ep.game_variable_names)
-        if ep.game_variables is None or variable not in names:
+        names, g = read_game_variables(s)
+        if g is None or variable not in names:
             raise ValueError(f"{s}: the probe learns the recorded game variable {variable!r}; this episode has "
-                             f"{names or 'none'} (`wham-gym record` keeps the game's variables)")
-        y = ep.game_variables[:, names.index(variable)]
+                             f"{list(names) or 'none'} (`wham-gym record` keeps the game's variables)")
+        y = g[:, names.index(variable)]
         out.append((e.tokens[:len(y)], y))
     return out
 
@@ -77,6 +76,30 @@ def transition_moved(model, probe: PositionProbe, episodes, lag: int) -> np.ndar
         t = np.arange(w - 1, len(y))
         out.append(np.abs(est[t] - est[np.maximum(t - lag, 0)]))
     return np.concatenate(out)
+
+
+def hit_lag_scan(sources: list[str], lags: list[int]) -> dict:
+    """How well the true displacement over each lag ranks the game's hits (``damage_taken`` rising on the next
+    step): the AUC of -|y(t) - y(t - lag)| over every step with a full lag behind it. The lag at which it peaks is
+    a fireball's flight time, the memory the ends need."""
+    ys, hits = [], []
+    for s in sources:
+        names, g = read_game_variables(s)
+        names = list(names)
+        if g is None or not {"position_y", "damage_taken"} <= set(names):
+            raise ValueError(f"{s}: the lag scan reads the recorded position_y and damage_taken; this episode has "
+                             f"{names or 'none'}")
+        ys.append(g[:, names.index("position_y")].astype(np.float64))
+        hits.append(np.r_[np.diff(g[:, names.index("damage_taken")]) > 0, False])
+    start = max(lags)
+    ys, hits = [y for y in ys if len(y) > start], [h for h in hits if len(h) > start]  # a full lag behind
+    out = {}
+    for lag in lags:
+        moved = np.concatenate([np.abs(y[start:] - y[start - lag:len(y) - lag]) for y in ys])
+        hit = np.concatenate([h[start:] for h in hits])
+        out[str(lag)] = probability_metrics(1 / (1 + moved), hit).get("term_auc", float("nan"))  # a rank: fewer
+        # map units moved, more likely a hit
+    return out
 
 
 class Recorder(EndRiskTermination):
@@ -126,6 +149,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--write-card", action="store_true", help=f"write {PROBE_FILE} beside the model's card and the "
                     "fitted ends (with the motion term) into card.json")
+    ap.add_argument("--scan-only", action="store_true", help="only the lag scan (step 0: which lag ranks the game's "
+                    "hits best), no model pass")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +159,13 @@ def main() -> None:
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
               "temperature": args.temperature, "lag": args.lag, "scale": args.scale, "data": args.data}
 
+    if args.scan_only:
+        report["hit_auc_by_lag"] = scan = hit_lag_scan(
+            [s for rec in args.data for s in real_sources(rec, all_episodes=True)], [1, 3, 5, 10, 15, 20, 30])
+        print("the game's hits ranked by the true displacement over each lag (AUC): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in scan.items()))
+        atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or tmp
         train = {rec: frames_and_positions(model, split_sources(rec)[0], cache) for rec in args.data}
@@ -150,6 +182,11 @@ def main() -> None:
         print(f"position probe: held-out RMSE {report['probe']['heldout_rmse']:.1f} map units "
               f"(std {hy.std():.1f}, R2 {report['probe']['r2']:.3f})")
 
+        scan = hit_lag_scan([s for rec in args.data for s in real_sources(rec, all_episodes=True)],
+                            [1, 3, 5, 10, 15, 20, 30])
+        report["hit_auc_by_lag"] = scan
+        print("the game's hits ranked by the true displacement over each lag (AUC): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in scan.items()))
         real = {}
         for rec in args.data:
             sources = real_sources(rec, all_episodes=True)

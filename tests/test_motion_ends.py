@@ -190,3 +190,27 @@ def test_end_motion_reads_each_transitions_displacement_in_real_end_probs_order(
     write_episode(bare, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32)))
     with pytest.raises(ValueError, match="position_y"):
         em.frames_and_positions(model, [str(bare)], tmp_path / "cache")
+
+
+def test_hit_lag_scan_finds_the_lag_over_which_standing_gets_a_player_hit(tmp_path):
+    """benchmarks/end_motion.py's lag scan: hits that come exactly when the player stood still over the last 3 steps
+    are ranked perfectly at lag 3 and worse at lag 1."""
+    from wham_gym.data.episodes import Episode, write_episode
+
+    spec = importlib.util.spec_from_file_location("end_motion",
+                                                  Path(__file__).parents[1] / "benchmarks" / "end_motion.py")
+    em = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(em)
+    rng = np.random.default_rng(5)
+    T = 400
+    step = rng.choice([0.0, 35.0], T, p=[0.6, 0.4])  # still or a strafing step
+    y = np.cumsum(step)
+    stood3 = np.r_[np.zeros(3, bool), np.abs(y[3:] - y[:-3]) == 0]
+    damage = np.cumsum(np.r_[0.0, stood3[:-1].astype(float)])  # hit on the step after standing 3 steps
+    gv = np.stack([y, damage], 1).astype(np.float32)
+    path = tmp_path / "episode_000000.npz"
+    write_episode(path, Episode(images=np.zeros((T, 3, 180, 300), np.uint8),
+                                wham_actions=np.zeros((T, 16), np.float32), game_variables=gv,
+                                game_variable_names=("position_y", "damage_taken")))
+    scan = em.hit_lag_scan([str(path)], [1, 3])
+    assert scan["3"] == pytest.approx(1.0) and scan["1"] < 0.9, scan

@@ -248,6 +248,15 @@ def read_episode(path: str | os.PathLike) -> Episode:
     return ep
 
 
+def read_game_variables(path: str | os.PathLike) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """An episode's recorded game variables, (names, (T, V) array or None), without decompressing its images:
+    what analyses of the player's position or health over many episodes need (:func:`read_episode` reads all)."""
+    with np.load(os.fspath(path), allow_pickle=False) as data:
+        names = data["game_variable_names"] if "game_variable_names" in data.files else ()
+        values = data["game_variables"] if "game_variables" in data.files else None
+    return tuple(str(n) for n in names), values
+
+
 def is_complete(path: str | os.PathLike) -> bool:
     """Cheap check that ``path`` is a finished episode file: a readable zip holding images and actions.
 
