@@ -33,7 +33,7 @@ def test_take_cover_model_ships_by_name_with_its_card():
     from wham_gym.rewards import EndRiskTermination
 
     folder = SHIPPED["take_cover"]
-    weights = [folder / f for f in ("model.safetensors", "reward.safetensors")]
+    weights = [folder / f for f in ("model.safetensors", "reward.safetensors", "position.safetensors")]
     assert sum(w.stat().st_size for w in weights) <= 20 * 1024 * 1024
     model = load_model("take_cover")
     card = model.card
@@ -50,6 +50,9 @@ def test_take_cover_model_ships_by_name_with_its_card():
     env = gym.make("wham_gym/WHAM-v0", model="take_cover").unwrapped
     term = env.vector.termination_fn
     assert isinstance(term, EndRiskTermination) and (term.sharpness, term.center) == (ends["sharpness"], ends["center"])
+    # ... with the motion term: the position probe ships beside the card and reads a frame's 60 tokens
+    assert term.motion is not None and (term.motion.lag, term.motion.weight) == (15, ends["motion"]["weight"])
+    assert term.motion.weight < 0 and term.motion.probe.slots == 60 and (folder / ends["motion"]["probe"]).is_file()
     obs, _ = env.reset(seed=0)
     assert obs.shape == (180, 300, 3) and obs.std() > 10  # a real take_cover frame from its shipped prompts
     _, reward, _, _, _ = env.step(np.zeros(16, np.float32))
