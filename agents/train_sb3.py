@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "given the episode goes on; evaluation dreams the same)")
     g.add_argument("--end-risk", default=None, metavar="SHARPNESS,CENTER",
                    help="--dream-ends risk: q = sigmoid(SHARPNESS * (logit p - logit CENTER)) for the GPT's end "
-                        "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5")
+                        "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5; replaces "
+                        "the card's ends, a motion term included (benchmarks/end_motion.py)")
     g.add_argument("--dream-horizon", type=int, default=None, metavar="H",
                    help="cut training dreams after H steps (a time limit: PPO bootstraps the rest from its value, "
                         "as IRIS, DIAMOND and Dreamer imagine 15-20 steps from real starts), so the agent learns "
