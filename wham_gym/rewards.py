@@ -28,6 +28,7 @@ import torch
 
 from .controller import to_wham
 from .model.vocab import action_tokens
+from .position import PositionProbe
 
 
 @dataclass
@@ -293,8 +294,6 @@ def card_termination(model):
         motion = None
         if ends.get("motion"):
             m = ends["motion"]
-            from .position import PositionProbe
-
             if not getattr(model, "model_dir", None):
                 raise ValueError(f"this model's card.json has ends with a motion term reading {m.get('probe')!r}, a "
                                  "file beside the card, but the model was not loaded from a directory")
