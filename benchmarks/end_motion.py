@@ -34,16 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import end_risk  # noqa: E402
 from end_risk import expected_length, real_end_probs, real_sources  # noqa: E402
 from take_cover import game_lengths  # noqa: E402
 
 from wham_gym.atomic import atomic_write  # noqa: E402
 from wham_gym.data.episodes import read_game_variables  # noqa: E402
-from wham_gym.env import WHAMVectorEnv  # noqa: E402
-from wham_gym.games.explore import make_policy  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
 from wham_gym.model.checkpoint import CARD_FILE  # noqa: E402
 from wham_gym.position import PROBE_FILE, PositionProbe, fit_position_probe  # noqa: E402
@@ -102,32 +100,32 @@ def hit_lag_scan(sources: list[str], lags: list[int]) -> dict:
     return out
 
 
-class Recorder(EndRiskTermination):
+class Recorder(end_risk.Recorder):
     """Ends nothing; keeps each step's end probability p and the motion term's displacement."""
 
     def __init__(self, model, motion: Motion):
-        super().__init__(model, motion=motion)
-        self.p, self.moved = [], []
+        super().__init__(model)
+        self.motion, self.moved = motion, []
 
     def __call__(self, ctx):
         self.moved.append(self.motion.track(ctx).numpy(force=True))
-        self.p.append(ctx.first_token_prob.numpy(force=True))
-        return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
+        return super().__call__(ctx)
 
 
 def dream_readings(model, motion: Motion, policies: list[str], per_policy: int, horizon: int, seed: int,
                    temperature: float):
     """(p, moved): two (len(policies) * per_policy, horizon) arrays from dreams that never end, policy-major."""
     rec = Recorder(model, motion)
-    n = len(policies) * per_policy
-    env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=rec, max_episode_steps=horizon + 1,
-                        temperature=temperature)
-    actors = [make_policy(name, seed=seed + i) for name in policies for i in range(per_policy)]
-    env.reset(seed=seed)
-    for _ in tqdm(range(horizon), desc="dream steps", leave=False):
-        env.step(np.stack([a.act(None) for a in actors]))
-    env.close()
-    return np.stack(rec.p, 1), np.stack(rec.moved, 1)
+    p = end_risk.dream_end_probs(model, policies, per_policy, horizon, seed, temperature, recorder=rec)
+    return p, np.stack(rec.moved, 1)
+
+
+def scan_report(data: list[str]) -> dict:
+    """:func:`hit_lag_scan` over every episode of the recordings, printed."""
+    scan = hit_lag_scan([s for rec in data for s in real_sources(rec, all_episodes=True)], [1, 3, 5, 10, 15, 20, 30])
+    print("the game's hits ranked by the true displacement over each lag (AUC): "
+          + ", ".join(f"{k}: {v:.2f}" for k, v in scan.items()))
+    return scan
 
 
 def main() -> None:
@@ -154,18 +152,15 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model)
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
               "temperature": args.temperature, "lag": args.lag, "scale": args.scale, "data": args.data}
 
+    report["hit_auc_by_lag"] = scan_report(args.data)
     if args.scan_only:
-        report["hit_auc_by_lag"] = scan = hit_lag_scan(
-            [s for rec in args.data for s in real_sources(rec, all_episodes=True)], [1, 3, 5, 10, 15, 20, 30])
-        print("the game's hits ranked by the true displacement over each lag (AUC): "
-              + ", ".join(f"{k}: {v:.2f}" for k, v in scan.items()))
         atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)
         return
+    model = load_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or tmp
         train = {rec: frames_and_positions(model, split_sources(rec)[0], cache) for rec in args.data}
@@ -182,11 +177,6 @@ def main() -> None:
         print(f"position probe: held-out RMSE {report['probe']['heldout_rmse']:.1f} map units "
               f"(std {hy.std():.1f}, R2 {report['probe']['r2']:.3f})")
 
-        scan = hit_lag_scan([s for rec in args.data for s in real_sources(rec, all_episodes=True)],
-                            [1, 3, 5, 10, 15, 20, 30])
-        report["hit_auc_by_lag"] = scan
-        print("the game's hits ranked by the true displacement over each lag (AUC): "
-              + ", ".join(f"{k}: {v:.2f}" for k, v in scan.items()))
         real = {}
         for rec in args.data:
             sources = real_sources(rec, all_episodes=True)

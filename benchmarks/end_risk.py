@@ -49,9 +49,10 @@ class Recorder(EndRiskTermination):
 
 
 def dream_end_probs(model, policies: list[str], per_policy: int, horizon: int, seed: int, temperature: float,
-                    decoding: str = "exact"):
-    """(len(policies) * per_policy, horizon) end probabilities of dreams that never end, policy-major."""
-    rec = Recorder(model)
+                    decoding: str = "exact", recorder: Recorder | None = None):
+    """(len(policies) * per_policy, horizon) end probabilities of dreams that never end, policy-major.
+    ``recorder``: a :class:`Recorder` that keeps more per step (its ``p`` is what is returned)."""
+    rec = recorder if recorder is not None else Recorder(model)
     n = len(policies) * per_policy
     env = WHAMVectorEnv(n, model, obs_mode="tokens", termination_fn=rec, max_episode_steps=horizon + 1,
                         temperature=temperature, decoding=decoding)
@@ -111,17 +112,17 @@ def real_sources(recording: str, all_episodes: bool = False) -> list[str]:
 def transition_positions(model, sources: list[str], variable: str = "position_y") -> np.ndarray:
     """A recorded game variable (the player's position across take_cover's room, by default) at each transition
     :func:`real_end_probs` scores, in its order: the frame the action was taken at."""
-    from wham_gym.data.episodes import read_episode
+    from wham_gym.data.episodes import read_game_variables
 
     w = model.config.seq_len - 1
     out = []
     for s in sources:
-        ep = read_episode(s)
-        names = list(ep.game_variable_names)
-        if ep.game_variables is None or variable not in names:
+        names, values = read_game_variables(s)
+        if values is None or variable not in names:
             raise ValueError(f"{s}: --by-wall reads the recorded game variable {variable!r}; this episode has "
-                             f"{names or 'none'} (`wham-gym record` and `agents.collect` keep the game's variables)")
-        out.append(ep.game_variables[w - 1:, names.index(variable)])
+                             f"{list(names) or 'none'} (`wham-gym record` and `agents.collect` keep the game's "
+                             "variables)")
+        out.append(values[w - 1:, names.index(variable)])
     return np.concatenate(out)
 
 

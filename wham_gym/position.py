@@ -19,7 +19,9 @@ import os
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save as safetensors_bytes
+from tqdm.auto import trange
 
 from .atomic import atomic_write
 
@@ -35,6 +37,7 @@ class PositionProbe:
         self.weight = weight.float().contiguous()
         self.bias = float(bias)
         self.variable = variable
+        self._rows = torch.arange(self.slots)  # each slot's row of the table, for the one gather a call makes
 
     @property
     def slots(self) -> int:
@@ -44,9 +47,8 @@ class PositionProbe:
         if tokens.ndim != 2 or tokens.shape[1] != self.slots:
             raise ValueError(f"PositionProbe: expected (N, {self.slots}) image tokens, got {tuple(tokens.shape)}")
         if self.weight.device != tokens.device:  # once, on the first call from the engine's device
-            self.weight = self.weight.to(tokens.device)
-        rows = torch.arange(self.slots, device=tokens.device)
-        return self.weight[rows, tokens.long()].sum(1) + self.bias
+            self.weight, self._rows = self.weight.to(tokens.device), self._rows.to(tokens.device)
+        return self.weight[self._rows, tokens.long()].sum(1) + self.bias
 
     def save(self, path: str | os.PathLike) -> None:
         tensors = {"weight": self.weight.cpu(), "bias": torch.tensor([self.bias])}
@@ -54,8 +56,6 @@ class PositionProbe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PositionProbe":
-        from safetensors import safe_open
-
         with safe_open(os.fspath(path), "pt") as f:
             variable = (f.metadata() or {}).get("variable", "position_y")
         t = load_file(os.fspath(path))
@@ -85,8 +85,6 @@ def fit_position_probe(tokens: np.ndarray, values: np.ndarray, vocab_size: int, 
     weight = torch.zeros(slots * vocab_size, requires_grad=True)
     bias = torch.tensor(float(y.mean()), requires_grad=True)
     opt = torch.optim.Adam([weight, bias], lr=0.5)  # a table of sums: large steps are stable
-    from tqdm.auto import trange
-
     for _ in trange(steps, desc="position probe", disable=not progress, leave=False):
         sel = torch.randint(len(flat), (min(batch, len(flat)),), generator=g)
         loss = ((weight[flat[sel]].sum(1) + bias - y[sel]) ** 2).mean() + l2 * (weight ** 2).sum()

@@ -283,8 +283,8 @@ def card_termination(model):
     ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
     game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` its
     :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "drawn"}``:
-    :class:`EndFrameTermination`. None
-    when the card names none: the env then ends dreams by the model's learned reward model, if it ships one.
+    :class:`EndFrameTermination`. None when the card names none: the env then ends dreams by the model's learned
+    reward model, if it ships one.
     """
     ends = (getattr(model, "card", None) or {}).get("ends")
     if not ends:
