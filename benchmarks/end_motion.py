@@ -10,11 +10,14 @@ limits its agents; agents/RESULTS.md). This script
 2. reads, on every real transition of the recordings, the GPT's end probability p (teacher-forced, as the dream
    at ``--temperature`` reads it) and the probe's displacement over ``--lag`` steps, and fits
    ``q = sigmoid(a * logit p + b + w * log1p(moved / scale))`` (:func:`~wham_gym.rewards.fit_end_risk_motion`)
-   beside the p-only fit, with each recording's mean q against the game's ends per step and their AUCs;
-3. with ``--dream-policies``: dreams that never end under blind policies, scored with both fits' expected
+   beside the p-only fit and the motion term alone (``q = sigmoid(b + w * log1p(moved / scale))``,
+   :class:`~wham_gym.rewards.MotionTermination`, which a dream's drawn fireballs cannot sway), with each
+   recording's mean q against the game's ends per step and their AUCs;
+3. with ``--dream-policies``: dreams that never end under blind policies, scored with the fits' expected
    lengths against the game's (the check on dreamt frames);
-4. with ``--write-card``: writes the probe beside the model's card and the fitted ends into it, so
-   ``WHAMVectorEnv`` (and agents.train_sb3 without --dream-ends) end its dreams by them.
+4. with ``--write-card`` (``--write-card motion-only``: the motion term alone): writes the probe beside the
+   model's card and the fitted ends into it, so ``WHAMVectorEnv`` (and agents.train_sb3 without --dream-ends)
+   end its dreams by them.
 
     python benchmarks/end_motion.py --model runs/tc-m2/model --data data/take_cover data/take_cover_jitter \\
         data/take_cover_sweep data/take_cover_still data/take_cover_pace data/take_cover_bounce \\
@@ -45,7 +48,8 @@ from wham_gym.data.episodes import read_game_variables  # noqa: E402
 from wham_gym.model import load_model  # noqa: E402
 from wham_gym.model.checkpoint import CARD_FILE  # noqa: E402
 from wham_gym.position import PROBE_FILE, PositionProbe, fit_position_probe  # noqa: E402
-from wham_gym.rewards import EndRiskTermination, Motion, fit_end_risk, fit_end_risk_motion  # noqa: E402
+from wham_gym.rewards import (EndRiskTermination, Motion, MotionTermination, fit_end_risk,  # noqa: E402
+                              fit_end_risk_motion, fit_motion_ends)
 from wham_gym.train.data import split_sources, tokenize_episodes  # noqa: E402
 from wham_gym.train.reward import probability_metrics  # noqa: E402
 
@@ -145,8 +149,9 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--write-card", action="store_true", help=f"write {PROBE_FILE} beside the model's card and the "
-                    "fitted ends (with the motion term) into card.json")
+    ap.add_argument("--write-card", nargs="?", const="motion", choices=("motion", "motion-only"), default=None,
+                    help=f"write {PROBE_FILE} beside the model's card and the fitted ends into card.json: motion "
+                    "(the GPT's end probability with the motion term, the default) or motion-only (the term alone)")
     ap.add_argument("--scan-only", action="store_true", help="only the lag scan (step 0: which lag ranks the game's "
                     "hits best), no model pass")
     ap.add_argument("--out", required=True)
@@ -189,22 +194,29 @@ def main() -> None:
     plain = EndRiskTermination(model, sharp0, center0)
     motion = Motion(probe, args.lag, args.scale, weight)
     withm = EndRiskTermination(model, sharp, center, motion)
+    bias_k, weight_k = fit_motion_ends(ended, moved, args.scale)
+    alone = MotionTermination(model, bias_k, Motion(probe, args.lag, args.scale, weight_k))
     report["fit"] = {"p_only": {"sharpness": sharp0, "center": center0},
                      "motion": {"sharpness": sharp, "center": center, "weight": weight},
+                     "motion_only": {"bias": bias_k, "weight": weight_k},
                      "transitions": len(p), "ends": int(ended.sum())}
     print(f"fitted on {len(p)} real transitions ({int(ended.sum())} ends): p only ({sharp0:.2f}, {center0:.2f}); "
-          f"with motion ({sharp:.2f}, {center:.2f}, weight {weight:.2f})")
+          f"with motion ({sharp:.2f}, {center:.2f}, weight {weight:.2f}); motion alone (bias {bias_k:.2f}, weight "
+          f"{weight_k:.2f})")
     report["recordings"] = {}
     for rec, (p_r, e_r, m_r) in real.items():
         q0 = plain.probability(torch.from_numpy(p_r)).numpy()
         q1 = withm.probability(torch.from_numpy(p_r), torch.from_numpy(m_r)).numpy()
+        q2 = alone.probability(None, torch.from_numpy(m_r)).numpy()
         row = {"transitions": len(p_r), "game_ends_per_step": float(e_r.mean()),
-               "q_p_only": float(q0.mean()), "q_motion": float(q1.mean()),
+               "q_p_only": float(q0.mean()), "q_motion": float(q1.mean()), "q_motion_only": float(q2.mean()),
                "auc_p_only": probability_metrics(q0, e_r).get("term_auc", float("nan")),
-               "auc_motion": probability_metrics(q1, e_r).get("term_auc", float("nan"))}
+               "auc_motion": probability_metrics(q1, e_r).get("term_auc", float("nan")),
+               "auc_motion_only": probability_metrics(q2, e_r).get("term_auc", float("nan"))}
         report["recordings"][rec] = row
         print(f"{rec}: game {row['game_ends_per_step']:.4f} a step; q p-only {row['q_p_only']:.4f} "
-              f"(AUC {row['auc_p_only']:.2f}), with motion {row['q_motion']:.4f} (AUC {row['auc_motion']:.2f})")
+              f"(AUC {row['auc_p_only']:.2f}), with motion {row['q_motion']:.4f} (AUC {row['auc_motion']:.2f}), "
+              f"motion alone {row['q_motion_only']:.4f} (AUC {row['auc_motion_only']:.2f})")
 
     if args.dream_policies:
         policies = args.dream_policies.split(",")
@@ -221,19 +233,21 @@ def main() -> None:
             sl = slice(i * args.per_policy, (i + 1) * args.per_policy)
             q0 = plain.probability(torch.from_numpy(dp[sl])).numpy()
             q1 = withm.probability(torch.from_numpy(dp[sl]), torch.from_numpy(dm[sl])).numpy()
+            q2 = alone.probability(None, torch.from_numpy(dm[sl])).numpy()
             dream[name] = {"game": game[name], "p_only": float(expected_length(np.cumprod(1 - q0, 1)).mean()),
                            "motion": float(expected_length(np.cumprod(1 - q1, 1)).mean()),
+                           "motion_only": float(expected_length(np.cumprod(1 - q2, 1)).mean()),
                            "mean_moved": float(dm[sl][:, args.lag:].mean())}
-        for kind in ("p_only", "motion"):
+        for kind in ("p_only", "motion", "motion_only"):
             dream[f"rms_log_ratio_{kind}"] = float(np.sqrt(np.mean(
                 [np.log(dream[k][kind] / game[k]) ** 2 for k in policies])))
         report["dream"] = {"per_policy": args.per_policy, "horizon": args.horizon, **dream}
         for name in policies:
             d = dream[name]
-            print(f"dream {name}: game {d['game']:.1f} steps; p only {d['p_only']:.1f}, with motion {d['motion']:.1f} "
-                  f"(mean displacement {d['mean_moved']:.0f})")
+            print(f"dream {name}: game {d['game']:.1f} steps; p only {d['p_only']:.1f}, with motion {d['motion']:.1f}, "
+                  f"motion alone {d['motion_only']:.1f} (mean displacement {d['mean_moved']:.0f})")
         print(f"rms log ratio: p only {dream['rms_log_ratio_p_only']:.3f}, with motion "
-              f"{dream['rms_log_ratio_motion']:.3f}")
+              f"{dream['rms_log_ratio_motion']:.3f}, motion alone {dream['rms_log_ratio_motion_only']:.3f}")
 
     if args.write_card:
         model_dir = Path(args.model)
@@ -241,9 +255,13 @@ def main() -> None:
             raise SystemExit(f"--write-card: {model_dir} has no {CARD_FILE}; give a model directory")
         probe.save(model_dir / PROBE_FILE)
         card = json.loads((model_dir / CARD_FILE).read_text())
-        card["ends"] = {"kind": "risk", "sharpness": sharp, "center": center, "temperature": args.temperature,
-                        "motion": motion.card(PROBE_FILE),
-                        "fitted": f"benchmarks/end_motion.py on {', '.join(Path(r).name for r in args.data)}"}
+        fitted = f"benchmarks/end_motion.py on {', '.join(Path(r).name for r in args.data)}"
+        if args.write_card == "motion-only":
+            card["ends"] = {"kind": "motion", "bias": bias_k, "temperature": args.temperature,
+                            "motion": alone.motion.card(PROBE_FILE), "fitted": fitted}
+        else:
+            card["ends"] = {"kind": "risk", "sharpness": sharp, "center": center, "temperature": args.temperature,
+                            "motion": motion.card(PROBE_FILE), "fitted": fitted}
         atomic_write(model_dir / CARD_FILE, lambda f: json.dump(card, f, indent=2), binary=False)
         print(f"wrote {model_dir / PROBE_FILE} and the ends in {model_dir / CARD_FILE}")
     atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)

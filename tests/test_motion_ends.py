@@ -14,7 +14,8 @@ from wham_gym import load_model
 from wham_gym.env import WHAMVectorEnv
 from wham_gym.model.checkpoint import save_model
 from wham_gym.position import PROBE_FILE, PositionProbe, fit_position_probe
-from wham_gym.rewards import EndRiskTermination, Motion, StepContext, fit_end_risk_motion
+from wham_gym.rewards import (EndRiskTermination, Motion, MotionTermination, StepContext, fit_end_risk_motion,
+                              fit_motion_ends)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,6 +129,54 @@ def test_fit_end_risk_motion_recovers_the_three_numbers_the_ends_were_drawn_with
         fit_end_risk_motion(p, ended, -moved, 50.0)
     with pytest.raises(ValueError, match="moved"):
         fit_end_risk_motion(p, ended, moved[:-1], 50.0)
+
+
+def test_motion_termination_ignores_the_gpts_end_probability_and_its_fit_recovers_its_two_numbers(tiny):
+    model = _with_end_frames(tiny)
+    motion = Motion(_slot0_probe(model.config.tokens_per_image, 64), lag=2, scale=50.0, weight=-1.5)
+    term = MotionTermination(model, -3.0, motion)
+    assert term.ban_first_token and term.first_token == EndRiskTermination(model).first_token  # the env bans it
+    moved = torch.tensor([0.0, 200.0], dtype=torch.float64)
+    low, high = torch.full((2,), 1e-4, dtype=torch.float64), torch.full((2,), 0.9, dtype=torch.float64)
+    q = term.probability(low, moved)
+    assert torch.equal(q, term.probability(high, moved))  # the dream's fireballs do not count
+    assert q.tolist() == pytest.approx([1 / (1 + math.exp(3.0)), 1 / (1 + math.exp(3.0 + 1.5 * math.log1p(4.0)))])
+    with pytest.raises(ValueError, match="pass moved"):
+        term.probability(low)
+    with pytest.raises(ValueError, match="Motion term"):
+        MotionTermination(model, -3.0, None)
+    with pytest.raises(ValueError, match="bias"):
+        MotionTermination(model, float("nan"), motion)
+
+    rng = np.random.default_rng(2)
+    m = 300_000
+    moved = rng.uniform(0, 400, m)
+    ended = rng.random(m) < 1 / (1 + np.exp(-(-3.0 - 1.5 * np.log1p(moved / 50))))
+    bias, weight = fit_motion_ends(ended, moved, 50.0)
+    assert bias == pytest.approx(-3.0, abs=0.1) and weight == pytest.approx(-1.5, rel=0.08)
+    with pytest.raises(ValueError, match="moved"):
+        fit_motion_ends(ended, moved[:-1])
+
+
+def test_a_card_with_motion_only_ends_gives_the_env_a_motion_termination(tiny, tmp_path):
+    model = _with_end_frames(tiny)
+    save_model(model, tmp_path / "m")
+    _slot0_probe(model.config.tokens_per_image, 64).save(tmp_path / "m" / PROBE_FILE)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["ends"] = {"kind": "motion", "bias": -3.1, "temperature": 0.9,
+                    "motion": {"probe": PROBE_FILE, "lag": 15, "scale": 50.0, "weight": -1.5}}
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    env = WHAMVectorEnv(2, load_model(tmp_path / "m"), obs_mode="tokens")
+    term = env.termination_fn
+    assert isinstance(term, MotionTermination) and (term.bias, term.motion.lag, term.motion.weight) == (-3.1, 15, -1.5)
+    env.reset(seed=0)
+    env.step(np.zeros((2, 16), np.float32))
+    assert term.motion._history.shape == (2, 16)
+    env.close()
+    del card["ends"]["motion"]
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="needs its 'motion' term"):
+        WHAMVectorEnv(1, load_model(tmp_path / "m"), obs_mode="tokens")
 
 
 def test_a_card_with_motion_ends_gives_the_env_a_termination_that_reads_its_probe(tiny, tmp_path):

@@ -213,6 +213,32 @@ class EndRiskTermination:
         return u.to(q.device) < q
 
 
+class MotionTermination(EndRiskTermination):
+    """An episode ends by how far the player moved alone: q = sigmoid(bias + w * log1p(moved / scale)).
+
+    Why without the GPT's end probability: agents trained in a dream ended by it learn to make the GPT draw fewer
+    fireballs (a tc-m2 agent's end probability in its dreams is 0.0025 a step where the game-trained agent's is
+    0.012-0.024; agents/RESULTS.md), a world-model error no fit to real frames can see. Where the player has been
+    is read off the dreamt frames too, but only through the position probe, which an agent cannot talk into
+    fewer fireballs. The end frame's first token is banned as in :class:`EndRiskTermination`, so the frames drawn
+    are the episode's next ones; its probability is not read.
+    """
+
+    def __init__(self, model, bias: float, motion: Motion):
+        if not isinstance(motion, Motion):
+            raise ValueError(f"MotionTermination ends by a Motion term; got {motion!r}")
+        if not math.isfinite(bias):
+            raise ValueError(f"bias: expected a finite log-odds, got {bias!r}")
+        super().__init__(model, motion=motion)
+        self.bias = float(bias)
+
+    def probability(self, p: torch.Tensor | None, moved: torch.Tensor | None = None) -> torch.Tensor:
+        """``moved`` (N,) -> q (N,) float64; ``p`` is ignored (kept for EndRiskTermination's signature)."""
+        if moved is None:
+            raise ValueError(f"MotionTermination: pass moved, the displacement over {self.motion.lag} steps")
+        return torch.sigmoid(self.bias + self.motion.log_odds(moved.double()))
+
+
 def parse_end_risk(text: str | None, flag: str = "--end-risk") -> list[float]:
     """'SHARPNESS,CENTER' -> [sharpness, center] for :class:`EndRiskTermination` (None: [1.0, 0.5], the drawn
     ends' rate), checked here; ``flag`` names the option in the error."""
@@ -241,6 +267,17 @@ def fit_end_risk(p, ended, iterations: int = 50) -> tuple[float, float]:
     return a, 1 / (1 + math.exp(b / a))
 
 
+def fit_motion_ends(ended, moved, scale: float = 50.0, iterations: int = 50) -> tuple[float, float]:
+    """:class:`MotionTermination`'s (bias, weight), maximum likelihood on real transitions: ``ended`` (M,) bool,
+    ``moved`` (M,) the probe's displacement over the motion lag before each step."""
+    moved = np.asarray(moved, np.float64)
+    if moved.shape != np.shape(ended) or not np.isfinite(moved).all() or (moved < 0).any():
+        raise ValueError(f"fit_motion_ends: expected moved (M,) finite distances >= 0 beside ended "
+                         f"{np.shape(ended)}, got {moved.shape}")
+    bias, weight = _fit_logistic(None, ended, [np.log1p(moved / scale)], iterations)
+    return bias, weight
+
+
 def fit_end_risk_motion(p, ended, moved, scale: float = 50.0, iterations: int = 50) -> tuple[float, float, float]:
     """:func:`fit_end_risk` with :class:`Motion`'s term: ``moved`` (M,) is how far the player moved over the
     motion lag before each step (as the probe reads it, so its error is in the fit). -> (sharpness, center,
@@ -254,16 +291,19 @@ def fit_end_risk_motion(p, ended, moved, scale: float = 50.0, iterations: int = 
 
 
 def _fit_logistic(p, ended, extra: list, iterations: int) -> tuple[float, ...]:
-    """Newton's method for ended ~ Bernoulli(sigmoid(a * logit p + b + sum_k w_k * extra_k)) -> (a, b, *w)."""
-    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    """Newton's method for ended ~ Bernoulli(sigmoid(a * logit p + b + sum_k w_k * extra_k)) -> (a, b, *w);
+    with ``p`` None, the model without its term -> (b, *w)."""
     y = np.asarray(ended, np.float64)
-    if p.shape != y.shape or p.ndim != 1:
-        raise ValueError(f"fit_end_risk: expected p and ended of one shape (M,), got {p.shape} and {y.shape}")
+    if p is not None:
+        p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    if (p is not None and p.shape != y.shape) or y.ndim != 1:
+        raise ValueError(f"fit_end_risk: expected p and ended of one shape (M,), got {np.shape(p)} and {y.shape}")
     if not 0 < y.sum() < len(y):
         raise ValueError(f"fit_end_risk: expected both ended and continued steps, got {int(y.sum())} ends in {len(y)}")
-    x = np.stack([np.log(p / (1 - p)), np.ones_like(p), *extra], 1)
+    x = np.stack(([np.log(p / (1 - p))] if p is not None else []) + [np.ones_like(y), *extra], 1)
     w = np.zeros(x.shape[1])
-    w[0] = 1.0
+    if p is not None:
+        w[0] = 1.0
     for _ in range(iterations):
         q = 1 / (1 + np.exp(-(x @ w)))
         hessian = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * np.eye(len(w))
@@ -271,7 +311,7 @@ def _fit_logistic(p, ended, extra: list, iterations: int) -> tuple[float, ...]:
         w = w + step
         if np.abs(step).max() < 1e-10:
             break
-    if not w[0] > 0:
+    if p is not None and not w[0] > 0:
         raise ValueError(f"fit_end_risk: the ends do not rise with p (slope {w[0]:.3g}); the GPT's end probability "
                          "does not rank these steps, so no sharpened form of it can end them")
     return tuple(float(v) for v in w)
@@ -282,7 +322,8 @@ def card_termination(model):
 
     ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
     game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` its
-    :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "drawn"}``:
+    :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "motion", "bias": B, "motion":
+    {...}}``: :class:`MotionTermination` (the motion term alone); ``{"kind": "drawn"}``:
     :class:`EndFrameTermination`. None when the card names none: the env then ends dreams by the model's learned
     reward model, if it ships one.
     """
@@ -290,7 +331,7 @@ def card_termination(model):
     if not ends:
         return None
     kind = ends.get("kind") if isinstance(ends, dict) else None
-    if kind == "risk":
+    if kind in ("risk", "motion"):
         motion = None
         if ends.get("motion"):
             m = ends["motion"]
@@ -299,6 +340,10 @@ def card_termination(model):
                                  "file beside the card, but the model was not loaded from a directory")
             probe = PositionProbe.load(os.path.join(model.model_dir, m["probe"]))
             motion = Motion(probe, int(m["lag"]), float(m["scale"]), float(m["weight"]))
+        if kind == "motion":
+            if motion is None:
+                raise ValueError(f"this model's card.json has ends {ends!r}: kind 'motion' needs its 'motion' term")
+            return MotionTermination(model, float(ends["bias"]), motion)
         return EndRiskTermination(model, ends["sharpness"], ends["center"], motion)
     if kind == "drawn":
         return EndFrameTermination(model)
