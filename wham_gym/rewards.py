@@ -229,7 +229,7 @@ class MotionTermination(EndRiskTermination):
             raise ValueError(f"MotionTermination ends by a Motion term; got {motion!r}")
         if not math.isfinite(bias):
             raise ValueError(f"bias: expected a finite log-odds, got {bias!r}")
-        super().__init__(model, motion=motion)
+        super().__init__(model, motion=motion)  # the banned first token and __call__; sharpness, center unread
         self.bias = float(bias)
 
     def probability(self, p: torch.Tensor | None, moved: torch.Tensor | None = None) -> torch.Tensor:
@@ -270,24 +270,24 @@ def fit_end_risk(p, ended, iterations: int = 50) -> tuple[float, float]:
 def fit_motion_ends(ended, moved, scale: float = 50.0, iterations: int = 50) -> tuple[float, float]:
     """:class:`MotionTermination`'s (bias, weight), maximum likelihood on real transitions: ``ended`` (M,) bool,
     ``moved`` (M,) the probe's displacement over the motion lag before each step."""
-    moved = np.asarray(moved, np.float64)
-    if moved.shape != np.shape(ended) or not np.isfinite(moved).all() or (moved < 0).any():
-        raise ValueError(f"fit_motion_ends: expected moved (M,) finite distances >= 0 beside ended "
-                         f"{np.shape(ended)}, got {moved.shape}")
-    bias, weight = _fit_logistic(None, ended, [np.log1p(moved / scale)], iterations)
-    return bias, weight
+    return _fit_logistic(None, ended, [_motion_feature(moved, ended, scale, "fit_motion_ends")], iterations)
 
 
 def fit_end_risk_motion(p, ended, moved, scale: float = 50.0, iterations: int = 50) -> tuple[float, float, float]:
     """:func:`fit_end_risk` with :class:`Motion`'s term: ``moved`` (M,) is how far the player moved over the
     motion lag before each step (as the probe reads it, so its error is in the fit). -> (sharpness, center,
     weight): ``center`` is the p at which a player who did not move ends with probability 1/2."""
-    moved = np.asarray(moved, np.float64)
-    if moved.shape != np.shape(p) or not np.isfinite(moved).all() or (moved < 0).any():
-        raise ValueError(f"fit_end_risk_motion: expected moved (M,) finite distances >= 0 beside p {np.shape(p)}, "
-                         f"got {moved.shape}")
-    a, b, weight = _fit_logistic(p, ended, [np.log1p(moved / scale)], iterations)
+    a, b, weight = _fit_logistic(p, ended, [_motion_feature(moved, p, scale, "fit_end_risk_motion")], iterations)
     return a, 1 / (1 + math.exp(b / a)), weight
+
+
+def _motion_feature(moved, beside, scale: float, fn: str) -> np.ndarray:
+    """:class:`Motion`'s log1p(moved / scale) for the fits, ``moved`` checked against the array it sits beside."""
+    moved = np.asarray(moved, np.float64)
+    if moved.shape != np.shape(beside) or not np.isfinite(moved).all() or (moved < 0).any():
+        raise ValueError(f"{fn}: expected moved (M,) finite distances >= 0 beside {np.shape(beside)}, "
+                         f"got {moved.shape}")
+    return np.log1p(moved / scale)
 
 
 def _fit_logistic(p, ended, extra: list, iterations: int) -> tuple[float, ...]:
@@ -348,7 +348,8 @@ def card_termination(model):
     if kind == "drawn":
         return EndFrameTermination(model)
     raise ValueError(f"this model's card.json has ends {ends!r}: expected {{'kind': 'risk', 'sharpness': S, "
-                     "'center': C}} or {'kind': 'drawn'}; fix the card, or pass termination_fn to the env")
+                     "'center': C}}, {'kind': 'motion', 'bias': B, 'motion': {...}} or {'kind': 'drawn'}; "
+                     "fix the card, or pass termination_fn to the env")
 
 
 class LearnedRewardModel(ABC):
