@@ -2,11 +2,11 @@
 
 Rows (``--rows``; ``sac-dream`` only with ``--sac``):
 
-    random               uniform random controller vectors
+    random               uniform random controller vectors (an action set's presets with ``--action-set``)
     behaviour            WHAM's behaviour policy: the model's own predicted actions, fed the frames it sees
     ppo-real             PPO trained in the real game
-    ppo-real-frames      PPO trained in the real game for as many steps as the world model saw real frames
-                         (``--real-frames``): the sample-efficiency comparison
+    ppo-real-frames      PPO trained in the real game on as many real frames as the world model saw
+                         (``--real-frames``; ``--real-frames / --action-repeat`` decisions): sample efficiency
     ppo-dream            PPO trained in the dream (the model's learned reward and termination)
     ppo-dream-retrieval  PPO trained in the dream with retrieval reinjection (nearest real frame every K steps)
     ppo-dream-lockstep   PPO trained in the dream with lockstep reinjection (a real game beside each dream)
@@ -23,10 +23,14 @@ curves are drawn to ``<results-dir>/<name>.png`` and the tables in ``--results-m
 
     python -m agents.compare --steps 100000 --sac
     python -m agents.compare --steps 20000 --rows random,behaviour,ppo-dream --name quick
-    python -m agents.compare --steps 40960 --model runs/tc-v4/model --scenario take_cover --action-set take_cover \
-        --hud --rows random,ppo-real,ppo-real-frames,ppo-dream --temperatures 0.9,1.15,1.3 --real-frames 57433 \
-        --episodes 100 --train-args "--observe latent --reward-scale 0.03 --n-steps 64 --n-epochs 10 \
-        --learning-rate 5e-4"
+    python -m agents.compare --steps 25600 --model take_cover --scenario take_cover --action-set take_cover \
+        --hud --action-repeat 4 --rows random,ppo-real,ppo-real-frames,ppo-dream --temperatures 0.9,1.15 \
+        --real-frames 89941 --num-envs 32 --max-episode-steps 600 --episodes 100 --dream-episodes 32 \
+        --eval-every 6400 --eval-envs 32 --train-args "--observe latent --reward-scale 0.03 --gamma 0.96 \
+        --n-steps 32 --n-epochs 10 --learning-rate 5e-4 --eval-worlds real" --dream-args "--dream-starts \
+        data/take_cover data/take_cover_jitter data/take_cover_sweep data/take_cover_still data/take_cover_pace"
+
+(agents/RESULTS.md names the command behind each take_cover table.)
 """
 
 from __future__ import annotations
@@ -142,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=parse_threads, default=None,
                     help="torch threads here and in the training rows: a positive int, or auto (default)")
     ap.add_argument("--train-args", default="", help="more train_sb3 arguments for every training row, quoted")
+    ap.add_argument("--dream-args", default="",
+                    help="more train_sb3 arguments for the dream rows only, quoted (e.g. --dream-starts PATH ...)")
+    ap.add_argument("--action-repeat", type=int, default=1, metavar="K",
+                    help="every decision held for K steps of the world, in every row (the random baseline too); "
+                         "agent steps count decisions, real frames count steps of the world")
     ap.add_argument("--inline", action="store_true", help="train in this process instead of one subprocess per row")
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "agents"))
     ap.add_argument("--results-dir", default=str(REPO / "agents" / "results"))
@@ -169,7 +178,8 @@ def known_row(row: str) -> bool:
 
 
 def row_steps(args, row: str) -> int:
-    return args.real_frames if split_row(row)[0] == "ppo-real-frames" else args.steps
+    """A training row's budget in decisions; the frames row gets no more real frames than the world model saw."""
+    return args.real_frames // args.action_repeat if split_row(row)[0] == "ppo-real-frames" else args.steps
 
 
 def train_argv(args, row: str, out: str) -> list[str]:
@@ -190,9 +200,12 @@ def train_argv(args, row: str, out: str) -> list[str]:
         argv += ["--action-set", args.action_set]
     if args.hud:
         argv += ["--hud"]
+    if args.action_repeat != 1:
+        argv += ["--action-repeat", str(args.action_repeat)]
     if split_row(row)[0] == "ppo-dream-retrieval" and args.retrieval_bank:
         argv += ["--retrieval-bank", *(os.path.abspath(p) for p in args.retrieval_bank)]
-    return argv + shlex.split(args.train_args)
+    dream = split_row(row)[0] in DREAM_ROWS
+    return argv + shlex.split(args.train_args) + (shlex.split(args.dream_args) if dream else [])
 
 
 def stored_path(path: str) -> str:
@@ -217,7 +230,8 @@ def run_training(args, row: str) -> dict:
         result = RunDir(out).read_result()
     dream = split_row(row)[0] in DREAM_ROWS
     return {"label": row_spec(row)[0], "real": result.get("real"), "dream": result.get("dream"),
-            "env_steps": result["timesteps"], "real_frames": args.real_frames if dream else result["timesteps"],
+            "env_steps": result["timesteps"],
+            "real_frames": args.real_frames if dream else result["timesteps"] * args.action_repeat,
             "train_wall_s": result["train_wall_s"],
             "eval_wall_s": result["eval_wall_s"], "steps_per_s": result["train_steps_per_s"],
             "device": result["device"], "run_dir": stored_path(out)}
@@ -262,7 +276,7 @@ def run_baseline(args, row: str, model, evaluator: Evaluator) -> dict:
     for world, episodes in (("real", args.episodes), ("dream", args.dream_episodes)):
         n = min(args.eval_envs, episodes)  # the envs the evaluator uses; the behaviour policy needs a slot each
         if row == "random":
-            policy = RandomAgent(seed=args.seed, action_set=args.action_set)
+            policy = RandomAgent(seed=args.seed, action_set=args.action_set, action_repeat=args.action_repeat)
         else:
             policy = BehaviourAgent(model, n, seed=args.seed)
         out[world] = evaluator.run(policy, world, episodes, policy.wrapping)
@@ -352,7 +366,10 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              f"observations {s['obs_size']} x {s['frame_stack']} frames; every row evaluated on the same "
              f"episodes (seed {s['eval_seed']}); SB3 policies act with their mean action, and in the sampled "
              f"column with sampled actions, as in training (the baselines sample in both)."
-             + (f" Training rows' further arguments: `{s['train_args']}`." if s.get("train_args") else ""), "",
+             + (f" Each decision held for {s['action_repeat']} steps of the world: agent steps count decisions, "
+                f"real frames steps of the world." if s.get("action_repeat", 1) > 1 else "")
+             + (f" Training rows' further arguments: `{s['train_args']}`." if s.get("train_args") else "")
+             + (f" Dream rows' further arguments: `{s['dream_args']}`." if s.get("dream_args") else ""), "",
              "Returns: mean ± std (95 % confidence interval, episodes).", "",
              "| row | real-game return | real, sampled actions | dream return | agent steps | real frames used "
              "| train wall-clock | train steps/s | eval wall-clock |",
@@ -425,8 +442,11 @@ def main(argv=None) -> dict:
         if not temps or not all(known_row(f"ppo-dream-t{t}") for t in temps):  # split_row's rule for a temperature
             ap.error(f"--temperatures: expected comma-separated positive numbers, got {args.temperatures!r}")
         rows = [v for r in rows for v in ([f"{r}-t{t}" for t in temps] if r in DREAM_ROWS else [r])]
-    if args.real_frames is not None and args.real_frames < 1:
-        ap.error(f"--real-frames must be >= 1, got {args.real_frames}")
+    if args.action_repeat < 1:
+        ap.error(f"--action-repeat must be >= 1, got {args.action_repeat}")
+    if args.real_frames is not None and args.real_frames < args.action_repeat:
+        ap.error(f"--real-frames must be >= {args.action_repeat} (one decision held --action-repeat steps), "
+                 f"got {args.real_frames}")
     if args.real_frames is None and "ppo-real-frames" in rows:
         ap.error("the ppo-real-frames row needs --real-frames: the real frames the world model was trained on "
                  "(e.g. the sum of its recordings' frames)")
@@ -441,7 +461,8 @@ def main(argv=None) -> dict:
     settings = {k: getattr(args, k) for k in ("num_envs", "max_episode_steps", "episodes", "dream_episodes",
                                               "eval_every",
                                               "eval_episodes", "dream_eval_episodes", "eval_seed", "obs_size",
-                                              "frame_stack", "seed", "train_args")}
+                                              "frame_stack", "seed", "train_args", "dream_args",
+                                              "action_repeat")}
     header = {"name": args.name, "scenario": args.scenario, "model": args.model, "steps": args.steps}
     results = read_json(path) if os.path.exists(path) else {**header, "rows": {}}
     clash = [f"{k}: {results.get(k)!r} there, {v!r} now" for k, v in header.items() if results.get(k) != v]

@@ -898,3 +898,29 @@ def test_an_ensemble_of_dreams_splits_the_envs_across_its_models(tmp_path, tiny)
     for bad in (["--world", "real", "--ensemble", "tiny"], ["--ensemble", "tiny", "tiny", "--num-envs", "2"]):
         with pytest.raises(SystemExit):
             train_sb3.train([*TINY_RUN, *bad, "--out", str(tmp_path / "bad")])
+
+
+def test_compare_held_actions_and_dream_only_arguments(tmp_path, monkeypatch):
+    # The take_cover table's protocol: decisions held K steps in every row (the random baseline too), the frames
+    # row given real_frames / K decisions, and the dream rows alone their prompts (the game rows refuse them).
+    prompts = str(REPO / "wham_gym/assets/default/prompts")
+    argv = ["--steps", "32", "--name", "held", "--model", "tiny", "--scenario", "take_cover",
+            "--action-set", "take_cover", "--action-repeat", "2", "--rows", "random,ppo-real-frames,ppo-dream",
+            "--real-frames", "64", "--num-envs", "2", "--max-episode-steps", "8", "--episodes", "2",
+            "--dream-episodes", "1", "--eval-every", "0", "--eval-episodes", "1", "--eval-envs", "2",
+            "--frame-stack", "1", "--threads", "1", "--inline", "--train-args", "--n-steps 16 --observe latent",
+            "--dream-args", f"--dream-starts {prompts}", "--runs-dir", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "results"), "--results-md", str(tmp_path / "RESULTS.md")]
+    made = []
+    monkeypatch.setattr(compare, "RandomAgent", lambda **kw: made.append(kw) or evaluate.RandomAgent(**kw))
+    res = compare.main(argv)
+    assert made and all(kw["action_repeat"] == 2 for kw in made)
+    cfg = {row: runs.read_json(tmp_path / "runs" / "held" / row / "config.json")
+           for row in ("ppo-real-frames", "ppo-dream")}
+    assert cfg["ppo-real-frames"]["action_repeat"] == cfg["ppo-dream"]["action_repeat"] == 2
+    assert cfg["ppo-dream"]["dream_starts"] == [prompts] and cfg["ppo-real-frames"]["dream_starts"] is None
+    frames = res["rows"]["ppo-real-frames"]
+    assert frames["env_steps"] == 32 and frames["real_frames"] == 64  # 64 frames = 32 decisions held 2 steps
+    assert res["rows"]["ppo-dream"]["real_frames"] == 64 and res["rows"]["ppo-dream"]["env_steps"] == 32
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "held for 2 steps of the world" in text and "Dream rows' further arguments: `--dream-starts" in text
