@@ -25,7 +25,7 @@ curves are drawn to ``<results-dir>/<name>.png`` and the tables in ``--results-m
     python -m agents.compare --steps 20000 --rows random,behaviour,ppo-dream --name quick
     python -m agents.compare --steps 25600 --model take_cover --scenario take_cover --action-set take_cover \
         --hud --action-repeat 4 --rows random,ppo-real,ppo-real-frames,ppo-dream --temperatures 0.9,1.15 \
-        --real-frames 89941 --num-envs 32 --max-episode-steps 600 --episodes 100 --dream-episodes 32 \
+        --real-frames 109458 --num-envs 32 --max-episode-steps 600 --episodes 100 --dream-episodes 32 \
         --eval-every 6400 --eval-envs 32 --train-args "--observe latent --reward-scale 0.03 --gamma 0.96 \
         --n-steps 32 --n-epochs 10 --learning-rate 5e-4 --eval-worlds real" --dream-args "--dream-starts \
         data/take_cover data/take_cover_jitter data/take_cover_sweep data/take_cover_still data/take_cover_pace"
