@@ -178,7 +178,8 @@ def known_row(row: str) -> bool:
 
 
 def row_steps(args, row: str) -> int:
-    """A training row's budget in decisions; the frames row gets no more real frames than the world model saw."""
+    """A training row's budget in decisions; the frames row gets the world model's real frames (PPO rounds up to whole
+    rollouts)."""
     return args.real_frames // args.action_repeat if split_row(row)[0] == "ppo-real-frames" else args.steps
 
 
@@ -368,8 +369,10 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              f"column with sampled actions, as in training (the baselines sample in both)."
              + (f" Each decision held for {s['action_repeat']} steps of the world: agent steps count decisions, "
                 f"real frames steps of the world." if s.get("action_repeat", 1) > 1 else "")
-             + (f" Training rows' further arguments: `{s['train_args']}`." if s.get("train_args") else "")
-             + (f" Dream rows' further arguments: `{s['dream_args']}`." if s.get("dream_args") else ""), "",
+             + (f" Training rows' further arguments: `{' '.join(s['train_args'].split())}`."
+                if s.get("train_args") else "")
+             + (f" Dream rows' further arguments: `{' '.join(s['dream_args'].split())}`."
+                if s.get("dream_args") else ""), "",
              "Returns: mean ± std (95 % confidence interval, episodes).", "",
              "| row | real-game return | real, sampled actions | dream return | agent steps | real frames used "
              "| train wall-clock | train steps/s | eval wall-clock |",

@@ -6,7 +6,9 @@ It acts through a :class:`~agents.wrappers.Wrapping` (an SB3 model through its r
 agents here through :data:`~agents.wrappers.RAW`: full frames, controller actions).
 
 Evaluation envs are seeded with one fixed seed per call, so every policy and every
-evaluation of a run meets the same starts (Doom's episode seeds, the dream's prompts).
+evaluation of a run meets the same starts (Doom's episode seeds, the dream's prompts) for a given
+number of envs: env i is seeded seed + i and plays its share of the episodes, so another number of
+envs meets other starts (one take_cover policy: 800.9 over 100 episodes on 10 envs, 718.0 on 32).
 
     python -m agents.evaluate --policy runs/agents/ppo-dream --worlds real,dream --episodes 20
     python -m agents.evaluate --policy behaviour --model default --episodes 20
