@@ -293,7 +293,7 @@ def plot_curves(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharex=True)
     panels = [("real", "return in the real game"), ("dream", "return in the dream")]
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (row, res) in enumerate(sorted(results["rows"].items(), key=lambda kv: row_order(kv[0]))):
@@ -303,6 +303,8 @@ def plot_curves(results: dict, path: str) -> None:
             entries = run.eval_entries()
             for ax, (world, _) in zip(axes, panels):
                 pts = [(e["timesteps"], e[world]["mean"], e[world]["std"]) for e in entries if world in e]
+                if not pts and res.get(world):  # measured once, at the end (complete_row): one point
+                    pts = [(res["env_steps"], res[world]["mean"], res[world]["std"])]
                 if pts:
                     x, y, s = (list(v) for v in zip(*pts))
                     ax.plot(x, y, "o-", color=c, label=res["label"], ms=3)
@@ -320,7 +322,8 @@ def plot_curves(results: dict, path: str) -> None:
         ax.set_title(title)
     axes[2].set_title("training episode return (in its own world)")
     for ax in axes:
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("agent steps" + (" (decisions)" if results.get("settings", {}).get("action_repeat", 1) > 1
+                                       else ""))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("episode return (mean ± std)")
     handles = {lab: h for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())}
