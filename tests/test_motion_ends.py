@@ -263,3 +263,21 @@ def test_hit_lag_scan_finds_the_lag_over_which_standing_gets_a_player_hit(tmp_pa
                                 game_variable_names=("position_y", "damage_taken")))
     scan = em.hit_lag_scan([str(path)], [1, 3])
     assert scan["3"] == pytest.approx(1.0) and scan["1"] < 0.9, scan
+
+
+def test_ends_fitted_at_another_temperature_warn_with_the_right_refit():
+    import warnings
+
+    from wham_gym.env import _check_ends_temperature
+
+    motion = {"probe": "position.safetensors", "lag": 15, "scale": 50.0, "weight": -1.5}
+    cases = [({"kind": "motion", "bias": -3.1, "motion": motion, "temperature": 0.9}, "--write-card motion-only"),
+             ({"sharpness": 0.5, "center": 0.7, "motion": motion, "temperature": 0.9}, "end_motion.py"),
+             ({"sharpness": 3.0, "center": 0.2, "temperature": 0.9}, "end_risk.py")]
+    for ends, fix in cases:
+        with pytest.warns(UserWarning, match="dreams at 1.15") as caught:
+            _check_ends_temperature(ends, 1.15)
+        assert fix in str(caught[0].message) and "--temperature 1.15" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_ends_temperature(cases[0][0], 0.9)  # fitted at this temperature: silent

@@ -453,10 +453,15 @@ def _check_hazard_temperature(net, temperature: float) -> None:
 
 def _check_ends_temperature(ends: dict, temperature: float) -> None:
     """Warn when the card's recommended ends were fitted at another dream temperature than this env's."""
+    if "motion" in ends:  # the motion ends' fit reads the probe; end_motion.py refits them (and rewrites the card)
+        only = " motion-only" if ends.get("kind") == "motion" else ""
+        fix = (f"Refit them: python benchmarks/end_motion.py --model DIR --data REC ... --temperature {temperature:g} "
+               f"--write-card{only}")
+    else:
+        fix = f"Refit them: python benchmarks/end_risk.py --model DIR --temperature {temperature:g}"
     _warn_other_temperature(
         ends.get("temperature"), temperature,
-        "recommended ends (card['ends']) were fitted to the game's episode lengths",
-        f"Refit them: python benchmarks/end_risk.py --model DIR --temperature {temperature:g}")
+        "recommended ends (card['ends']) were fitted to the game's episode lengths", fix)
 
 
 def _warn_other_temperature(fitted, temperature: float, what: str, fix: str) -> None:
