@@ -94,6 +94,11 @@ def split_row(row: str) -> tuple[str, str | None]:
     return base, t
 
 
+def is_dream_row(row: str) -> bool:
+    """Whether a row (temperature rows included) trains in the dream."""
+    return split_row(row)[0] in DREAM_ROWS
+
+
 def row_spec(row: str) -> tuple[str, list[str] | None]:
     """(label, train_sb3 arguments) of a row, temperature rows included."""
     base, t = split_row(row)
@@ -205,8 +210,7 @@ def train_argv(args, row: str, out: str) -> list[str]:
         argv += ["--action-repeat", str(args.action_repeat)]
     if split_row(row)[0] == "ppo-dream-retrieval" and args.retrieval_bank:
         argv += ["--retrieval-bank", *(os.path.abspath(p) for p in args.retrieval_bank)]
-    dream = split_row(row)[0] in DREAM_ROWS
-    return argv + shlex.split(args.train_args) + (shlex.split(args.dream_args) if dream else [])
+    return argv + shlex.split(args.train_args) + (shlex.split(args.dream_args) if is_dream_row(row) else [])
 
 
 def stored_path(path: str) -> str:
@@ -229,10 +233,9 @@ def run_training(args, row: str) -> dict:
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                                       os.environ.get("PYTHONPATH")]))})
         result = RunDir(out).read_result()
-    dream = split_row(row)[0] in DREAM_ROWS
     return {"label": row_spec(row)[0], "real": result.get("real"), "dream": result.get("dream"),
             "env_steps": result["timesteps"],
-            "real_frames": args.real_frames if dream else result["timesteps"] * args.action_repeat,
+            "real_frames": args.real_frames if is_dream_row(row) else result["timesteps"] * args.action_repeat,
             "train_wall_s": result["train_wall_s"],
             "eval_wall_s": result["eval_wall_s"], "steps_per_s": result["train_steps_per_s"],
             "device": result["device"], "run_dir": stored_path(out)}
