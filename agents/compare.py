@@ -16,6 +16,10 @@ A dream row takes a temperature suffix, ``ppo-dream-t1.15``: trained (and evalua
 dream) at that sampling temperature; ``--temperatures 0.9,1.15,1.3`` expands every dream row so,
 the anchor's sweep (World Models: colder dreams get exploited).
 
+Further train_sb3 arguments: ``--train-args`` for every training row, ``--dream-args`` for the dream
+rows, ``--sac-args`` for the SAC rows (last, so their optimiser settings win over ``--train-args``').
+What a row is (``--algo``, ``--world``, ``--temperature``, ``--reinjection``) comes from its name only.
+
 Every row is evaluated in the real game and in the dream on the same episodes (one
 evaluation seed). A row whose result is already in ``<results-dir>/<name>.json`` is skipped
 (``--redo`` to run it again); a training row resumes its run directory. Then the learning
@@ -72,6 +76,9 @@ ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluate
     "sac-dream": ("SAC, trained in the dream", ["--algo", "sac", "--world", "dream"]),
 }
 DREAM_ROWS = [r for r, (_, argv) in ROWS.items() if argv and "dream" in argv]
+# What a row is (its algorithm, world, dream temperature, reinjection): set by its name alone, never by the
+# --train-args / --dream-args / --sac-args that follow it (argparse would keep their value silently).
+ROW_FLAGS = ("--algo", "--world", "--temperature", "--reinjection")
 BEGIN, END = "<!-- agents.compare: begin -->", "<!-- agents.compare: end -->"
 # The classic result on take_cover, quoted under its tables.
 ANCHOR = ("World Models (Ha & Schmidhuber 2018), the anchor: a controller trained only in an MDN-RNN dream built from "
@@ -97,6 +104,11 @@ def split_row(row: str) -> tuple[str, str | None]:
 def is_dream_row(row: str) -> bool:
     """Whether a row (temperature rows included) trains in the dream."""
     return split_row(row)[0] in DREAM_ROWS
+
+
+def is_sac_row(row: str) -> bool:
+    """Whether a row (temperature rows included) trains SAC."""
+    return "sac" in (ROWS[split_row(row)[0]][1] or [])
 
 
 def row_spec(row: str) -> tuple[str, list[str] | None]:
@@ -153,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-args", default="", help="more train_sb3 arguments for every training row, quoted")
     ap.add_argument("--dream-args", default="",
                     help="more train_sb3 arguments for the dream rows only, quoted (e.g. --dream-starts PATH ...)")
+    ap.add_argument("--sac-args", default="",
+                    help="more train_sb3 arguments for the SAC rows only, after --train-args so they win "
+                         "(e.g. --learning-rate 3e-4 --batch-size 256 --gradient-steps 2)")
     ap.add_argument("--action-repeat", type=int, default=1, metavar="K",
                     help="every decision held for K steps of the world, in every row (the random baseline too); "
                          "agent steps count decisions, real frames count steps of the world")
@@ -210,7 +225,9 @@ def train_argv(args, row: str, out: str) -> list[str]:
         argv += ["--action-repeat", str(args.action_repeat)]
     if split_row(row)[0] == "ppo-dream-retrieval" and args.retrieval_bank:
         argv += ["--retrieval-bank", *(os.path.abspath(p) for p in args.retrieval_bank)]
-    return argv + shlex.split(args.train_args) + (shlex.split(args.dream_args) if is_dream_row(row) else [])
+    argv += shlex.split(args.train_args) + (shlex.split(args.dream_args) if is_dream_row(row) else [])
+    # Last, so that the SAC row's own settings win over --train-args' (argparse keeps a flag's last value).
+    return argv + (shlex.split(args.sac_args) if is_sac_row(row) else [])
 
 
 def stored_path(path: str) -> str:
@@ -378,7 +395,9 @@ def results_table(results: dict, results_dir: str, md_dir: str) -> str:
              + (f" Training rows' further arguments: `{' '.join(s['train_args'].split())}`."
                 if s.get("train_args") else "")
              + (f" Dream rows' further arguments: `{' '.join(s['dream_args'].split())}`."
-                if s.get("dream_args") else ""), "",
+                if s.get("dream_args") else "")
+             + (f" SAC rows' further arguments (after the training rows'): `{' '.join(s['sac_args'].split())}`."
+                if s.get("sac_args") else ""), "",
              "Returns: mean ± std (95 % confidence interval, episodes).", "",
              "| row | real-game return | real, sampled actions | dream return | agent steps | real frames used "
              "| train wall-clock | train steps/s | eval wall-clock |",
@@ -451,6 +470,11 @@ def main(argv=None) -> dict:
         if not temps or not all(known_row(f"ppo-dream-t{t}") for t in temps):  # split_row's rule for a temperature
             ap.error(f"--temperatures: expected comma-separated positive numbers, got {args.temperatures!r}")
         rows = [v for r in rows for v in ([f"{r}-t{t}" for t in temps] if r in DREAM_ROWS else [r])]
+    for name in ("train_args", "dream_args", "sac_args"):
+        clash = [a for a in shlex.split(getattr(args, name)) if a.split("=")[0] in ROW_FLAGS]
+        if clash:
+            ap.error(f"--{name.replace('_', '-')} sets {', '.join(clash)}, which the row names decide; pick rows "
+                     "with --rows (e.g. ppo-dream-t1.15, sac-dream) and temperatures with --temperatures")
     if args.action_repeat < 1:
         ap.error(f"--action-repeat must be >= 1, got {args.action_repeat}")
     if args.real_frames is not None and args.real_frames < args.action_repeat:
@@ -470,7 +494,7 @@ def main(argv=None) -> dict:
     settings = {k: getattr(args, k) for k in ("num_envs", "max_episode_steps", "episodes", "dream_episodes",
                                               "eval_every",
                                               "eval_episodes", "dream_eval_episodes", "eval_seed", "obs_size",
-                                              "frame_stack", "seed", "train_args", "dream_args",
+                                              "frame_stack", "seed", "train_args", "dream_args", "sac_args",
                                               "action_repeat")}
     header = {"name": args.name, "scenario": args.scenario, "model": args.model, "steps": args.steps}
     results = read_json(path) if os.path.exists(path) else {**header, "rows": {}}

@@ -924,3 +924,29 @@ def test_compare_held_actions_and_dream_only_arguments(tmp_path, monkeypatch):
     assert res["rows"]["ppo-dream"]["real_frames"] == 64 and res["rows"]["ppo-dream"]["env_steps"] == 32
     text = (tmp_path / "RESULTS.md").read_text()
     assert "held for 2 steps of the world" in text and "Dream rows' further arguments: `--dream-starts" in text
+
+
+def test_compare_sac_arguments_reach_the_sac_rows_only_and_win():
+    # The SAC row shares --train-args with the PPO rows (observation, reward scale) but needs its own optimiser
+    # settings: --sac-args come after --train-args, so train_sb3 keeps the SAC row's value of a flag both set.
+    args = compare.build_parser().parse_args(
+        ["--steps", "64", "--eval-every", "32", "--dream-episodes", "2", "--dream-eval-episodes", "1",
+         "--sac", "--temperatures", "0.9,1.3", "--train-args", "--learning-rate 5e-4 --n-steps 32",
+         "--sac-args", "--learning-rate 3e-4 --gradient-steps 2"])
+    parse = train_sb3.build_parser().parse_args
+    sac = parse(compare.train_argv(args, "sac-dream-t1.3", "out"))
+    ppo = parse(compare.train_argv(args, "ppo-dream-t1.3", "out"))
+    real = parse(compare.train_argv(args, "ppo-real", "out"))
+    assert (sac.algo, sac.learning_rate, sac.gradient_steps) == ("sac", 3e-4, 2)
+    assert (ppo.algo, ppo.learning_rate, ppo.gradient_steps) == ("ppo", 5e-4, real.gradient_steps)
+    assert real.learning_rate == 5e-4 and ppo.n_steps == sac.n_steps == 32
+    assert compare.is_sac_row("sac-dream-t1.3") and not compare.is_sac_row("ppo-dream-t1.3")
+    assert not compare.is_sac_row("random")
+
+
+@pytest.mark.parametrize("flag", ["--dream-args", "--sac-args", "--train-args"])
+def test_compare_refuses_extra_arguments_that_change_what_a_row_is(flag, capsys):
+    # --dream-args "--temperature 0.8" would silently retrain every ppo-dream-t<T> row at 0.8 under its own name.
+    with pytest.raises(SystemExit):
+        compare.main(["--steps", "64", "--rows", "ppo-dream-t1.3", f"{flag}=--seed 1 --temperature=0.8"])
+    assert "--temperature=0.8" in capsys.readouterr().err
