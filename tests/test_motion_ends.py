@@ -278,6 +278,9 @@ def test_ends_fitted_at_another_temperature_warn_with_the_right_refit():
         with pytest.warns(UserWarning, match="dreams at 1.15") as caught:
             _check_ends_temperature(ends, 1.15)
         assert fix in str(caught[0].message) and "--temperature 1.15" in str(caught[0].message)
+        assert "hotter: more often" in str(caught[0].message)
+    with pytest.warns(UserWarning, match="colder: less often"):  # the direction follows the temperatures
+        _check_ends_temperature(cases[0][0], 0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_ends_temperature(cases[0][0], 0.9)  # fitted at this temperature: silent

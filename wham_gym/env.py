@@ -468,9 +468,10 @@ def _warn_other_temperature(fitted, temperature: float, what: str, fix: str) -> 
     """A termination fitted to the game at one dream temperature ends episodes at another rate at another (a
     hotter dream draws noisier frames, which read as danger): warn, with the fix."""
     if fitted is not None and abs(float(fitted) - temperature) > 1e-6:
+        likely = "hotter: more often" if temperature > float(fitted) else "colder: less often"
         warnings.warn(f"this model's {what} for dreams at temperature {float(fitted):g}, this env dreams at "
-                      f"{temperature:g}: its episodes will end at another rate than the game's (hotter: more "
-                      f"often). {fix}", stacklevel=4)
+                      f"{temperature:g}: its episodes will end at another rate than the game's ({likely}, "
+                      f"likely). {fix}", stacklevel=4)
 
 
 class WHAMEnv(gym.Env):
