@@ -1,6 +1,6 @@
 """Side by side on one scenario and one step budget: baselines, PPO in the real game and in the dream.
 
-Rows (``--rows``; ``sac-dream`` only with ``--sac``):
+Rows (``--rows``; the SAC rows only with ``--sac``):
 
     random               uniform random controller vectors (an action set's presets with ``--action-set``)
     behaviour            WHAM's behaviour policy: the model's own predicted actions, fed the frames it sees
@@ -10,6 +10,7 @@ Rows (``--rows``; ``sac-dream`` only with ``--sac``):
     ppo-dream            PPO trained in the dream (the model's learned reward and termination)
     ppo-dream-retrieval  PPO trained in the dream with retrieval reinjection (nearest real frame every K steps)
     ppo-dream-lockstep   PPO trained in the dream with lockstep reinjection (a real game beside each dream)
+    sac-real             SAC trained in the real game (over the action set's axes with ``--action-set``)
     sac-dream            SAC trained in the dream
 
 A dream row takes a temperature suffix, ``ppo-dream-t1.15``: trained (and evaluated in the
@@ -73,6 +74,7 @@ ROWS = {  # name -> (label, train_sb3 arguments; None for the baselines evaluate
                             ["--algo", "ppo", "--world", "dream", "--reinjection", "retrieval"]),
     "ppo-dream-lockstep": ("PPO, dream + lockstep reinjection",
                            ["--algo", "ppo", "--world", "dream", "--reinjection", "lockstep"]),
+    "sac-real": ("SAC, trained in the real game", ["--algo", "sac", "--world", "real"]),
     "sac-dream": ("SAC, trained in the dream", ["--algo", "sac", "--world", "dream"]),
 }
 DREAM_ROWS = [r for r, (_, argv) in ROWS.items() if argv and "dream" in argv]
@@ -130,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, required=True, help="env-step budget of every training row")
     ap.add_argument("--name", default=None, help="comparison name (default: <scenario>-<steps>)")
     ap.add_argument("--rows", default=None, help=f"comma-separated subset of {', '.join(ROWS)} (default: all; "
-                                                 "sac-dream only with --sac)")
-    ap.add_argument("--sac", action="store_true", help="add the SAC row")
+                                                 "the SAC rows only with --sac)")
+    ap.add_argument("--sac", action="store_true", help="add the SAC rows (sac-real, sac-dream)")
     ap.add_argument("--redo", action="store_true", help="run rows again even if their result exists")
     ap.add_argument("--temperatures", default=None,
                     help="comma-separated dream temperatures: each dream row is trained at each (ppo-dream-t<T>)")
@@ -457,10 +459,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.steps < 1:
         ap.error(f"--steps must be >= 1, got {args.steps}")
-    default = [r for r in ROWS if (r != "sac-dream" or args.sac) and (r != "ppo-real-frames" or args.real_frames)]
+    default = [r for r in ROWS if (not is_sac_row(r) or args.sac) and (r != "ppo-real-frames" or args.real_frames)]
     rows = [r for r in (args.rows.split(",") if args.rows else default) if r]
-    if args.sac and "sac-dream" not in rows:
-        rows.append("sac-dream")
+    if args.sac:
+        rows += [r for r in ROWS if is_sac_row(r) and r not in rows]
     unknown = [r for r in rows if not known_row(r)]
     if unknown or not rows:
         ap.error(f"--rows: unknown {unknown}; expected a comma-separated subset of {', '.join(ROWS)} (a dream row "

@@ -8,6 +8,7 @@ train PPO a few steps over Discrete presets in both worlds.
 import importlib.util
 import json
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,31 @@ def test_to_controller_batched_numpy_torch_and_errors():
         s.axes_to_controller(np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         s.axes_to_controller(np.array([np.nan, 0.0]))
+
+
+def test_axis_levels_snap_to_the_values_the_world_model_saw():
+    # take_cover's recordings hold the stick at -1, 0 or +1: SAC's Box snaps to them (nearest; ties to the lower).
+    s = BUILTIN_ACTION_SETS["take_cover"]
+    assert s.levels == (("left_stick_x", (-1.0, 0.0, 1.0)),)
+    x = np.array([[-3.0], [-0.6], [-0.5], [-0.2], [0.49], [0.51], [0.9]], np.float32)
+    want = [-1, -1, -1, 0, 0, 1, 1]
+    np.testing.assert_array_equal(s.axes_to_controller(x)[:, controller.index_of("left_stick_x")], want)
+    t = s.axes_to_controller(torch.from_numpy(x))
+    np.testing.assert_array_equal(t[:, controller.index_of("left_stick_x")].numpy(), want)
+    assert not np.delete(s.axes_to_controller(x), controller.index_of("left_stick_x"), axis=1).any()
+    # Levels on one axis leave another continuous; they survive a card and a pickle (SubprocVecEnv).
+    a = ActionSet("walk", {"stand": {}}, axes=["left_stick_y", "right_stick_x"],
+                  levels={"right_stick_x": [0.625, -0.625, 0.0]})
+    np.testing.assert_array_equal(a.axes_to_controller(np.array([0.3, 0.4])), vec(left_stick_y=0.3, right_stick_x=0.625))
+    assert ActionSet.from_dict(json.loads(json.dumps(a.to_dict()))) == a == pickle.loads(pickle.dumps(a))
+    assert hash(a) == hash(pickle.loads(pickle.dumps(a)))
+    for levels, match in [({"left_stick_x": [0, 1]}, "not one of the set's axes"),
+                          ({"right_stick_x": [0.3, 0.0]}, "not one of WHAM's stick bin middles"),
+                          ({"right_stick_x": [1.0]}, "two or more distinct values"),
+                          ({"right_stick_x": 1.0}, "a sequence of numbers"),
+                          (["right_stick_x"], "levels must be")]:
+        with pytest.raises(ValueError, match=match):
+            ActionSet("walk", {"stand": {}}, axes=["left_stick_y", "right_stick_x"], levels=levels)
 
 
 def test_generic_constructor_and_its_errors():
@@ -243,9 +269,10 @@ def test_both_worlds_same_spaces_and_same_controller_vectors(tiny, set_name):
     game_axes.step(a)
     dream_axes.step(a)
     np.testing.assert_array_equal(game_log[-1], dream_log[-1][0])
-    expected = np.zeros(16, np.float32)
+    expected, levels = np.zeros(16, np.float32), dict(s.levels)
     for (name, lo, hi), v in zip(s.axes, a):
-        expected[controller.index_of(name)] = np.clip(v, lo, hi)
+        v = np.clip(v, lo, hi)  # take_cover's stick -0.9 reaches both worlds as -1, a value its data holds
+        expected[controller.index_of(name)] = min(levels[name], key=lambda x: abs(x - v)) if name in levels else v
     np.testing.assert_array_equal(game_log[-1], expected)
     game.close()
     dream.close()
@@ -381,8 +408,8 @@ def test_sb3_ppo_discrete_in_the_dream(tiny, monkeypatch):
     assert axes.action_space == spaces.Box(-1, 1, (1,), np.float32)
     axes.reset()
     log.clear()
-    axes.step(np.array([[0.5], [-3.0]], np.float32))
-    np.testing.assert_array_equal(log[0], [vec(left_stick_x=0.5), vec(left_stick_x=-1)])
+    axes.step(np.array([[0.75], [-3.0]], np.float32))  # snapped to the set's levels: its data's -1, 0, +1
+    np.testing.assert_array_equal(log[0], [vec(left_stick_x=1), vec(left_stick_x=-1)])
     venv.close()
 
 

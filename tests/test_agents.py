@@ -331,7 +331,8 @@ def test_compare_all_rows_and_results_md(tmp_path):
     for name, row in saved["rows"].items():
         assert row["real"]["episodes"] == 2 and row["dream"]["episodes"] == 1
         assert row["env_steps"] == (0 if name in ("random", "behaviour") else 32)  # whole rollouts of 32
-        assert row["real_frames"] == {"random": 0, "behaviour": 0, "ppo-real": 32, "ppo-real-frames": 32}.get(name, 24)
+        frames = 0 if name in ("random", "behaviour") else 24 if compare.is_dream_row(name) else 32  # the game's
+        assert row["real_frames"] == frames
         trained = name not in ("random", "behaviour")
         assert ("real_sampled" in row) == trained and (not trained or row["real_sampled"]["episodes"] == 2)
     assert runs.read_json(tmp_path / "runs" / "t" / "ppo-dream-retrieval" / "config.json")["reinjection"] == "retrieval"
@@ -463,7 +464,8 @@ def test_sac_acts_through_the_action_sets_axes_in_both_worlds(tmp_path, tiny):
     policy, wrapping, _ = evaluate.load_policy(str(out), device="cpu")
     assert isinstance(policy, SAC) and policy.action_space.shape == (1,) and wrapping.action_axes
 
-    # the Box maps onto the controller alike in both worlds: the stick's value, every other dimension 0
+    # the Box maps onto the controller alike in both worlds: the stick's value snapped to the set's levels (its data's
+    # -1, 0, +1), every other dimension 0
     axes = Wrapping(obs_size=None, frame_stack=1, action_set="take_cover", action_axes=True)
     sent = []
     dream = wrappers.make_dream_venv(tiny, 2, axes, max_episode_steps=3, seed=0)
@@ -476,12 +478,12 @@ def test_sac_acts_through_the_action_sets_axes_in_both_worlds(tmp_path, tiny):
                 inner = inner.venv
             inner.step_async = lambda a, f=inner.step_async: (sent.append(np.array(a)), f(a))[1]
             venv.reset()
-            venv.step(np.array([[-0.5], [2.0]]))  # out of the Box: clipped
+            venv.step(np.array([[-0.75], [2.0]]))  # between levels: the nearest; out of the Box: clipped
     finally:
         dream.close()
         real.close()
     want = np.zeros((2, 16), np.float32)
-    want[:, controller.ACTION_NAMES.index("left_stick_x")] = [-0.5, 1.0]
+    want[:, controller.ACTION_NAMES.index("left_stick_x")] = [-1.0, 1.0]
     for got in sent:
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="action_set"):

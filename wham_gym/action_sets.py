@@ -9,7 +9,9 @@ may never fire. An :class:`ActionSet` names the few inputs a scenario needs:
   policy (:class:`DiscreteActions`, :class:`DiscreteVectorActions`);
 * axes (optional): controller dimensions a small continuous ``Box`` exposes (e.g.
   ``left_stick_x`` in [-1, 1]), every other dimension 0, for SAC (:class:`AxesActions`,
-  :class:`AxesVectorActions`).
+  :class:`AxesVectorActions`); an axis with ``levels`` snaps to the nearest of them, the
+  values a world model was trained on (take_cover's recordings hold the stick at -1, 0
+  and +1 only: a value between would reach the dream as a stick bin it never saw).
 
 The wrappers sit over anything whose action space is the 16-dim controller Box, so
 ``DiscreteActions(gym.make("wham_gym/Doom-v0", scenario="take_cover"), "take_cover")``
@@ -70,12 +72,16 @@ class ActionSet:
         axes: ``{controller name: (low, high)}``, a sequence of ``(name, low, high)`` or of bare
             names (the dimension's full range); the ranges lie within the controller's.
         description: one line saying what the set is for.
+        levels: ``{axis name: (value, ...)}``: the values an axis snaps to (the nearest), each
+            one WHAM sees exactly; axes not named stay continuous. Kept as sorted
+            ``(name, values)`` pairs.
     """
 
     name: str
     presets: Any
     axes: Any = ()
     description: str = ""
+    levels: Any = None
     vectors: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -83,14 +89,16 @@ class ActionSet:
             raise ValueError(f"action set name: expected a non-empty string, got {self.name!r}")
         presets = _normalize_presets(self.name, self.presets)
         axes = _normalize_axes(self.name, self.axes)
+        levels = _normalize_levels(self.name, axes, self.levels)
         vectors = np.stack([p.vector for p in presets])
         vectors.setflags(write=False)
         object.__setattr__(self, "presets", presets)
         object.__setattr__(self, "axes", axes)
+        object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "vectors", vectors)
 
     def __reduce__(self):  # rebuilt on unpickling (SubprocVecEnv workers), so vectors stay read-only
-        return (type(self), (self.name, self.presets, self.axes, self.description))
+        return (type(self), (self.name, self.presets, self.axes, self.description, self.levels))
 
     # -- presets ---------------------------------------------------------------
 
@@ -155,7 +163,8 @@ class ActionSet:
         return spaces.Box(low, high, (len(self.axes),), np.float32, seed=seed)
 
     def axes_to_controller(self, values):
-        """Axis values (..., k), clipped into their ranges -> controller vectors (..., 16), other dims 0."""
+        """Axis values (..., k), clipped into their ranges (and snapped to an axis's ``levels``) -> controller
+        vectors (..., 16), other dims 0."""
         self._need_axes()
         k = len(self.axes)
         index = [controller.index_of(a[0]) for a in self.axes]
@@ -173,13 +182,24 @@ class ActionSet:
                               torch.as_tensor(high, device=v.device))
             out = torch.zeros(*shape[:-1], controller.ACTION_DIM, dtype=torch.float32, device=v.device)
             out[..., index] = v
+            for j, (dim, levels) in self._snapped():
+                grid = torch.as_tensor(levels, device=v.device)
+                out[..., dim] = grid[(v[..., j, None] - grid).abs().argmin(-1)]
             return out
         v = np.asarray(values, np.float32)
         if not np.isfinite(v).all():
             raise ValueError(f"action set {self.name!r}: axis values must be finite")
         out = np.zeros((*shape[:-1], controller.ACTION_DIM), np.float32)
-        out[..., index] = np.clip(v, low, high)
+        out[..., index] = v = np.clip(v, low, high)
+        for j, (dim, levels) in self._snapped():
+            grid = np.asarray(levels, np.float32)
+            out[..., dim] = grid[np.abs(v[..., j, None] - grid).argmin(-1)]  # ties: the lower level
         return out
+
+    def _snapped(self):
+        """(position among the axes, (controller index, levels)) of each axis that snaps."""
+        levels = dict(self.levels)
+        return [(j, (controller.index_of(a[0]), levels[a[0]])) for j, a in enumerate(self.axes) if a[0] in levels]
 
     def _need_axes(self) -> None:
         if not self.axes:
@@ -191,15 +211,17 @@ class ActionSet:
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description,
                 "presets": {p.name: dict(p.values) for p in self.presets},
-                "axes": {a: [lo, hi] for a, lo, hi in self.axes}}
+                "axes": {a: [lo, hi] for a, lo, hi in self.axes},
+                **({"levels": {a: list(v) for a, v in self.levels}} if self.levels else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "ActionSet":
-        unknown = set(data) - {"name", "description", "presets", "axes"}
+        unknown = set(data) - {"name", "description", "presets", "axes", "levels"}
         if unknown or "name" not in data or "presets" not in data:
-            raise ValueError("an action set as data: expected keys name, presets and optionally axes, "
+            raise ValueError("an action set as data: expected keys name, presets and optionally axes, levels, "
                              f"description; got {sorted(data)}")
-        return cls(data["name"], data["presets"], data.get("axes", ()), data.get("description", ""))
+        return cls(data["name"], data["presets"], data.get("axes", ()), data.get("description", ""),
+                   data.get("levels"))
 
 
 def _normalize_presets(set_name: str, presets) -> tuple[Preset, ...]:
@@ -300,6 +322,34 @@ def _normalize_axes(set_name: str, axes) -> tuple[tuple[str, float, float], ...]
     return tuple(out)
 
 
+def _normalize_levels(set_name: str, axes, levels) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """Levels as sorted ``(axis name, values)`` pairs: a tuple, so the frozen set stays hashable."""
+    if not levels:
+        return ()
+    try:
+        levels = dict(levels)  # a mapping, or the (name, values) pairs a set keeps
+    except (TypeError, ValueError):
+        raise ValueError(f"action set {set_name!r}: levels must be {{axis name: (value, ...)}}, got {levels!r}") \
+            from None
+    ranges = {a: (lo, hi) for a, lo, hi in axes}
+    out = {}
+    for dim, values in levels.items():
+        where = f"action set {set_name!r}, levels of {dim!r}"
+        if dim not in ranges:
+            raise ValueError(f"{where}: not one of the set's axes ({', '.join(ranges) or 'none'})")
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a sequence of numbers, got {values!r}") from None
+        lo, hi = ranges[dim]
+        if len(set(values)) < 2 or not all(lo <= v <= hi for v in values):
+            raise ValueError(f"{where}: expected two or more distinct values within the axis's [{lo:g}, {hi:g}], "
+                             f"got {values}")
+        i = _dim_index(dim, where)
+        out[dim] = tuple(sorted(_exact_value(i, v, where) for v in set(values)))
+    return tuple(sorted(out.items()))
+
+
 # ---------------------------------------------------------------------------- built-in sets
 
 TURN = 0.625  # right stick x: 5 deg/tic in Doom (8 deg/tic at 1); a bin middle, so exact in both worlds
@@ -313,8 +363,10 @@ _FIRE = {"button_0": 1.0}  # ATTACK (games/doom.py BUTTON_MAPPING[0])
 BUILTIN_ACTION_SETS: dict[str, ActionSet] = {
     s.name: s
     for s in (
+        # Its recordings hold the stick at -1, 0 or +1: SAC's values between reached the dream as bins the world
+        # model never saw, and SAC learned nothing there (agents/RESULTS.md); snapped, both worlds agree.
         ActionSet("take_cover", {"none": _STILL, "left": _LEFT, "right": _RIGHT},
-                  axes={"left_stick_x": (-1.0, 1.0)},
+                  axes={"left_stick_x": (-1.0, 1.0)}, levels={"left_stick_x": (-1.0, 0.0, 1.0)},
                   description="dodge fireballs: stand, strafe left, strafe right"),
         ActionSet("defend_the_center", {"turn_left": _TURN_LEFT, "turn_right": _TURN_RIGHT, "fire": _FIRE},
                   axes={"right_stick_x": (-1.0, 1.0), "button_0": (0.0, 1.0)},
