@@ -181,25 +181,20 @@ class ActionSet:
             v = torch.minimum(torch.maximum(v, torch.as_tensor(low, device=v.device)),
                               torch.as_tensor(high, device=v.device))
             out = torch.zeros(*shape[:-1], controller.ACTION_DIM, dtype=torch.float32, device=v.device)
-            out[..., index] = v
-            for j, (dim, levels) in self._snapped():
-                grid = torch.as_tensor(levels, device=v.device)
-                out[..., dim] = grid[(v[..., j, None] - grid).abs().argmin(-1)]
-            return out
-        v = np.asarray(values, np.float32)
-        if not np.isfinite(v).all():
-            raise ValueError(f"action set {self.name!r}: axis values must be finite")
-        out = np.zeros((*shape[:-1], controller.ACTION_DIM), np.float32)
-        out[..., index] = v = np.clip(v, low, high)
-        for j, (dim, levels) in self._snapped():
-            grid = np.asarray(levels, np.float32)
-            out[..., dim] = grid[np.abs(v[..., j, None] - grid).argmin(-1)]  # ties: the lower level
-        return out
-
-    def _snapped(self):
-        """(position among the axes, (controller index, levels)) of each axis that snaps."""
+        else:
+            v = np.asarray(values, np.float32)
+            if not np.isfinite(v).all():
+                raise ValueError(f"action set {self.name!r}: axis values must be finite")
+            v = np.clip(v, low, high)
+            out = np.zeros((*shape[:-1], controller.ACTION_DIM), np.float32)
+        out[..., index] = v
         levels = dict(self.levels)
-        return [(j, (controller.index_of(a[0]), levels[a[0]])) for j, a in enumerate(self.axes) if a[0] in levels]
+        for j, name in enumerate(self.axis_names):
+            if name in levels:  # the nearest level (ties: the lower); abs/argmin read alike in numpy and torch
+                grid = torch.as_tensor(levels[name], device=v.device) if torch.is_tensor(v) else \
+                    np.asarray(levels[name], np.float32)
+                out[..., index[j]] = grid[abs(v[..., j, None] - grid).argmin(-1)]
+        return out
 
     def _need_axes(self) -> None:
         if not self.axes:
