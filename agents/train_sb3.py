@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grayscale", action="store_true", help="one gray channel per frame instead of RGB")
     g.add_argument("--action-repeat", type=int, default=1, metavar="K",
                    help="hold each decision for K steps of the world, rewards summed (--steps counts decisions)")
+    g.add_argument("--action-history", type=int, default=0, metavar="K",
+                   help="--observe latent: the agent's own last K decisions appended to its observation (memory of "
+                        "which way it has been going; 0: none)")
     g.add_argument("--hud", action="store_true", help="the real game draws Doom's status bar (as the take_cover "
                    "model's data was recorded: a dream run checks the model's card agrees)")
     g.add_argument("--tokenizer-view", action="store_true",
@@ -185,6 +188,10 @@ def make_config(args: argparse.Namespace) -> dict:
         positive(name, getattr(args, name))
     positive("eval_every", args.eval_every, zero_ok=True)
     positive("pi_layers", args.pi_layers, zero_ok=True)
+    positive("action_history", args.action_history, zero_ok=True)
+    if args.action_history and args.observe != "latent":
+        raise ValueError(f"--action-history appends to the flat latent an MLP reads; got --observe {args.observe} "
+                         "(use --observe latent, or leave --action-history at 0)")
     if args.pi_layers != 2 and args.observe != "latent":
         raise ValueError(f"--pi-layers sets the MLP that reads --observe latent; got --observe {args.observe} "
                          "(pixels go through a CNN: leave --pi-layers at 2)")

@@ -11,6 +11,8 @@
     VecScaleReward  training reward times ``reward_scale`` (after VecMonitor: episode statistics stay in the world's unit)
     VecResize       (pixels) 180x300 frames downscaled (bilinear, antialiased) to ``obs_size``, optionally gray
     VecFrameStack   the last K frames (or latent grids) stacked on the channel axis (SB3's)
+    VecActionHistory  (``action_history`` > 0, latent only) the agent's own last K decisions appended to the
+                    flattened observation: which way it has been going, which a coarse latent shows late
 
 SB3 adds ``VecTransposeImage`` (channel-first for its CNN) by itself, at training and at ``predict``.
 """
@@ -73,6 +75,7 @@ class Wrapping:
     tokenizer_view: bool = False  # real game: frames through the world model's tokenizer (encode, then decode)
     observe: str = "pixels"  # or "latent": the tokenizer's quantised latent grid (rows, cols, E) in both worlds
     action_repeat: int = 1  # each decision held for this many steps of the world (VecActionRepeat)
+    action_history: int = 0  # the agent's last K decisions appended to its observation (VecActionHistory)
 
     def __post_init__(self):
         if not isinstance(self.action_repeat, int) or self.action_repeat < 1:
@@ -83,6 +86,11 @@ class Wrapping:
             raise ValueError("action_axes acts through an action set's axes: give action_set too")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be an int >= 1, got {self.frame_stack!r}")
+        if not isinstance(self.action_history, int) or self.action_history < 0:
+            raise ValueError(f"action_history must be an int >= 0, got {self.action_history!r}")
+        if self.action_history and self.observe != "latent":
+            raise ValueError("action_history appends to a flat observation: it needs observe='latent' (a CNN reads "
+                             f"pixels), got observe={self.observe!r}")
         if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {self.reward_scale!r}")
 
@@ -174,6 +182,62 @@ class VecScaleReward(VecEnvWrapper):
     def step_wait(self):
         obs, rew, dones, infos = self.venv.step_wait()
         return obs, (rew * self.scale).astype(np.float32), dones, infos
+
+
+class VecActionHistory(VecEnvWrapper):
+    """The agent's own last ``k`` decisions (one-hot for ``Discrete``, the values for a ``Box``; zeros before an
+    episode's first) appended to its flattened observation, newest first.
+
+    Why: wall-to-wall pacing is most of take_cover, and which way the player is going shows in a stack of coarse
+    latent grids only once it has moved a token; a blind pacer needs nothing but this memory. Sits outermost (after
+    the frame stack), so it sees one entry per decision; the same in both worlds, it adds no world knowledge.
+    """
+
+    def __init__(self, venv: VecEnv, k: int):
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"action history: k must be an int >= 1, got {k!r}")
+        space, inner = venv.action_space, venv.observation_space
+        if isinstance(space, spaces.Discrete):
+            self.width, low, high = int(space.n), 0.0, 1.0
+        elif isinstance(space, spaces.Box) and len(space.shape) == 1:
+            self.width, low, high = space.shape[0], float(space.low.min()), float(space.high.max())
+        else:
+            raise ValueError(f"action history: expected a Discrete or 1-D Box action space, got {space}")
+        if not isinstance(inner, spaces.Box):
+            raise ValueError(f"action history appends to a Box observation, got {inner}")
+        self.k, self.obs_size = k, int(np.prod(inner.shape))
+        self.history = np.zeros((venv.num_envs, k, self.width), np.float32)
+        def bound(inner_bound, value):
+            return np.concatenate([np.broadcast_to(inner_bound, inner.shape).ravel(),
+                                   np.full(k * self.width, value)]).astype(np.float32)
+
+        super().__init__(venv, observation_space=spaces.Box(bound(inner.low, low), bound(inner.high, high)))
+
+    def _with_history(self, obs: np.ndarray, history: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(obs, np.float32).reshape(len(obs), -1),
+                               history.reshape(len(obs), -1)], axis=1)
+
+    def reset(self):
+        self.history[:] = 0.0
+        return self._with_history(self.venv.reset(), self.history)
+
+    def step_async(self, actions):
+        a = np.asarray(actions)
+        if isinstance(self.action_space, spaces.Discrete):
+            encoded = np.eye(self.width, dtype=np.float32)[a.reshape(-1).astype(np.int64)]
+        else:
+            encoded = a.reshape(self.num_envs, self.width).astype(np.float32)
+        self.history = np.concatenate([encoded[:, None], self.history[:, :-1]], axis=1)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rew, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones):
+            terminal = infos[i].get("terminal_observation")
+            if terminal is not None:  # the ended episode's last observation, with that episode's history
+                infos[i]["terminal_observation"] = self._with_history(terminal[None], self.history[i:i + 1])[0]
+            self.history[i] = 0.0
+        return self._with_history(obs, self.history), rew, dones, infos
 
 
 # ITU-R BT.601 luma, as cv2 / PIL convert RGB to gray
@@ -301,6 +365,8 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
         venv = VecResize(venv, wrapping.obs_size, wrapping.grayscale)
     if wrapping.frame_stack > 1:
         venv = VecFrameStack(venv, wrapping.frame_stack, channels_order="last")
+    if wrapping.action_history:
+        venv = VecActionHistory(venv, wrapping.action_history)
     return venv
 
 

@@ -250,7 +250,8 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--world", "real", "--dream-starts", "data/x"], ["--dream-starts", str(tmp_path / "nothing")],
                 ["--dream-ends", "drawn"],  # nor end frames to draw
                 ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
-                ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"]):
+                ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"],
+                ["--action-history", "2"]):
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -261,6 +262,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "--end-risk applies to --dream-ends risk" in err and "expected SHARPNESS,CENTER" in err
     assert "a center in (0, 1)" in err
     assert "--pi-layers sets the MLP that reads --observe latent" in err and "--action-repeat must be >= 1" in err
+    assert "--action-history appends to the flat latent" in err
 
 
 def _vector_env(venv):
@@ -575,7 +577,7 @@ def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
     argv = ["--world", "dream", "--observe", "latent", "--action-set", "take_cover", "--scenario", "take_cover",
             "--temperature", "1.1", "--decoding", "diagonal", "--refresh-every", "2", "--n-steps", "16",
             "--steps", "32", "--eval-every", "0", "--features-dim", "32", "--pi-layers", "0",
-            "--action-repeat", "2", "--out", str(out), *TINY_RUN]
+            "--action-repeat", "2", "--action-history", "3", "--out", str(out), *TINY_RUN]
     res = train_sb3.train(argv)
     assert res["timesteps"] == 32 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
     cfg = res["config"]
@@ -585,7 +587,9 @@ def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
     assert policy.policy.__class__.__name__ == "ActorCriticPolicy"  # MlpPolicy: no CNN over a 6x10 grid
     pi, vf = policy.policy.mlp_extractor.policy_net, policy.policy.mlp_extractor.value_net
     assert len(pi) == 0 and len(vf) == 4  # --pi-layers 0: a linear policy; the value keeps its 2 hidden layers
-    assert policy.observation_space.shape == (6, 10, 2 * 8)  # rows, cols, frame_stack x codebook dim
+    # rows x cols x frame_stack x codebook dim, then the last 3 decisions one-hot over take_cover's 3 presets
+    assert policy.observation_space.shape == (6 * 10 * 2 * 8 + 3 * 3,)
+    assert runs.wrapping_from_config(cfg).action_history == 3
     with pytest.raises(SystemExit):  # another dream is another run
         train_sb3.train([a if a != "1.1" else "0.7" for a in argv] + ["--steps", "48"])
 
@@ -645,6 +649,26 @@ def test_action_repeat_in_the_real_game_and_the_random_baseline(tmp_path):
     assert out["real"]["episodes"] == 2 and out["real"]["mean_length"] == 12  # lengths in steps of the game
     with pytest.raises(SystemExit):
         evaluate.main(["--policy", "runs/x", "--action-repeat", "2", "--worlds", "real", "--episodes", "1"])
+
+
+def test_action_history_appends_the_agents_last_decisions_and_forgets_them_at_an_episode_end():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = wrappers.VecActionHistory(DummyVecEnv([lambda i=i: _Counter((2, 5)[i], []) for i in range(2)]), 2)
+    assert venv.observation_space.shape == (1 + 2 * 3,)
+    obs = venv.reset()
+    assert np.array_equal(obs, np.zeros((2, 7), np.float32))  # nothing decided yet
+    obs, _, dones, _ = venv.step(np.array([2, 0]))
+    assert np.array_equal(obs[0], [1, 0, 0, 1, 0, 0, 0]) and np.array_equal(obs[1], [1, 1, 0, 0, 0, 0, 0])
+    obs, _, dones, infos = venv.step(np.array([1, 1]))  # env 0 ends: its history goes with its last observation
+    assert list(dones) == [True, False]
+    assert np.array_equal(infos[0]["terminal_observation"], [2, 0, 1, 0, 0, 0, 1])  # newest first
+    assert np.array_equal(obs[0], [0, 0, 0, 0, 0, 0, 0])  # the new episode starts with no history
+    assert np.array_equal(obs[1], [2, 0, 1, 0, 1, 0, 0])
+    with pytest.raises(ValueError, match="observe='latent'"):
+        Wrapping(action_history=4)  # pixels: a CNN's image has nowhere to append to
+    with pytest.raises(ValueError, match="action_history must be an int >= 0"):
+        Wrapping(observe="latent", action_history=-1)
 
 
 def test_a_recording_agent_holds_its_decisions_as_in_training():
