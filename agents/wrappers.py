@@ -197,19 +197,20 @@ class VecActionHistory(VecEnvWrapper):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"action history: k must be an int >= 1, got {k!r}")
         space, inner = venv.action_space, venv.observation_space
-        if isinstance(space, spaces.Discrete):
-            self.width, low, high = int(space.n), 0.0, 1.0
+        self.one_hot = isinstance(space, spaces.Discrete)
+        if self.one_hot:
+            width, low, high = int(space.n), 0.0, 1.0
         elif isinstance(space, spaces.Box) and len(space.shape) == 1:
-            self.width, low, high = space.shape[0], float(space.low.min()), float(space.high.max())
+            width, low, high = space.shape[0], float(space.low.min()), float(space.high.max())
         else:
             raise ValueError(f"action history: expected a Discrete or 1-D Box action space, got {space}")
         if not isinstance(inner, spaces.Box):
             raise ValueError(f"action history appends to a Box observation, got {inner}")
-        self.k, self.obs_size = k, int(np.prod(inner.shape))
-        self.history = np.zeros((venv.num_envs, k, self.width), np.float32)
+        self.history = np.zeros((venv.num_envs, k, width), np.float32)
+
         def bound(inner_bound, value):
             return np.concatenate([np.broadcast_to(inner_bound, inner.shape).ravel(),
-                                   np.full(k * self.width, value)]).astype(np.float32)
+                                   np.full(k * width, value)]).astype(np.float32)
 
         super().__init__(venv, observation_space=spaces.Box(bound(inner.low, low), bound(inner.high, high)))
 
@@ -222,11 +223,11 @@ class VecActionHistory(VecEnvWrapper):
         return self._with_history(self.venv.reset(), self.history)
 
     def step_async(self, actions):
-        a = np.asarray(actions)
-        if isinstance(self.action_space, spaces.Discrete):
-            encoded = np.eye(self.width, dtype=np.float32)[a.reshape(-1).astype(np.int64)]
+        a, width = np.asarray(actions), self.history.shape[2]
+        if self.one_hot:
+            encoded = np.eye(width, dtype=np.float32)[a.reshape(-1).astype(np.int64)]
         else:
-            encoded = a.reshape(self.num_envs, self.width).astype(np.float32)
+            encoded = a.reshape(self.num_envs, width).astype(np.float32)
         self.history = np.concatenate([encoded[:, None], self.history[:, :-1]], axis=1)
         self.venv.step_async(actions)
 
