@@ -49,6 +49,14 @@ ALGOS = {"ppo": PPO, "sac": SAC}
 DEFAULTS = {"ppo": dict(learning_rate=2.5e-4, batch_size=256), "sac": dict(learning_rate=3e-4, batch_size=64)}
 
 
+def dream_ends(text: str) -> str:
+    """--dream-ends: one of the built-in ways a dream ends, or card:NAME (an alternative the model's card offers)."""
+    if text in ("sampled", "expected", "drawn", "risk") or (text.startswith("card:") and len(text) > 5):
+        return text
+    raise argparse.ArgumentTypeError(f"expected sampled, expected, drawn, risk or card:NAME (e.g. card:motion-only), "
+                                     f"got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agents.train_sb3", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -99,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
-    g.add_argument("--dream-ends", choices=("sampled", "expected", "drawn", "risk"), default="sampled",
+    g.add_argument("--dream-ends", type=dream_ends, default="sampled", metavar="{sampled,expected,drawn,risk,card:NAME}",
                    help="how training dreams end: sampled (the model's termination: the ends its card recommends, "
                         "card['ends'], else its learned hazard, which ends a step with its probability, as deaths "
                         "come in the game), expected (dreams never end; each step's "
@@ -108,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "death given the context and the action; for models trained with end frames; "
                         "evaluation dreams end the same way), or risk (a dream ends with a sharpened form of the "
                         "world model's probability of drawing its end frame, --end-risk; the frames are drawn "
-                        "given the episode goes on; evaluation dreams the same)")
+                        "given the episode goes on; evaluation dreams the same), or card:NAME (the alternative "
+                        "ends the model's card offers by that name, card['ends_options'], e.g. the shipped "
+                        "take_cover model's card:motion-only; evaluation dreams the same)")
     g.add_argument("--end-risk", default=None, metavar="SHARPNESS,CENTER",
                    help="--dream-ends risk: q = sigmoid(SHARPNESS * (logit p - logit CENTER)) for the GPT's end "
                         "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5; replaces "

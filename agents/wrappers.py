@@ -379,12 +379,13 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
     (the ends its card recommends, else its learned hazard: ``ends="model"``);
     ``ends="drawn"``: episodes end when the world model draws its end frame instead
     (:class:`~wham_gym.rewards.EndFrameTermination`); ``ends="risk"``: with the sharpened probability of drawing
-    it, ``end_risk`` = (sharpness, center) (:class:`~wham_gym.rewards.EndRiskTermination`); ``env_kwargs`` go to
+    it, ``end_risk`` = (sharpness, center) (:class:`~wham_gym.rewards.EndRiskTermination`); ``ends="card:NAME"``:
+    the alternative ends the card offers by that name (``card["ends_options"]``); ``env_kwargs`` go to
     :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every).
     ``ensemble``: more loaded world models sharing ``model``'s tokenizer; the N envs are split across all of them
     (:func:`ensemble_split`, each with its own ends) and joined by :class:`~wham_gym.sb3.ConcatVecEnv`."""
-    if ends not in ("model", "drawn", "risk"):
-        raise ValueError(f"ends: expected 'model', 'drawn' or 'risk', got {ends!r}")
+    if ends not in ("model", "drawn", "risk") and not ends.startswith("card:"):
+        raise ValueError(f"ends: expected 'model', 'drawn', 'risk' or 'card:NAME', got {ends!r}")
     models = [model, *ensemble]
     if ensemble:
         check_ensemble(models, num_envs, reinjection, env_kwargs)
@@ -397,6 +398,8 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
             ending = {"termination_fn": EndFrameTermination(m)}
         elif ends == "risk":
             ending = {"termination_fn": EndRiskTermination(m, *end_risk)}
+        elif ends.startswith("card:"):
+            ending = {"ends": ends[len("card:"):]}
         parts.append(WHAMVecEnv(n, m, max_episode_steps=max_episode_steps, reinjection=reinjection,
                                 **ending, **env_kwargs))
     venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)

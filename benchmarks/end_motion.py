@@ -17,7 +17,8 @@ limits its agents; agents/RESULTS.md). This script
    lengths against the game's (the check on dreamt frames);
 4. with ``--write-card`` (``--write-card motion-only``: the motion term alone): writes the probe beside the
    model's card and the fitted ends into it, so ``WHAMVectorEnv`` (and agents.train_sb3 without --dream-ends)
-   end its dreams by them.
+   end its dreams by them; with ``--option NAME`` as a named alternative instead (``card["ends_options"]``,
+   the env's ``ends=NAME``, agents.train_sb3 ``--dream-ends card:NAME``), the card's default ends kept.
 
     python benchmarks/end_motion.py --model runs/tc-m2/model --data data/take_cover data/take_cover_jitter \\
         data/take_cover_sweep data/take_cover_still data/take_cover_pace data/take_cover_bounce \\
@@ -132,6 +133,13 @@ def scan_report(data: list[str]) -> dict:
     return scan
 
 
+def with_ends(card: dict, ends: dict, option: str | None = None) -> dict:
+    """``card`` with ``ends`` as its default ends, or as its alternative ``option`` (its default kept)."""
+    if option is None:
+        return {**card, "ends": ends}
+    return {**card, "ends_options": {**(card.get("ends_options") or {}), option: ends}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a model trained with black end frames")
@@ -152,10 +160,15 @@ def main() -> None:
     ap.add_argument("--write-card", nargs="?", const="motion", choices=("motion", "motion-only"), default=None,
                     help=f"write {PROBE_FILE} beside the model's card and the fitted ends into card.json: motion "
                     "(the GPT's end probability with the motion term, the default) or motion-only (the term alone)")
+    ap.add_argument("--option", default=None, metavar="NAME",
+                    help="with --write-card: write the ends as the card's alternative NAME (card['ends_options']) "
+                    "and keep its default ends")
     ap.add_argument("--scan-only", action="store_true", help="only the lag scan (step 0: which lag ranks the game's "
                     "hits best), no model pass")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.option is not None and not args.write_card:
+        ap.error("--option names the ends --write-card writes; pass --write-card [motion-only] too")
     torch.set_num_threads(args.threads)
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
@@ -257,11 +270,12 @@ def main() -> None:
         card = json.loads((model_dir / CARD_FILE).read_text())
         fitted = f"benchmarks/end_motion.py on {', '.join(Path(r).name for r in args.data)}"
         if args.write_card == "motion-only":
-            card["ends"] = {"kind": "motion", "bias": bias_k, "temperature": args.temperature,
-                            "motion": alone.motion.card(PROBE_FILE), "fitted": fitted}
+            ends = {"kind": "motion", "bias": bias_k, "temperature": args.temperature,
+                    "motion": alone.motion.card(PROBE_FILE), "fitted": fitted}
         else:
-            card["ends"] = {"kind": "risk", "sharpness": sharp, "center": center, "temperature": args.temperature,
-                            "motion": motion.card(PROBE_FILE), "fitted": fitted}
+            ends = {"kind": "risk", "sharpness": sharp, "center": center, "temperature": args.temperature,
+                    "motion": motion.card(PROBE_FILE), "fitted": fitted}
+        card = with_ends(card, ends, args.option)
         atomic_write(model_dir / CARD_FILE, lambda f: json.dump(card, f, indent=2), binary=False)
         print(f"wrote {model_dir / PROBE_FILE} and the ends in {model_dir / CARD_FILE}")
     atomic_write(args.out, lambda f: json.dump(report, f, indent=2), binary=False)

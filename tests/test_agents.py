@@ -251,7 +251,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--dream-ends", "drawn"],  # nor end frames to draw
                 ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
                 ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"],
-                ["--action-history", "2"]):
+                ["--action-history", "2"], ["--dream-ends", "card:motion-only"]):  # the tiny card offers none
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -263,6 +263,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "a center in (0, 1)" in err
     assert "--pi-layers sets the MLP that reads --observe latent" in err and "--action-repeat must be >= 1" in err
     assert "--action-history appends to the flat latent" in err
+    assert "ends 'motion-only': this model's card offers no such ends" in err
 
 
 def _vector_env(venv):

@@ -31,6 +31,15 @@ def _with_end_frames(tiny):
     return model
 
 
+def _end_motion():
+    """benchmarks/end_motion.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("end_motion",
+                                                  Path(__file__).parents[1] / "benchmarks" / "end_motion.py")
+    em = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(em)
+    return em
+
+
 def _ctx(prev_tokens, steps, p=None):
     n = len(prev_tokens)
     return StepContext(tokens=prev_tokens, prev_tokens=prev_tokens, frames=None, actions=torch.zeros(n, 16),
@@ -204,14 +213,62 @@ def test_a_card_with_motion_ends_gives_the_env_a_termination_that_reads_its_prob
         WHAMVectorEnv(1, load_model(tmp_path / "m"), obs_mode="tokens")
 
 
+def test_a_card_offers_named_ends_that_the_env_and_the_agents_select_by_name(tiny, tmp_path):
+    from agents.evaluate import Evaluator
+    from agents.runs import dream_settings
+    from agents.train_sb3 import build_parser
+    from agents.wrappers import Wrapping, make_dream_venv
+
+    model = _with_end_frames(tiny)
+    save_model(model, tmp_path / "m")
+    _slot0_probe(model.config.tokens_per_image, 64).save(tmp_path / "m" / PROBE_FILE)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["ends"] = {"kind": "risk", "sharpness": 0.7, "center": 0.4, "temperature": 0.9,
+                    "motion": {"probe": PROBE_FILE, "lag": 5, "scale": 50.0, "weight": -1.2}}
+    card["ends_options"] = {"motion-only": {"kind": "motion", "bias": -2.5, "temperature": 0.9,
+                                            "motion": {"probe": PROBE_FILE, "lag": 7, "scale": 50.0, "weight": -0.8}}}
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(WHAMVectorEnv(1, loaded, obs_mode="tokens").termination_fn, EndRiskTermination)  # the default
+    term = WHAMVectorEnv(1, loaded, obs_mode="tokens", ends="motion-only").termination_fn
+    assert isinstance(term, MotionTermination) and (term.bias, term.motion.lag, term.motion.weight) == (-2.5, 7, -0.8)
+    with pytest.raises(ValueError, match="offers no such ends.*'motion-only'"):
+        WHAMVectorEnv(1, loaded, obs_mode="tokens", ends="motion")
+    with pytest.raises(ValueError, match="pass one of them"):
+        WHAMVectorEnv(1, loaded, obs_mode="tokens", ends="motion-only", termination_fn=term)
+    with pytest.warns(UserWarning, match="motion-only --option motion-only"):  # the refit keeps kind and name
+        WHAMVectorEnv(1, loaded, obs_mode="tokens", ends="motion-only", temperature=1.15)
+    # end_motion.py --write-card ... --option NAME adds an alternative and keeps the default
+    em = _end_motion()
+    added = em.with_ends(card, {"kind": "drawn"}, "drawn")
+    assert added["ends"] == card["ends"] and set(added["ends_options"]) == {"motion-only", "drawn"}
+    assert em.with_ends(card, {"kind": "drawn"})["ends"] == {"kind": "drawn"}
+
+    # the agents reach it as --dream-ends card:NAME, in training and evaluation dreams alike
+    settings = dream_settings({"dream_ends": "card:motion-only"})
+    for venv in (make_dream_venv(loaded, 2, Wrapping(), **settings),
+                 Evaluator(loaded, num_envs=2, dream_kwargs=settings).venv("dream", Wrapping(), 2)):
+        assert isinstance(venv.unwrapped.venv.termination_fn, MotionTermination)
+        venv.close()
+    assert build_parser().parse_args(["--dream-ends", "card:motion-only"]).dream_ends == "card:motion-only"
+    for bad in ("card:", "motion-only"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--dream-ends", bad])
+
+
+def test_the_shipped_take_cover_card_offers_its_motion_only_ends():
+    model = load_model("take_cover")
+    term = WHAMVectorEnv(1, model, obs_mode="tokens", ends="motion-only").termination_fn
+    option = model.card["ends_options"]["motion-only"]
+    assert isinstance(term, MotionTermination) and term.bias == option["bias"] and term.motion.lag == 15
+    assert not isinstance(WHAMVectorEnv(1, model, obs_mode="tokens").termination_fn, MotionTermination)
+
+
 def test_end_motion_reads_each_transitions_displacement_in_real_end_probs_order(tiny, tmp_path):
     from wham_gym import controller
     from wham_gym.data.episodes import Episode, write_episode
 
-    spec = importlib.util.spec_from_file_location("end_motion",
-                                                  Path(__file__).parents[1] / "benchmarks" / "end_motion.py")
-    em = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(em)
+    em = _end_motion()
     model = _with_end_frames(tiny)
     rng = np.random.default_rng(3)
     w = model.config.seq_len - 1
@@ -246,10 +303,7 @@ def test_hit_lag_scan_finds_the_lag_over_which_standing_gets_a_player_hit(tmp_pa
     are ranked perfectly at lag 3 and worse at lag 1."""
     from wham_gym.data.episodes import Episode, write_episode
 
-    spec = importlib.util.spec_from_file_location("end_motion",
-                                                  Path(__file__).parents[1] / "benchmarks" / "end_motion.py")
-    em = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(em)
+    em = _end_motion()
     rng = np.random.default_rng(5)
     T = 400
     step = rng.choice([0.0, 35.0], T, p=[0.6, 0.4])  # still or a strafing step

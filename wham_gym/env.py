@@ -65,7 +65,7 @@ from . import controller
 from .autoreset import Autoreset, put, row
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import EpisodeSignals, StepContext, card_termination
+from .rewards import EpisodeSignals, StepContext, card_ends, card_termination
 from .model import load_model
 from .rollout import Rollout
 
@@ -126,6 +126,9 @@ class WHAMVectorEnv(VectorEnv):
         reward_fn, termination_fn: batched callables on a :class:`~wham_gym.rewards.StepContext`
             (each defaults to the model's learned reward model when it ships one, else zero reward
             and no termination; pass ``rewards.ZeroReward()`` / ``NeverTerminate()`` to switch it off).
+            The termination's first default is the ends the model's card recommends.
+        ends: with termination_fn None, which of the card's ends: None (``card["ends"]``) or the name of an
+            alternative it offers (``card["ends_options"]``; the shipped take_cover model's ``"motion-only"``).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
         reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
         render_mode: None or "rgb_array": ``render()`` returns one frame per env (Gymnasium's vector
@@ -147,7 +150,7 @@ class WHAMVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, model="default", *, prompts=None, prompt_frames: int | None = None,
                  resize_prompts: bool = False, obs_mode: str = "pixels", return_torch: bool = False,
                  autoreset_mode=AutoresetMode.NEXT_STEP, max_episode_steps: int | None = None,
-                 reward_fn=None, termination_fn=None, predict_actions: bool = False,
+                 reward_fn=None, termination_fn=None, ends: str | None = None, predict_actions: bool = False,
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
                  context_steps: int | None = None, refresh_every: int = 1, reinjection=None,
@@ -172,12 +175,15 @@ class WHAMVectorEnv(VectorEnv):
         cfg = self.model.config
         self.num_envs = N = self.engine.num_envs
         self.obs_mode, self.return_torch = obs_mode, bool(return_torch)
-        if termination_fn is None:  # the card's recommended ends, else the shipped reward model's hazard
-            termination_fn = card_termination(self.model)
+        if termination_fn is None:  # the card's recommended ends (or the option named), else the reward model's
+            termination_fn = card_termination(self.model, ends)
             if termination_fn is None:
                 _check_hazard_temperature(getattr(self.model, "reward_model", None), temperature)
             else:
-                _check_ends_temperature(self.model.card["ends"], temperature)
+                _check_ends_temperature(card_ends(self.model, ends), temperature, ends)
+        elif ends is not None:
+            raise ValueError(f"ends={ends!r} names one of the card's ends, and termination_fn was given too: pass "
+                             "one of them")
         self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
                                       reward_model=getattr(self.model, "reward_model", None))
         self.autoreset = Autoreset(autoreset_mode, N, self.device)
@@ -451,17 +457,20 @@ def _check_hazard_temperature(net, temperature: float) -> None:
             f"--data REC --temperature {temperature:g}")
 
 
-def _check_ends_temperature(ends: dict, temperature: float) -> None:
-    """Warn when the card's recommended ends were fitted at another dream temperature than this env's."""
+def _check_ends_temperature(ends: dict, temperature: float, option: str | None = None) -> None:
+    """Warn when the card's ends (its default, or its alternative ``option``) were fitted at another dream
+    temperature than this env's."""
     if "motion" in ends:  # the motion ends' fit reads the probe; end_motion.py refits them (and rewrites the card)
         only = " motion-only" if ends.get("kind") == "motion" else ""
+        named = f" --option {option}" if option is not None else ""
         fix = (f"Refit them: python benchmarks/end_motion.py --model DIR --data REC ... --temperature {temperature:g} "
-               f"--write-card{only}")
+               f"--write-card{only}{named}")
     else:
         fix = f"Refit them: python benchmarks/end_risk.py --model DIR --temperature {temperature:g}"
     _warn_other_temperature(
         ends.get("temperature"), temperature,
-        "recommended ends (card['ends']) were fitted to the game's episode lengths", fix)
+        ("recommended ends (card['ends'])" if option is None else f"ends {option!r} (card['ends_options'])")
+        + " were fitted to the game's episode lengths", fix)
 
 
 def _warn_other_temperature(fitted, temperature: float, what: str, fix: str) -> None:

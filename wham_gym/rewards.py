@@ -317,37 +317,54 @@ def _fit_logistic(p, ended, extra: list, iterations: int) -> tuple[float, ...]:
     return tuple(float(v) for v in w)
 
 
-def card_termination(model):
-    """The termination a model's card recommends for its dreams (``card["ends"]``), or None.
+def card_ends(model, option: str | None = None) -> dict | None:
+    """The ends a model's card recommends (``card["ends"]``), or with ``option`` the named alternative it also
+    offers (``card["ends_options"][option]``, e.g. the shipped take_cover model's ``"motion-only"``); None when
+    the card names no default ends. An option the card lacks is a ValueError naming those it has."""
+    card = getattr(model, "card", None) or {}
+    if option is None:
+        return card.get("ends") or None
+    options = card.get("ends_options") or {}
+    if option not in options:
+        have = ", ".join(repr(k) for k in options) or "none"
+        raise ValueError(f"ends {option!r}: this model's card offers no such ends (its options: {have}); fit and "
+                         "name some with benchmarks/end_motion.py --write-card ... --option NAME, or use its "
+                         "default ends (no option)")
+    return options[option]
+
+
+def card_termination(model, option: str | None = None):
+    """The termination a model's card recommends for its dreams (:func:`card_ends`), or None.
 
     ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
     game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` its
     :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "motion", "bias": B, "motion":
     {...}}``: :class:`MotionTermination` (the motion term alone); ``{"kind": "drawn"}``:
-    :class:`EndFrameTermination`. None when the card names none: the env then ends dreams by the model's learned
-    reward model, if it ships one.
+    :class:`EndFrameTermination`. None when the card names none (and no ``option``): the env then ends dreams by
+    the model's learned reward model, if it ships one.
     """
-    ends = (getattr(model, "card", None) or {}).get("ends")
+    ends = card_ends(model, option)
     if not ends:
         return None
+    where = "card.json's ends" + (f"_options[{option!r}]" if option is not None else "")
     kind = ends.get("kind") if isinstance(ends, dict) else None
     if kind in ("risk", "motion"):
         motion = None
         if ends.get("motion"):
             m = ends["motion"]
             if not getattr(model, "model_dir", None):
-                raise ValueError(f"this model's card.json has ends with a motion term reading {m.get('probe')!r}, a "
-                                 "file beside the card, but the model was not loaded from a directory")
+                raise ValueError(f"this model's {where} has a motion term reading {m.get('probe')!r}, a file "
+                                 "beside the card, but the model was not loaded from a directory")
             probe = PositionProbe.load(os.path.join(model.model_dir, m["probe"]))
             motion = Motion(probe, int(m["lag"]), float(m["scale"]), float(m["weight"]))
         if kind == "motion":
             if motion is None:
-                raise ValueError(f"this model's card.json has ends {ends!r}: kind 'motion' needs its 'motion' term")
+                raise ValueError(f"this model's {where} is {ends!r}: kind 'motion' needs its 'motion' term")
             return MotionTermination(model, float(ends["bias"]), motion)
         return EndRiskTermination(model, ends["sharpness"], ends["center"], motion)
     if kind == "drawn":
         return EndFrameTermination(model)
-    raise ValueError(f"this model's card.json has ends {ends!r}: expected {{'kind': 'risk', 'sharpness': S, "
+    raise ValueError(f"this model's {where} is {ends!r}: expected {{'kind': 'risk', 'sharpness': S, "
                      "'center': C}}, {'kind': 'motion', 'bias': B, 'motion': {...}} or {'kind': 'drawn'}; "
                      "fix the card, or pass termination_fn to the env")
 
