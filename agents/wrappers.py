@@ -37,7 +37,7 @@ from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
 from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
 from wham_gym.rewards import EndFrameTermination, EndRiskTermination
 from wham_gym.action_sets_sb3 import VecAxesActions, VecDiscreteActions
-from wham_gym.sb3 import ConcatVecEnv, WHAMVecEnv
+from wham_gym.sb3 import ConcatVecEnv, WHAMVecEnv, sharded_dreams
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
 DEFAULT_MAX_STEPS = 300  # the default model's recordings were capped at 300 steps per episode
@@ -374,7 +374,7 @@ def wrap(venv: VecEnv, wrapping: Wrapping, model=None) -> VecEnv:
 def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
                     max_episode_steps: int = DEFAULT_MAX_STEPS, reinjection: Reinjection | None = None,
                     seed: int | None = None, ends: str = "model", end_risk: tuple[float, float] = (1.0, 0.5),
-                    ensemble: Sequence = (), **env_kwargs) -> VecEnv:
+                    ensemble: Sequence = (), shards: int = 1, **env_kwargs) -> VecEnv:
     """N dreams of ``model`` (a loaded model, shared between envs) with its learned reward and its termination
     (the ends its card recommends, else its learned hazard: ``ends="model"``);
     ``ends="drawn"``: episodes end when the world model draws its end frame instead
@@ -383,9 +383,14 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
     the alternative ends the card offers by that name (``card["ends_options"]``); ``env_kwargs`` go to
     :class:`~wham_gym.env.WHAMVectorEnv` (e.g. temperature, decoding, refresh_every).
     ``ensemble``: more loaded world models sharing ``model``'s tokenizer; the N envs are split across all of them
-    (:func:`ensemble_split`, each with its own ends) and joined by :class:`~wham_gym.sb3.ConcatVecEnv`."""
+    (:func:`ensemble_split`, each with its own ends) and joined by :class:`~wham_gym.sb3.ConcatVecEnv`.
+    ``shards`` > 1: the dreams run as that many one-thread engines in child processes
+    (:func:`~wham_gym.sb3.sharded_dreams`; the card's ends only, no ensemble or reinjection)."""
     if ends not in ("model", "drawn", "risk") and not ends.startswith("card:"):
         raise ValueError(f"ends: expected 'model', 'drawn', 'risk' or 'card:NAME', got {ends!r}")
+    if shards > 1 and (ensemble or reinjection is not None or ends in ("drawn", "risk")):
+        raise ValueError(f"{shards} dream shards take the card's ends (default or card:NAME) and no ensemble or "
+                         "reinjection (those are built in this process); drop them or run one shard")
     models = [model, *ensemble]
     if ensemble:
         check_ensemble(models, num_envs, reinjection, env_kwargs)
@@ -400,8 +405,11 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
             ending = {"termination_fn": EndRiskTermination(m, *end_risk)}
         elif ends.startswith("card:"):
             ending = {"ends": ends[len("card:"):]}
-        parts.append(WHAMVecEnv(n, m, max_episode_steps=max_episode_steps, reinjection=reinjection,
-                                **ending, **env_kwargs))
+        if shards > 1:
+            parts.append(sharded_dreams(n, m, shards, max_episode_steps=max_episode_steps, **ending, **env_kwargs))
+        else:
+            parts.append(WHAMVecEnv(n, m, max_episode_steps=max_episode_steps, reinjection=reinjection,
+                                    **ending, **env_kwargs))
     venv = parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
     venv = wrap(venv, replace(wrapping, tokenizer_view=False), model)  # dreams are drawn by the tokenizer already
     if seed is not None:

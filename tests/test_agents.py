@@ -251,7 +251,8 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--dream-ends", "drawn"],  # nor end frames to draw
                 ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
                 ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"],
-                ["--action-history", "2"], ["--dream-ends", "card:motion-only"]):  # the tiny card offers none
+                ["--action-history", "2"], ["--dream-ends", "card:motion-only"],  # the tiny card offers none
+                ["--world", "real", "--dream-shards", "2"], ["--dream-shards", "2", "--dream-ends", "drawn"]):
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -264,6 +265,7 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "--pi-layers sets the MLP that reads --observe latent" in err and "--action-repeat must be >= 1" in err
     assert "--action-history appends to the flat latent" in err
     assert "ends 'motion-only': this model's card offers no such ends" in err
+    assert "--dream-shards applies to dream training" in err and "--dream-shards runs the card's ends" in err
 
 
 def _vector_env(venv):
@@ -578,10 +580,11 @@ def test_train_ppo_on_the_latent_with_dream_settings(tmp_path):
     argv = ["--world", "dream", "--observe", "latent", "--action-set", "take_cover", "--scenario", "take_cover",
             "--temperature", "1.1", "--decoding", "diagonal", "--refresh-every", "2", "--n-steps", "16",
             "--steps", "32", "--eval-every", "0", "--features-dim", "32", "--pi-layers", "0",
-            "--action-repeat", "2", "--action-history", "3", "--out", str(out), *TINY_RUN]
+            "--action-repeat", "2", "--action-history", "3", "--dream-shards", "2", "--out", str(out), *TINY_RUN]
     res = train_sb3.train(argv)
     assert res["timesteps"] == 32 and res["real"]["episodes"] == 2 and res["dream"]["episodes"] == 2
     cfg = res["config"]
+    assert cfg["dream_shards"] == 2  # the training dreams ran in two child processes
     assert (cfg["observe"], cfg["temperature"], cfg["decoding"], cfg["refresh_every"]) == ("latent", 1.1, "diagonal", 2)
     assert runs.wrapping_from_config(cfg).action_repeat == 2  # evaluations hold the actions as training did
     policy = PPO.load(out / "final.zip", device="cpu")

@@ -91,3 +91,41 @@ def test_sac_small_buffer(tiny):
     assert model.replay_buffer.buffer_size == 100  # per env
     model.learn(96)
     assert model.num_timesteps >= 96 and model.replay_buffer.size() > 32
+
+
+def _fail_to_build():
+    raise OSError("no such world model: /nowhere")
+
+
+def test_sharded_dreams_step_as_in_process_shards_would_and_report_child_errors(tiny):
+    """Dreams sharded over child processes are the in-process ConcatVecEnv of the same shards, draw for draw
+    (seeds, autoreset, terminal observations, reset infos); a child's failure reaches the parent with its cause."""
+    from wham_gym.sb3 import ConcatVecEnv, ProcessVecEnv, sharded_dreams
+
+    kw = dict(obs_mode="tokens", max_episode_steps=3)
+    sharded = sharded_dreams(5, "tiny", 2, **kw)
+    local = ConcatVecEnv([WHAMVecEnv(3, tiny, **kw), WHAMVecEnv(2, tiny, **kw)])
+    try:
+        assert sharded.num_envs == 5 and sharded.observation_space == local.observation_space
+        assert sharded.seed(11) == local.seed(11)
+        assert np.array_equal(sharded.reset(), local.reset())
+        rng = np.random.default_rng(0)
+        for _ in range(4):  # past the time limit: every env ends once and restarts
+            actions = np.concatenate([rng.integers(0, 2, (5, 12)), rng.uniform(-1, 1, (5, 4))], 1).astype(np.float32)
+            sharded.step_async(actions)
+            local.step_async(actions)
+            (o1, r1, d1, i1), (o2, r2, d2, i2) = sharded.step_wait(), local.step_wait()
+            assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+            for a, b in zip(i1, i2):
+                assert a.keys() == b.keys()
+                if "terminal_observation" in a:
+                    assert np.array_equal(a["terminal_observation"], b["terminal_observation"])
+            assert [x.keys() for x in sharded.reset_infos] == [x.keys() for x in local.reset_infos]
+        assert d1.sum() == 0 and sharded.get_attr("num_envs") == [3, 3, 3, 2, 2]
+    finally:
+        sharded.close()
+        local.close()
+    with pytest.raises(RuntimeError, match="no such world model: /nowhere"):
+        ProcessVecEnv(_fail_to_build)
+    with pytest.raises(ValueError, match="shards: expected 1 to num_envs"):
+        sharded_dreams(2, "tiny", 3)

@@ -6,7 +6,9 @@ with ``AutoresetMode.SAME_STEP``; a finished env's info carries
 its reset info goes to ``reset_infos``. All N dreams live in one engine, so
 ``get_attr``/``set_attr``/``env_method`` reach that one vector env (a getter or
 method result is repeated for each index asked). :class:`ConcatVecEnv` joins several
-(an ensemble of dreams, envs split across world models) into one.
+(an ensemble of dreams, envs split across world models) into one. :class:`ProcessVecEnv` runs one in a
+child process, and :func:`sharded_dreams` joins several such shards: on a small CPU two one-thread engines
+of N/2 dreams outrun one two-thread engine of N (the decode loop's small ops scale badly across threads).
 
 Replay buffers: SB3's SAC default (1M transitions) would need about 324 GB at
 180x300x3 frames (observation and next observation each). :func:`make_sac`
@@ -15,7 +17,10 @@ sizes the buffer to :data:`REPLAY_BUDGET_BYTES` (2 GiB) unless told otherwise.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import multiprocessing as mp
+import traceback
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -164,6 +169,140 @@ class ConcatVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [p.env_is_wrapped(wrapper_class, [i])[0] for p, i in self._locate(indices)]
+
+
+class ProcessVecEnv(VecEnv):
+    """A VecEnv built and stepped in a child process with its own torch threads (and its own GIL).
+
+    ``factory`` (picklable: a module-level function or a ``functools.partial`` of one) builds the VecEnv in the
+    child. ``step_async`` only sends the actions, so several ProcessVecEnvs in a :class:`ConcatVecEnv` step at
+    the same time; everything else waits for the child's answer. An error in the child is raised here with its
+    traceback.
+    """
+
+    def __init__(self, factory: Callable[[], VecEnv], threads: int = 1, start_method: str = "spawn"):
+        ctx = mp.get_context(start_method)
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(child, factory, threads), daemon=True)
+        self._process.start()
+        child.close()
+        self._closed = False
+        num_envs, observation_space, action_space = self._answer()
+        super().__init__(num_envs, observation_space, action_space)
+
+    def _answer(self):
+        if not self._conn.poll(WORKER_START_TIMEOUT if not hasattr(self, "num_envs") else None):
+            raise RuntimeError(f"ProcessVecEnv: the child built nothing in {WORKER_START_TIMEOUT} s")
+        status, value = self._conn.recv()
+        if status == "error":
+            raise RuntimeError(f"ProcessVecEnv: the child process failed:\n{value}")
+        return value
+
+    def _call(self, command: str, *args):
+        self._conn.send((command, args))
+        return self._answer()
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        return self._call("seed", seed)
+
+    def set_options(self, options=None) -> None:
+        self._call("set_options", options)
+
+    def reset(self):
+        obs, self.reset_infos = self._call("reset")
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._conn.send(("step", (actions,)))
+
+    def step_wait(self):
+        obs, reward, dones, infos, self.reset_infos = self._answer()
+        return obs, reward, dones, infos
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call("close")
+        except (EOFError, BrokenPipeError, RuntimeError):
+            pass  # the child is gone already
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return self._call("get_images")
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return self._call("get_attr", attr_name, indices)
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        self._call("set_attr", attr_name, value, indices)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        return self._call("env_method", method_name, method_args, indices, method_kwargs)
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return self._call("env_is_wrapped", wrapper_class, indices)
+
+
+WORKER_START_TIMEOUT = 300  # seconds for a child to import torch and build its env
+
+
+def _serve(conn, factory, threads: int) -> None:
+    """A ProcessVecEnv's child: build the VecEnv, then answer commands until ``close``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        venv = factory()
+        conn.send(("ok", (venv.num_envs, venv.observation_space, venv.action_space)))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+    commands = {
+        "seed": venv.seed, "set_options": venv.set_options, "get_images": venv.get_images,
+        "reset": lambda: (venv.reset(), venv.reset_infos),
+        "step": lambda a: (*venv.step(a), venv.reset_infos),
+        "get_attr": lambda name, idx: venv.get_attr(name, idx),
+        "set_attr": lambda name, value, idx: venv.set_attr(name, value, idx),
+        "env_method": lambda name, args, idx, kwargs: venv.env_method(name, *args, indices=idx, **kwargs),
+        "env_is_wrapped": lambda cls, idx: venv.env_is_wrapped(cls, idx),
+    }
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:  # the parent is gone
+            venv.close()
+            return
+        if command == "close":
+            venv.close()
+            conn.send(("ok", None))
+            return
+        try:
+            conn.send(("ok", commands[command](*args)))
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+
+
+def _dream_shard(num_envs: int, model, kwargs: dict) -> "WHAMVecEnv":
+    return WHAMVecEnv(num_envs, model, **kwargs)
+
+
+def sharded_dreams(num_envs: int, model, shards: int, threads: int = 1, **kwargs) -> VecEnv:
+    """``num_envs`` dreams as ``shards`` :class:`WHAMVecEnv` s, each in a child process with ``threads`` torch
+    threads, joined into one VecEnv (envs split as evenly as can be, the first shards taking the remainder).
+
+    ``model``: a name or path (each child loads it) or a loaded model (pickled to each child); ``kwargs`` go to
+    each WHAMVecEnv and must be picklable (a prompt bank is; build reinjection sources in the child instead).
+    Each shard seeds its engine from ``seed + its first env`` (:class:`ConcatVecEnv`), so its dreams' random
+    streams differ from one engine's of ``num_envs``: the same distribution, other draws.
+    """
+    if not 1 <= shards <= num_envs:
+        raise ValueError(f"shards: expected 1 to num_envs ({num_envs}), got {shards}")
+    sizes = [num_envs // shards + (i < num_envs % shards) for i in range(shards)]
+    return ConcatVecEnv([ProcessVecEnv(partial(_dream_shard, n, model, kwargs), threads) for n in sizes])
 
 
 def _split(info: dict, n: int) -> list[dict]:
