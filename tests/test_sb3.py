@@ -97,6 +97,12 @@ def _fail_to_build():
     raise OSError("no such world model: /nowhere")
 
 
+def _die():
+    import os
+
+    os._exit(3)
+
+
 def test_sharded_dreams_step_as_in_process_shards_would_and_report_child_errors(tiny):
     """Dreams sharded over child processes are the in-process ConcatVecEnv of the same shards, draw for draw
     (seeds, autoreset, terminal observations, reset infos); a child's failure reaches the parent with its cause."""
@@ -127,5 +133,7 @@ def test_sharded_dreams_step_as_in_process_shards_would_and_report_child_errors(
         local.close()
     with pytest.raises(RuntimeError, match="no such world model: /nowhere"):
         ProcessVecEnv(_fail_to_build)
+    with pytest.raises(RuntimeError, match="exited \\(code 3\\)"):
+        ProcessVecEnv(_die)
     with pytest.raises(ValueError, match="shards: expected 1 to num_envs"):
         sharded_dreams(2, "tiny", 3)

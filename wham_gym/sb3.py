@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from .env import WHAMVectorEnv
 
 REPLAY_BUDGET_BYTES = 2 * 1024**3
+WORKER_START_TIMEOUT = 300  # seconds for a ProcessVecEnv's child to import torch and build its env
 
 
 class WHAMVecEnv(VecEnv):
@@ -187,13 +188,19 @@ class ProcessVecEnv(VecEnv):
         self._process.start()
         child.close()
         self._closed = False
-        num_envs, observation_space, action_space = self._answer()
+        num_envs, observation_space, action_space = self._answer(WORKER_START_TIMEOUT)
         super().__init__(num_envs, observation_space, action_space)
 
-    def _answer(self):
-        if not self._conn.poll(WORKER_START_TIMEOUT if not hasattr(self, "num_envs") else None):
-            raise RuntimeError(f"ProcessVecEnv: the child built nothing in {WORKER_START_TIMEOUT} s")
-        status, value = self._conn.recv()
+    def _answer(self, timeout: float | None = None):
+        if not self._conn.poll(timeout):
+            self._process.terminate()
+            raise RuntimeError(f"ProcessVecEnv: the child built nothing in {timeout} s")
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            self._process.join(timeout=5)
+            raise RuntimeError(f"ProcessVecEnv: the child process exited (code {self._process.exitcode}) "
+                               "without answering") from None
         if status == "error":
             raise RuntimeError(f"ProcessVecEnv: the child process failed:\n{value}")
         return value
@@ -245,9 +252,6 @@ class ProcessVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return self._call("env_is_wrapped", wrapper_class, indices)
-
-
-WORKER_START_TIMEOUT = 300  # seconds for a child to import torch and build its env
 
 
 def _serve(conn, factory, threads: int) -> None:
