@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refresh-every", type=int, default=1,
                    help="re-prefill the context every K steps (1: exact; K > 1 keeps the KV cache between)")
     g.add_argument("--context-steps", type=int, default=None, help="frames of context (default: the model's)")
-    g.add_argument("--dream-ends", type=dream_ends, default="sampled", metavar="{sampled,expected,drawn,risk,card:NAME}",
+    g.add_argument("--dream-ends", type=dream_ends, default="sampled",
+                   metavar="{sampled,expected,drawn,risk,card:NAME}",
                    help="how training dreams end: sampled (the model's termination: the ends its card recommends, "
                         "card['ends'], else its learned hazard, which ends a step with its probability, as deaths "
                         "come in the game), expected (dreams never end; each step's "
