@@ -37,7 +37,7 @@ from wham_gym.prompts import WHAM_SIZE, default_prompt_bank, fit_frames
 from wham_gym.reinjection import LockstepSource, Reinjection, RetrievalSource, Schedule
 from wham_gym.rewards import EndFrameTermination, EndRiskTermination
 from wham_gym.action_sets_sb3 import VecAxesActions, VecDiscreteActions
-from wham_gym.sb3 import ConcatVecEnv, WHAMVecEnv, sharded_dreams
+from wham_gym.sb3 import ConcatVecEnv, WHAMVecEnv, sharded_dreams, split_envs
 
 DEFAULT_SCENARIO = "defend_the_center"  # what the default model was trained on (its card.json)
 DEFAULT_MAX_STEPS = 300  # the default model's recordings were capped at 300 steps per episode
@@ -417,10 +417,7 @@ def make_dream_venv(model, num_envs: int, wrapping: Wrapping = Wrapping(), *,
     return venv
 
 
-def ensemble_split(num_envs: int, models: int) -> list[int]:
-    """Envs per model of an ensemble: as even as can be, the first models taking the remainder."""
-    return [num_envs // models + (i < num_envs % models) for i in range(models)]
-
+ensemble_split = split_envs  # envs per model of an ensemble, split as the shards of one dream are
 
 def check_ensemble(models: list, num_envs: int, reinjection, env_kwargs: dict) -> None:
     """An ensemble of dreams must look alike to the agent: one tokenizer (the frames, the latent it reads)."""

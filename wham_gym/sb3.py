@@ -290,8 +290,9 @@ def _serve(conn, factory, threads: int) -> None:
             conn.send(("error", traceback.format_exc()))
 
 
-def _dream_shard(num_envs: int, model, kwargs: dict) -> "WHAMVecEnv":
-    return WHAMVecEnv(num_envs, model, **kwargs)
+def split_envs(num_envs: int, parts: int) -> list[int]:
+    """Envs per part (shard, or model of an ensemble): as even as can be, the first parts taking the remainder."""
+    return [num_envs // parts + (i < num_envs % parts) for i in range(parts)]
 
 
 def sharded_dreams(num_envs: int, model, shards: int, threads: int = 1, **kwargs) -> VecEnv:
@@ -305,8 +306,8 @@ def sharded_dreams(num_envs: int, model, shards: int, threads: int = 1, **kwargs
     """
     if not 1 <= shards <= num_envs:
         raise ValueError(f"shards: expected 1 to num_envs ({num_envs}), got {shards}")
-    sizes = [num_envs // shards + (i < num_envs % shards) for i in range(shards)]
-    return ConcatVecEnv([ProcessVecEnv(partial(_dream_shard, n, model, kwargs), threads) for n in sizes])
+    return ConcatVecEnv([ProcessVecEnv(partial(WHAMVecEnv, n, model, **kwargs), threads)
+                         for n in split_envs(num_envs, shards)])
 
 
 def _split(info: dict, n: int) -> list[dict]:
