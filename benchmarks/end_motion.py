@@ -68,16 +68,16 @@ def frames_and_positions(model, sources: list[str], cache, variable: str = "posi
     return out
 
 
-def transition_moved(model, probe: PositionProbe, episodes, lag: int) -> np.ndarray:
-    """The probe's displacement over ``lag`` steps at each transition :func:`real_end_probs` scores, in its order:
-    |y(t) - y(max(t - lag, 0))| at the frame t the action was taken at, as :class:`Motion` reads a dream."""
+def transition_moved(model, motion: Motion, episodes) -> np.ndarray:
+    """The motion term's displacement at each transition :func:`real_end_probs` scores, in its order: at the frame
+    t the action was taken at, :meth:`Motion.displacements` of the probe's readings (|y(t) - y(max(t - lag, 0))|,
+    jumps beyond its ``max_step`` skipped), as :meth:`Motion.track` reads a dream."""
     w = model.config.seq_len - 1
     out = []
     for tokens, y in episodes:
         with torch.no_grad():
-            est = probe(torch.from_numpy(tokens.astype(np.int64))).double().numpy()
-        t = np.arange(w - 1, len(y))
-        out.append(np.abs(est[t] - est[np.maximum(t - lag, 0)]))
+            est = motion.probe(torch.from_numpy(tokens.astype(np.int64))).double().numpy()
+        out.append(motion.displacements(est)[w - 1:len(y)])
     return np.concatenate(out)
 
 
@@ -105,24 +105,37 @@ def hit_lag_scan(sources: list[str], lags: list[int]) -> dict:
     return out
 
 
+JUMPS = (80, 120, 150, 200)  # map units; the game's largest true step in one 10 Hz step is 69
+
+
+def jump_shares(readings: list[np.ndarray]) -> dict:
+    """The share of steps over which the probe's reading moved more than each of :data:`JUMPS` map units, over
+    episodes' readings [(T,)]: on real frames the probe's error, on dreamt ones also the dream redrawing the
+    player (what ``--max-step`` skips)."""
+    d = np.concatenate([np.abs(np.diff(y)) for y in readings])
+    return {str(k): float((d > k).mean()) for k in JUMPS}
+
+
 class Recorder(end_risk.Recorder):
-    """Ends nothing; keeps each step's end probability p and the motion term's displacement."""
+    """Ends nothing; keeps each step's end probability p, the probe's reading and the motion term's displacement."""
 
     def __init__(self, model, motion: Motion):
         super().__init__(model)
-        self.motion, self.moved = motion, []
+        self.motion, self.moved, self.readings = motion, [], []
 
     def __call__(self, ctx):
         self.moved.append(self.motion.track(ctx).numpy(force=True))
+        self.readings.append(self.motion.probe(ctx.prev_tokens).numpy(force=True))
         return super().__call__(ctx)
 
 
 def dream_readings(model, motion: Motion, policies: list[str], per_policy: int, horizon: int, seed: int,
                    temperature: float):
-    """(p, moved): two (len(policies) * per_policy, horizon) arrays from dreams that never end, policy-major."""
+    """(p, moved, readings): three (len(policies) * per_policy, horizon) arrays from dreams that never end,
+    policy-major."""
     rec = Recorder(model, motion)
     p = end_risk.dream_end_probs(model, policies, per_policy, horizon, seed, temperature, recorder=rec)
-    return p, np.stack(rec.moved, 1)
+    return p, np.stack(rec.moved, 1), np.stack(rec.readings, 1)
 
 
 def scan_report(data: list[str]) -> dict:
@@ -147,6 +160,11 @@ def main() -> None:
     ap.add_argument("--lag", type=int, default=15, help="steps the displacement spans (take_cover: a fireball's "
                     "flight, ~1.5 s)")
     ap.add_argument("--scale", type=float, default=50.0, help="map units: the term is log1p(moved / scale)")
+    ap.add_argument("--max-step", type=float, default=None, metavar="UNITS",
+                    help="skip a reading's jump of more than UNITS map units in one step (the dream redrawing the "
+                    "player, not motion; take_cover: 120); default: no limit")
+    ap.add_argument("--probe", default=None, metavar="FILE",
+                    help=f"read positions with this probe (e.g. the model's own {PROBE_FILE}) instead of fitting one")
     ap.add_argument("--temperature", type=float, default=0.9)
     ap.add_argument("--cache", default=None, help="a token cache to reuse (the model's run directory's), else a "
                     "temporary one")
@@ -172,7 +190,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = {"model": args.model, "date": date.today().isoformat(), "torch": torch.__version__,
               "device": f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)",
-              "temperature": args.temperature, "lag": args.lag, "scale": args.scale, "data": args.data}
+              "temperature": args.temperature, "lag": args.lag, "scale": args.scale, "max_step": args.max_step,
+              "data": args.data}
 
     report["hit_auc_by_lag"] = scan_report(args.data)
     if args.scan_only:
@@ -183,9 +202,12 @@ def main() -> None:
         cache = args.cache or tmp
         train = {rec: frames_and_positions(model, split_sources(rec)[0], cache) for rec in args.data}
         held = {rec: frames_and_positions(model, split_sources(rec)[1], cache) for rec in args.data}
-        tokens = np.concatenate([t for eps in train.values() for t, _ in eps])
         ys = np.concatenate([y for eps in train.values() for _, y in eps])
-        probe = fit_position_probe(tokens, ys, int(model.tokenizer.vocab_size), progress=True)
+        if args.probe:
+            probe = PositionProbe.load(args.probe)
+        else:
+            tokens = np.concatenate([t for eps in train.values() for t, _ in eps])
+            probe = fit_position_probe(tokens, ys, int(model.tokenizer.vocab_size), progress=True)
         ht = np.concatenate([t for eps in held.values() for t, _ in eps])
         hy = np.concatenate([y for eps in held.values() for _, y in eps])
         with torch.no_grad():
@@ -195,20 +217,22 @@ def main() -> None:
         print(f"position probe: held-out RMSE {report['probe']['heldout_rmse']:.1f} map units "
               f"(std {hy.std():.1f}, R2 {report['probe']['r2']:.3f})")
 
-        real = {}
+        real, real_jumps = {}, {}
         for rec in args.data:
             sources = real_sources(rec, all_episodes=True)
             p, ended = real_end_probs(model, sources, cache, args.temperature)
             eps = frames_and_positions(model, sources, cache)
-            real[rec] = (p, ended, transition_moved(model, probe, eps, args.lag))
+            real[rec] = (p, ended, transition_moved(model, Motion(probe, args.lag, max_step=args.max_step), eps))
+            with torch.no_grad():
+                real_jumps[rec] = jump_shares([probe(torch.from_numpy(t.astype(np.int64))).numpy() for t, _ in eps])
     p, ended, moved = (np.concatenate([v[i] for v in real.values()]) for i in range(3))
     sharp0, center0 = fit_end_risk(p, ended)
     sharp, center, weight = fit_end_risk_motion(p, ended, moved, args.scale)
     plain = EndRiskTermination(model, sharp0, center0)
-    motion = Motion(probe, args.lag, args.scale, weight)
+    motion = Motion(probe, args.lag, args.scale, weight, args.max_step)
     withm = EndRiskTermination(model, sharp, center, motion)
     bias_k, weight_k = fit_motion_ends(ended, moved, args.scale)
-    alone = MotionTermination(model, bias_k, Motion(probe, args.lag, args.scale, weight_k))
+    alone = MotionTermination(model, bias_k, Motion(probe, args.lag, args.scale, weight_k, args.max_step))
     report["fit"] = {"p_only": {"sharpness": sharp0, "center": center0},
                      "motion": {"sharpness": sharp, "center": center, "weight": weight},
                      "motion_only": {"bias": bias_k, "weight": weight_k},
@@ -225,7 +249,8 @@ def main() -> None:
                "q_p_only": float(q0.mean()), "q_motion": float(q1.mean()), "q_motion_only": float(q2.mean()),
                "auc_p_only": probability_metrics(q0, e_r).get("term_auc", float("nan")),
                "auc_motion": probability_metrics(q1, e_r).get("term_auc", float("nan")),
-               "auc_motion_only": probability_metrics(q2, e_r).get("term_auc", float("nan"))}
+               "auc_motion_only": probability_metrics(q2, e_r).get("term_auc", float("nan")),
+               "jump_shares": real_jumps[rec]}
         report["recordings"][rec] = row
         print(f"{rec}: game {row['game_ends_per_step']:.4f} a step; q p-only {row['q_p_only']:.4f} "
               f"(AUC {row['auc_p_only']:.2f}), with motion {row['q_motion']:.4f} (AUC {row['auc_motion']:.2f}), "
@@ -239,8 +264,8 @@ def main() -> None:
             lengths, _ = game_lengths(card.get("scenario") or "take_cover", card.get("game_kwargs") or {},
                                       args.game_episodes, 600, 20_000, name)
             game[name] = float(np.minimum(lengths, args.horizon).mean())
-        dp, dm = dream_readings(model, Motion(probe, args.lag, args.scale, weight), policies, args.per_policy,
-                                args.horizon, args.seed, args.temperature)
+        dp, dm, dy = dream_readings(model, Motion(probe, args.lag, args.scale, weight, args.max_step), policies,
+                                args.per_policy, args.horizon, args.seed, args.temperature)
         dream = {}
         for i, name in enumerate(policies):
             sl = slice(i * args.per_policy, (i + 1) * args.per_policy)
@@ -250,7 +275,8 @@ def main() -> None:
             dream[name] = {"game": game[name], "p_only": float(expected_length(np.cumprod(1 - q0, 1)).mean()),
                            "motion": float(expected_length(np.cumprod(1 - q1, 1)).mean()),
                            "motion_only": float(expected_length(np.cumprod(1 - q2, 1)).mean()),
-                           "mean_moved": float(dm[sl][:, args.lag:].mean())}
+                           "mean_moved": float(dm[sl][:, args.lag:].mean()),
+                           "jump_shares": jump_shares(list(dy[sl][:, 1:]))}  # from its first dreamt frame
         for kind in ("p_only", "motion", "motion_only"):
             dream[f"rms_log_ratio_{kind}"] = float(np.sqrt(np.mean(
                 [np.log(dream[k][kind] / game[k]) ** 2 for k in policies])))
@@ -258,7 +284,8 @@ def main() -> None:
         for name in policies:
             d = dream[name]
             print(f"dream {name}: game {d['game']:.1f} steps; p only {d['p_only']:.1f}, with motion {d['motion']:.1f}, "
-                  f"motion alone {d['motion_only']:.1f} (mean displacement {d['mean_moved']:.0f})")
+                  f"motion alone {d['motion_only']:.1f} (mean displacement {d['mean_moved']:.0f}; reading jumps "
+                  f"> 120 units on {d['jump_shares']['120']:.2%} of steps)")
         print(f"rms log ratio: p only {dream['rms_log_ratio_p_only']:.3f}, with motion "
               f"{dream['rms_log_ratio_motion']:.3f}, motion alone {dream['rms_log_ratio_motion_only']:.3f}")
 

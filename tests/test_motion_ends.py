@@ -100,6 +100,44 @@ def test_motion_tracks_the_displacement_over_its_lag_and_restarts_with_each_epis
         Motion(probe, scale=0)
 
 
+def test_motion_with_a_speed_limit_skips_jumps_and_reads_recordings_as_it_reads_dreams(tiny, tmp_path):
+    probe = _slot0_probe(4, 64)
+    readings = [0, 1, 2, 20, 21, 22, 3, 4, 5]  # slot 0's index (x10 map units): a jump of 180 there and back
+    limited, plain = Motion(probe, lag=3, max_step=50.0), Motion(probe, lag=3)
+    seen = {"limited": [], "plain": []}
+    for k, r in enumerate(readings):
+        ctx = _ctx(torch.tensor([[r, 0, 0, 0]]), [k + 1])
+        seen["limited"].append(limited.track(ctx).item()), seen["plain"].append(plain.track(ctx).item())
+    # the odometer: 0, 10, 20, (jump skipped) 20, 30, 40, (jump back skipped) 40, 50, 60
+    assert seen["limited"] == [0, 10, 20, 20, 20, 20, 20, 20, 20]
+    assert seen["plain"] == [0, 10, 20, 200, 200, 200, 170, 170, 170]  # the jump read as 170-200 units walked
+    y = np.array(readings, np.float64) * 10
+    assert np.array_equal(limited.displacements(y), seen["limited"])  # the fits read recordings the same way
+    assert np.array_equal(plain.displacements(y), seen["plain"])
+    # a new episode starts a fresh track from its first reading, the jump to it not counted
+    assert limited.track(_ctx(torch.tensor([[40, 0, 0, 0]]), [1])).item() == 0
+    assert limited.track(_ctx(torch.tensor([[41, 0, 0, 0]]), [2])).item() == 10
+    with pytest.raises(ValueError, match="max_step"):
+        Motion(probe, max_step=0)
+    with pytest.raises(ValueError, match=r"one episode's readings \(T,\)"):
+        limited.displacements(np.zeros((2, 3)))
+
+    # the card carries the limit to the env's termination, and a card without one keeps the plain track
+    from wham_gym.rewards import card_termination
+
+    model = _with_end_frames(tiny)
+    save_model(model, tmp_path / "m")
+    probe.save(tmp_path / "m" / PROBE_FILE)
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    ends = {"kind": "motion", "bias": -3.0, "motion": Motion(probe, 15, 50.0, -1.5, 120.0).card(PROBE_FILE)}
+    card["ends_options"] = {"odometer": ends, "plain": {**ends, "motion": Motion(probe, 15, 50.0, -1.5).card(
+        PROBE_FILE)}}
+    (tmp_path / "m" / "card.json").write_text(json.dumps(card))
+    loaded = load_model(tmp_path / "m")
+    assert card_termination(loaded, "odometer").motion.max_step == 120.0
+    assert card_termination(loaded, "plain").motion.max_step is None
+
+
 def test_end_risk_with_motion_makes_a_moving_player_safer(tiny):
     model = _with_end_frames(tiny)
     slots = model.config.tokens_per_image
@@ -287,11 +325,15 @@ def test_end_motion_reads_each_transitions_displacement_in_real_end_probs_order(
     assert len(eps) == 1 and len(eps[0][0]) == T and np.array_equal(eps[0][1], ys)
     p, ended = em.real_end_probs(model, [str(path)], tmp_path / "cache", temperature=0.9)
     probe = _slot0_probe(model.config.tokens_per_image, int(model.tokenizer.vocab_size))
-    moved = em.transition_moved(model, probe, eps, lag=3)
+    moved = em.transition_moved(model, Motion(probe, lag=3), eps)
     est = probe(torch.from_numpy(eps[0][0].astype(np.int64))).double().numpy()
     assert moved.shape == p.shape
     t = np.arange(w - 1, T)
     assert np.allclose(moved, np.abs(est[t] - est[np.maximum(t - 3, 0)]))
+    limited = em.transition_moved(model, Motion(probe, lag=3, max_step=1.0), eps)  # every step a jump: no motion
+    assert limited.shape == p.shape and not limited.any()
+    shares = em.jump_shares([np.array([0.0, 100.0, 100.0, 300.0]), np.array([0.0, 130.0])])
+    assert shares == {"80": 3 / 4, "120": 2 / 4, "150": 1 / 4, "200": 0.0}
     bare = tmp_path / "bare.npz"
     write_episode(bare, Episode(images=images, wham_actions=controller.to_wham(ctrl).astype(np.float32)))
     with pytest.raises(ValueError, match="position_y"):

@@ -130,15 +130,27 @@ class Motion:
     its last ``lag + 1`` readings, filled with the first one when an episode starts (``ctx.steps == 1``). The
     termination's log-odds gain ``weight * log1p(moved / scale)``: a negative weight makes a player who keeps
     moving safer, as take_cover's fireballs, aimed where the player stood ~1.5 s before, make him.
+
+    ``max_step`` (map units; None: off) makes the track an odometer that skips jumps: a reading that moved more
+    than ``max_step`` since the last one adds nothing to it. Why: a dream sometimes redraws the player elsewhere
+    in one step (held at a wall with the end token banned, it draws him mid-room), which the plain reading counts
+    as motion and an agent can learn to cause. On real take_cover frames the probe's reading moves > 120 units in
+    0.1-0.3 % of steps (the game's largest true step is 69), in dreams in 0.5-2.3 % (agents/RESULTS.md).
     """
 
-    def __init__(self, probe, lag: int = 15, scale: float = 50.0, weight: float = 0.0):
+    def __init__(self, probe, lag: int = 15, scale: float = 50.0, weight: float = 0.0,
+                 max_step: float | None = None):
         if not (isinstance(lag, int) and lag >= 1):
             raise ValueError(f"motion lag: expected a whole number of steps >= 1, got {lag!r}")
         if not scale > 0:
             raise ValueError(f"motion scale: expected a positive distance, got {scale!r}")
+        if max_step is not None and not max_step > 0:
+            raise ValueError(f"motion max_step: expected a positive distance in map units (or None: no limit), "
+                             f"got {max_step!r}")
         self.probe, self.lag, self.scale, self.weight = probe, lag, float(scale), float(weight)
-        self._history: torch.Tensor | None = None  # (N, lag + 1) probe readings, oldest first
+        self.max_step = None if max_step is None else float(max_step)
+        self._history: torch.Tensor | None = None  # (N, lag + 1) track positions, oldest first
+        self._last: torch.Tensor | None = None  # (N,) the last raw reading: the odometer's reference
 
     def log_odds(self, moved: torch.Tensor) -> torch.Tensor:
         return self.weight * torch.log1p(moved / self.scale)
@@ -151,12 +163,31 @@ class Motion:
             h = y[:, None].repeat(1, self.lag + 1)
         else:
             started = (ctx.steps == 1).to(y.device)
-            h = torch.where(started[:, None], y[:, None], torch.cat([h[:, 1:], y[:, None]], 1))
-        self._history = h
+            at = y if self.max_step is None else h[:, -1] + self._skip_jumps(y - self._last)
+            h = torch.where(started[:, None], y[:, None], torch.cat([h[:, 1:], at[:, None]], 1))
+        self._history, self._last = h, y
         return (h[:, -1] - h[:, 0]).abs()
 
+    def _skip_jumps(self, delta: torch.Tensor) -> torch.Tensor:
+        return torch.where(delta.abs() > self.max_step, torch.zeros_like(delta), delta)
+
+    def displacements(self, readings) -> np.ndarray:
+        """One episode's probe readings (T,) -> (T,) the distance :meth:`track` reports at each of its steps
+        (step t: from the track ``lag`` steps before, or at the episode's start, to the track at t). The fits
+        read recorded episodes through it, so a dream and a fit see the same odometer."""
+        y = np.asarray(readings, np.float64)
+        if y.ndim != 1:
+            raise ValueError(f"Motion.displacements: expected one episode's readings (T,), got shape {y.shape}")
+        track = y
+        if self.max_step is not None and len(y) > 1:
+            d = np.diff(y)
+            track = y[0] + np.concatenate(([0.0], np.cumsum(np.where(np.abs(d) > self.max_step, 0.0, d))))
+        t = np.arange(len(y))
+        return np.abs(track - track[np.maximum(t - self.lag, 0)])
+
     def card(self, probe_file: str) -> dict:
-        return {"probe": probe_file, "lag": self.lag, "scale": self.scale, "weight": self.weight}
+        out = {"probe": probe_file, "lag": self.lag, "scale": self.scale, "weight": self.weight}
+        return out if self.max_step is None else {**out, "max_step": self.max_step}
 
 
 class EndRiskTermination:
@@ -337,11 +368,11 @@ def card_termination(model, option: str | None = None):
     """The termination a model's card recommends for its dreams (:func:`card_ends`), or None.
 
     ``{"kind": "risk", "sharpness": S, "center": C}``: :class:`EndRiskTermination` with the (S, C) fitted to the
-    game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` its
-    :class:`Motion` term, the probe read from FILE beside the card; ``{"kind": "motion", "bias": B, "motion":
-    {...}}``: :class:`MotionTermination` (the motion term alone); ``{"kind": "drawn"}``:
-    :class:`EndFrameTermination`. None when the card names none (and no ``option``): the env then ends dreams by
-    the model's learned reward model, if it ships one.
+    game (benchmarks/end_risk.py), and with ``"motion": {"probe": FILE, "lag": L, "scale": S, "weight": W}`` (and
+    optionally ``"max_step": M``) its :class:`Motion` term, the probe read from FILE beside the card;
+    ``{"kind": "motion", "bias": B, "motion": {...}}``: :class:`MotionTermination` (the motion term alone);
+    ``{"kind": "drawn"}``: :class:`EndFrameTermination`. None when the card names none (and no ``option``): the
+    env then ends dreams by the model's learned reward model, if it ships one.
     """
     ends = card_ends(model, option)
     if not ends:
@@ -356,7 +387,7 @@ def card_termination(model, option: str | None = None):
                 raise ValueError(f"this model's {where} has a motion term reading {m.get('probe')!r}, a file "
                                  "beside the card, but the model was not loaded from a directory")
             probe = PositionProbe.load(os.path.join(model.model_dir, m["probe"]))
-            motion = Motion(probe, int(m["lag"]), float(m["scale"]), float(m["weight"]))
+            motion = Motion(probe, int(m["lag"]), float(m["scale"]), float(m["weight"]), m.get("max_step"))
         if kind == "motion":
             if motion is None:
                 raise ValueError(f"this model's {where} is {ends!r}: kind 'motion' needs its 'motion' term")
