@@ -33,13 +33,14 @@ from .wrappers import Wrapping, parse_obs_size
 IDENTITY = ("algo", "world", "model", "scenario", "num_envs", "obs_size", "frame_stack", "reinjection",
             "max_episode_steps", "action_set", "action_axes", "grayscale", "reward_scale", "game_kwargs",
             "tokenizer_view", "observe", "temperature", "decoding", "refresh_every", "context_steps", "dream_ends",
-            "dream_starts", "end_risk", "dream_horizon", "ensemble", "pi_layers", "action_repeat", "action_history")
+            "dream_starts", "end_risk", "dream_horizon", "ensemble", "pi_layers", "action_repeat", "action_history",
+            "ends_in_expectation")
 # Identity settings newer than some run directories, and the value those runs had.
 LATER = {"action_set": None, "action_axes": False, "grayscale": False, "reward_scale": 1.0, "game_kwargs": {},
          "tokenizer_view": False, "observe": "pixels", "temperature": 0.9, "decoding": "exact", "refresh_every": 1,
          "context_steps": None, "dream_ends": "sampled", "dream_starts": None, "end_risk": None,
          "dream_horizon": None, "ensemble": None, "pi_layers": 2, "action_repeat": 1,
-         "action_history": 0}
+         "action_history": 0, "ends_in_expectation": False}
 # The dream's engine settings in a run's config (WHAMVectorEnv keywords).
 DREAM_SETTINGS = ("temperature", "decoding", "refresh_every", "context_steps")
 

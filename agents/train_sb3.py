@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "given the episode goes on; evaluation dreams the same), or card:NAME (the alternative "
                         "ends the model's card offers by that name, card['ends_options'], e.g. the shipped "
                         "take_cover model's card:motion-only; evaluation dreams the same)")
+    g.add_argument("--ends-in-expectation", action="store_true",
+                   help="train on the risk or motion ends (the card's, risk or card:NAME) in expectation: training "
+                        "dreams never end by them and each step's reward r becomes r * (1 - q * H), q the step's "
+                        "end probability, H = action-repeat / (1 - gamma) the steps a death forfeits "
+                        "(rewards.ExpectedEnds); evaluation dreams sample their ends")
     g.add_argument("--end-risk", default=None, metavar="SHARPNESS,CENTER",
                    help="--dream-ends risk: q = sigmoid(SHARPNESS * (logit p - logit CENTER)) for the GPT's end "
                         "probability p (1,0.5: q = p; fit them with benchmarks/end_risk.py); default 1,0.5; replaces "
@@ -233,6 +238,10 @@ def make_config(args: argparse.Namespace) -> dict:
     if args.end_risk is not None and args.dream_ends != "risk":
         raise ValueError(f"--end-risk applies to --dream-ends risk; got --dream-ends {args.dream_ends}")
     args.end_risk = parse_end_risk(args.end_risk) if args.dream_ends == "risk" else None
+    if args.ends_in_expectation and (args.world != "dream" or args.dream_ends in ("expected", "drawn")):
+        raise ValueError("--ends-in-expectation takes a dream's risk or motion ends (its card's, --dream-ends risk "
+                         f"or card:NAME) in expectation; got --world {args.world} --dream-ends {args.dream_ends} "
+                         "(--dream-ends expected does this for a learned hazard)")
     if args.dream_horizon is not None:
         if args.world != "dream":
             raise ValueError(f"--dream-horizon applies to dream training; got --world {args.world}")
@@ -336,6 +345,8 @@ def make_train_venv(cfg: dict, world_model, subprocess: bool = False, ensemble=(
                              f"{cfg['model']} has no reward model")
         reward_fn, termination_fn = TokenRewardModel(world_model.reward_model).expected_ends(1 / (1 - cfg["gamma"]))
         extra = dict(reward_fn=reward_fn, termination_fn=termination_fn)
+    if cfg.get("ends_in_expectation"):
+        extra["expected_ends"] = cfg["action_repeat"] / (1 - cfg["gamma"])  # world steps of reward a death costs
     if cfg.get("dream_starts"):
         extra["prompts"] = PromptBank.from_paths(cfg["dream_starts"])  # make_config checked that they exist
     horizon = cfg.get("dream_horizon") or cfg["max_episode_steps"]

@@ -252,7 +252,9 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
                 ["--end-risk", "3,0.2"], ["--dream-ends", "risk", "--end-risk", "3"],
                 ["--dream-ends", "risk", "--end-risk", "3,1.5"], ["--pi-layers", "0"], ["--action-repeat", "0"],
                 ["--action-history", "2"], ["--dream-ends", "card:motion-only"],  # the tiny card offers none
-                ["--world", "real", "--dream-shards", "2"], ["--dream-shards", "2", "--dream-ends", "drawn"]):
+                ["--world", "real", "--dream-shards", "2"], ["--dream-shards", "2", "--dream-ends", "drawn"],
+                ["--world", "real", "--ends-in-expectation"],
+                ["--ends-in-expectation"]):  # the tiny model's ends are its learned hazard's: no q to expect
         with pytest.raises(SystemExit):
             train_sb3.train([*bad, "--out", str(tmp_path / "x"), "--model", "tiny"])
     err = capsys.readouterr().err
@@ -266,6 +268,8 @@ def test_train_rejects_bad_arguments(tmp_path, capsys):
     assert "--action-history appends to the flat latent" in err
     assert "ends 'motion-only': this model's card offers no such ends" in err
     assert "--dream-shards applies to dream training" in err and "--dream-shards runs the card's ends" in err
+    assert "--ends-in-expectation takes a dream's risk or motion ends" in err
+    assert "expected ends read a risk or motion termination's end probability" in err
 
 
 def _vector_env(venv):

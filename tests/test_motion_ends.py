@@ -299,7 +299,13 @@ def test_the_shipped_take_cover_card_offers_its_motion_only_ends():
     term = WHAMVectorEnv(1, model, obs_mode="tokens", ends="motion-only").termination_fn
     option = model.card["ends_options"]["motion-only"]
     assert isinstance(term, MotionTermination) and term.bias == option["bias"] and term.motion.lag == 15
+    assert term.motion.max_step is None
     assert not isinstance(WHAMVectorEnv(1, model, obs_mode="tokens").termination_fn, MotionTermination)
+    # the odometer's ends, the README recipe's, read by the same shipped probe
+    term = WHAMVectorEnv(1, model, obs_mode="tokens", ends="motion-odometer").termination_fn
+    option = model.card["ends_options"]["motion-odometer"]
+    assert isinstance(term, MotionTermination) and term.bias == option["bias"] and term.motion.max_step == 120.0
+    assert option["motion"]["probe"] == PROBE_FILE
 
 
 def test_end_motion_reads_each_transitions_displacement_in_real_end_probs_order(tiny, tmp_path):
@@ -380,3 +386,33 @@ def test_ends_fitted_at_another_temperature_warn_with_the_right_refit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_ends_temperature(cases[0][0], 0.9)  # fitted at this temperature: silent
+
+
+def test_ends_in_expectation_never_end_a_dream_and_charge_each_step_its_end_probability(tiny):
+    from wham_gym.rewards import ExpectedEnds
+
+    model = _with_end_frames(tiny)
+    probe = _slot0_probe(model.config.tokens_per_image, int(model.tokenizer.vocab_size))
+    term = MotionTermination(model, -1.0, Motion(probe, lag=2, scale=50.0, weight=-0.5))
+
+    def ones(ctx):
+        return torch.ones(ctx.num_envs)
+
+    ones.needs_frames = False
+    env = WHAMVectorEnv(3, model, obs_mode="tokens", termination_fn=term, reward_fn=ones, expected_ends=4.0)
+    assert isinstance(env.termination_fn, ExpectedEnds)
+    mine = Motion(probe, lag=2)  # the same track, read here off the observations (the frames acted at)
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        moved = mine.track(_ctx(torch.as_tensor(np.asarray(obs)), [k + 1] * 3))
+        q = torch.sigmoid(-1.0 - 0.5 * torch.log1p(moved / 50.0))
+        obs, reward, terminated, truncated, _ = env.step(rng.uniform(0, 1, (3, 16)).astype(np.float32))
+        assert not np.asarray(terminated).any() and not np.asarray(truncated).any()
+        np.testing.assert_allclose(reward, (1 - 4.0 * q).numpy(), rtol=1e-5)
+    assert env.engine.watched == (term.first_token, True)  # the end token stays banned: no death frame drawn
+    env.close()
+    with pytest.raises(ValueError, match="risk or motion termination"):
+        WHAMVectorEnv(1, model, obs_mode="tokens", reward_fn=ones, expected_ends=4.0)  # tiny's own: no such ends
+    with pytest.raises(ValueError, match="horizon"):
+        ExpectedEnds(term, ones, 0.0)

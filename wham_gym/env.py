@@ -65,7 +65,8 @@ from . import controller
 from .autoreset import Autoreset, put, row
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import EpisodeSignals, StepContext, card_ends, card_termination
+from .rewards import (EpisodeSignals, ExpectedEnds, StepContext, TokenRewardModel, ZeroReward, card_ends,
+                      card_termination)
 from .model import load_model
 from .rollout import Rollout
 
@@ -129,6 +130,9 @@ class WHAMVectorEnv(VectorEnv):
             The termination's first default is the ends the model's card recommends.
         ends: with termination_fn None, which of the card's ends: None (``card["ends"]``) or the name of an
             alternative it offers (``card["ends_options"]``; the shipped take_cover model's ``"motion-only"``).
+        expected_ends: for training, the risk or motion ends in expectation (:class:`~wham_gym.rewards.ExpectedEnds`):
+            episodes never end by them, each step's reward r becomes ``r * (1 - q * expected_ends)``, q the step's
+            end probability; the value is the steps of reward a death forfeits (``action_repeat / (1 - gamma)``).
         predict_actions: also decode the model's predicted next action into ``info["predicted_action"]``.
         reinjection: a :class:`~wham_gym.reinjection.Reinjection` (real-frame source + schedule), or None.
         render_mode: None or "rgb_array": ``render()`` returns one frame per env (Gymnasium's vector
@@ -150,7 +154,8 @@ class WHAMVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, model="default", *, prompts=None, prompt_frames: int | None = None,
                  resize_prompts: bool = False, obs_mode: str = "pixels", return_torch: bool = False,
                  autoreset_mode=AutoresetMode.NEXT_STEP, max_episode_steps: int | None = None,
-                 reward_fn=None, termination_fn=None, ends: str | None = None, predict_actions: bool = False,
+                 reward_fn=None, termination_fn=None, ends: str | None = None,
+                 expected_ends: float | None = None, predict_actions: bool = False,
                  render_mode: str | None = None, device=None, dtype=None, temperature: float = 0.9,
                  top_k: int | None = None, top_p: float | None = None, deterministic: bool = False,
                  context_steps: int | None = None, refresh_every: int = 1, reinjection=None,
@@ -184,6 +189,11 @@ class WHAMVectorEnv(VectorEnv):
         elif ends is not None:
             raise ValueError(f"ends={ends!r} names one of the card's ends, and termination_fn was given too: pass "
                              "one of them")
+        if expected_ends is not None:  # the ends' probability becomes a cost in the reward; nothing ends
+            learned = getattr(self.model, "reward_model", None)
+            base = reward_fn or (TokenRewardModel(learned).reward if learned is not None else ZeroReward())
+            expected = ExpectedEnds(termination_fn, base, expected_ends)
+            reward_fn, termination_fn = expected.reward, expected
         self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
                                       reward_model=getattr(self.model, "reward_model", None))
         self.autoreset = Autoreset(autoreset_mode, N, self.device)

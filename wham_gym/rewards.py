@@ -233,13 +233,17 @@ class EndRiskTermination:
             z = z + self.motion.log_odds(moved.double())
         return torch.sigmoid(z)
 
-    def __call__(self, ctx: StepContext) -> torch.Tensor:
+    def step_probability(self, ctx: StepContext) -> torch.Tensor:
+        """This step's q (N,) float64; pushes the step's reading into the motion term (once per step)."""
         if ctx.first_token_prob is None:
             raise ValueError("EndRiskTermination reads the engine's first-token probability: step it in a "
                              "WHAMVectorEnv (which has the engine watch its first_token), or call "
                              "engine.watch_first_token(term.first_token, ban=True) and pass first_token_prob")
         moved = self.motion.track(ctx) if self.motion is not None else None
-        q = self.probability(ctx.first_token_prob, moved)
+        return self.probability(ctx.first_token_prob, moved)
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        q = self.step_probability(ctx)
         u = ctx.uniform if ctx.uniform is not None else torch.rand(q.shape, dtype=torch.float64, device=q.device)
         return u.to(q.device) < q
 
@@ -268,6 +272,44 @@ class MotionTermination(EndRiskTermination):
         if moved is None:
             raise ValueError(f"MotionTermination: pass moved, the displacement over {self.motion.lag} steps")
         return torch.sigmoid(self.bias + self.motion.log_odds(moved.double()))
+
+
+class ExpectedEnds:
+    """Risk or motion ends in expectation, for training in the dream: the termination to hand the env (it never
+    ends an episode; the cap still truncates) with :attr:`reward`, the reward to hand it.
+
+    Each step's reward r becomes ``r * (1 - q * horizon)``: q is the step's end probability under ``termination``
+    (an :class:`EndRiskTermination` or :class:`MotionTermination`, read every step, its end token still banned)
+    and ``horizon`` the steps of reward a death forfeits (``action_repeat / (1 - gamma)`` for a discounted learner
+    deciding every ``action_repeat`` steps). To first order in q that is the sampled dream's expected return, with
+    one drawn end per ~100 steps replaced by a graded cost every step (Dreamer weighs imagined returns by its
+    continue head for the same reason). Why: PPO's value function explained nothing of the sampled motion ends'
+    returns (explained variance ~0 over a whole run) and its policy stayed near uniform, so which preset its argmax
+    picked changed from seed to seed (agents/RESULTS.md). :class:`LearnedRewardModel.expected_ends` does the same
+    for a learned hazard.
+    """
+
+    needs_frames = False
+
+    def __init__(self, termination: EndRiskTermination, reward_fn: RewardFn, horizon: float):
+        if not isinstance(termination, EndRiskTermination):
+            raise ValueError("expected ends read a risk or motion termination's end probability every step "
+                             f"(EndRiskTermination, MotionTermination); got {termination!r}: give the dream "
+                             "such ends (a card's risk or motion ends, or --dream-ends risk), or sample its ends")
+        if not horizon > 0:
+            raise ValueError(f"horizon: expected a positive number of steps, got {horizon!r}")
+        self.termination, self.reward_fn, self.horizon = termination, reward_fn, float(horizon)
+        self.first_token, self.ban_first_token = termination.first_token, True  # the env has the engine ban it
+
+        def reward(ctx: StepContext) -> torch.Tensor:
+            q = self.termination.step_probability(ctx)  # once a step: it pushes the motion term's reading
+            return self.reward_fn(ctx).float() * (1.0 - q.float() * self.horizon)
+
+        reward.needs_frames = needs_frames(reward_fn)
+        self.reward = reward
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return torch.zeros(ctx.num_envs, dtype=torch.bool, device=ctx.tokens.device)
 
 
 def parse_end_risk(text: str | None, flag: str = "--end-risk") -> list[float]:
