@@ -68,6 +68,12 @@ def frames_and_positions(model, sources: list[str], cache, variable: str = "posi
     return out
 
 
+@torch.no_grad()
+def readings(probe: PositionProbe, tokens: np.ndarray) -> np.ndarray:
+    """The probe's reading of recorded frames, image tokens (T, S) -> (T,) float64."""
+    return probe(torch.from_numpy(tokens.astype(np.int64))).double().numpy()
+
+
 def transition_moved(model, motion: Motion, episodes) -> np.ndarray:
     """The motion term's displacement at each transition :func:`real_end_probs` scores, in its order: at the frame
     t the action was taken at, :meth:`Motion.displacements` of the probe's readings (|y(t) - y(max(t - lag, 0))|,
@@ -75,9 +81,7 @@ def transition_moved(model, motion: Motion, episodes) -> np.ndarray:
     w = model.config.seq_len - 1
     out = []
     for tokens, y in episodes:
-        with torch.no_grad():
-            est = motion.probe(torch.from_numpy(tokens.astype(np.int64))).double().numpy()
-        out.append(motion.displacements(est)[w - 1:len(y)])
+        out.append(motion.displacements(readings(motion.probe, tokens))[w - 1:len(y)])
     return np.concatenate(out)
 
 
@@ -108,11 +112,11 @@ def hit_lag_scan(sources: list[str], lags: list[int]) -> dict:
 JUMPS = (80, 120, 150, 200)  # map units; the game's largest true step in one 10 Hz step is 69
 
 
-def jump_shares(readings: list[np.ndarray]) -> dict:
+def jump_shares(episodes: list[np.ndarray]) -> dict:
     """The share of steps over which the probe's reading moved more than each of :data:`JUMPS` map units, over
     episodes' readings [(T,)]: on real frames the probe's error, on dreamt ones also the dream redrawing the
     player (what ``--max-step`` skips)."""
-    d = np.concatenate([np.abs(np.diff(y)) for y in readings])
+    d = np.concatenate([np.abs(np.diff(y)) for y in episodes])
     return {str(k): float((d > k).mean()) for k in JUMPS}
 
 
@@ -210,8 +214,7 @@ def main() -> None:
             probe = fit_position_probe(tokens, ys, int(model.tokenizer.vocab_size), progress=True)
         ht = np.concatenate([t for eps in held.values() for t, _ in eps])
         hy = np.concatenate([y for eps in held.values() for _, y in eps])
-        with torch.no_grad():
-            err = probe(torch.from_numpy(ht.astype(np.int64))).numpy() - hy
+        err = readings(probe, ht) - hy
         report["probe"] = {"train_frames": len(ys), "heldout_frames": len(hy), "heldout_rmse": float(np.sqrt(
             np.mean(err ** 2))), "heldout_std": float(hy.std()), "r2": float(1 - np.mean(err ** 2) / hy.var())}
         print(f"position probe: held-out RMSE {report['probe']['heldout_rmse']:.1f} map units "
@@ -223,8 +226,7 @@ def main() -> None:
             p, ended = real_end_probs(model, sources, cache, args.temperature)
             eps = frames_and_positions(model, sources, cache)
             real[rec] = (p, ended, transition_moved(model, Motion(probe, args.lag, max_step=args.max_step), eps))
-            with torch.no_grad():
-                real_jumps[rec] = jump_shares([probe(torch.from_numpy(t.astype(np.int64))).numpy() for t, _ in eps])
+            real_jumps[rec] = jump_shares([readings(probe, t) for t, _ in eps])
     p, ended, moved = (np.concatenate([v[i] for v in real.values()]) for i in range(3))
     sharp0, center0 = fit_end_risk(p, ended)
     sharp, center, weight = fit_end_risk_motion(p, ended, moved, args.scale)

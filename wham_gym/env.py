@@ -65,8 +65,7 @@ from . import controller
 from .autoreset import Autoreset, put, row
 from .engine import DreamEngine, StepResult
 from .prompts import WHAM_SIZE, Prompt, check_prompt, fit_frames, make_prompt_bank
-from .rewards import (EpisodeSignals, ExpectedEnds, StepContext, TokenRewardModel, ZeroReward, card_ends,
-                      card_termination)
+from .rewards import EpisodeSignals, ExpectedEnds, StepContext, card_ends, card_termination
 from .model import load_model
 from .rollout import Rollout
 
@@ -189,13 +188,11 @@ class WHAMVectorEnv(VectorEnv):
         elif ends is not None:
             raise ValueError(f"ends={ends!r} names one of the card's ends, and termination_fn was given too: pass "
                              "one of them")
-        if expected_ends is not None:  # the ends' probability becomes a cost in the reward; nothing ends
-            learned = getattr(self.model, "reward_model", None)
-            base = reward_fn or (TokenRewardModel(learned).reward if learned is not None else ZeroReward())
-            expected = ExpectedEnds(termination_fn, base, expected_ends)
-            reward_fn, termination_fn = expected.reward, expected
         self.signals = EpisodeSignals(reward_fn, termination_fn, max_episode_steps,
                                       reward_model=getattr(self.model, "reward_model", None))
+        if expected_ends is not None:  # the ends' probability becomes a cost in the reward; nothing ends
+            expected = ExpectedEnds(self.signals.termination_fn, self.signals.reward_fn, expected_ends)
+            self.signals.reward_fn, self.signals.termination_fn = expected.reward, expected
         self.autoreset = Autoreset(autoreset_mode, N, self.device)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
