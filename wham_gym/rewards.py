@@ -305,7 +305,7 @@ class ExpectedEnds:
             q = self.termination.step_probability(ctx)  # once a step: it pushes the motion term's reading
             return self.reward_fn(ctx).float() * (1.0 - q.float() * self.horizon)
 
-        reward.needs_frames = needs_frames(reward_fn)
+        reward.needs_frames = needs_frames(reward_fn) or needs_frames(termination)  # it reads both
         self.reward = reward
 
     def __call__(self, ctx: StepContext) -> torch.Tensor:
