@@ -240,17 +240,29 @@ def test_kv_cache_size_formula_and_largest_n():
     assert sum(c.k.numel() + c.v.numel() for c in eng.caches) * 4 == kv_cache_bytes(eng.config, 2, torch.float32)
 
 
-def test_full_windows_take_the_causal_prefill_and_stay_exact(model64):
-    # Every slot holds a whole window: the prefill runs as plain causal attention (no mask).
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_full_windows_take_the_causal_prefill_and_stay_exact(model64, compile):
+    # Every slot holds a whole window: the prefill runs as plain causal attention (no mask); compiled, as one
+    # compiled call of one shape, and each image token after a frame's first as one compiled pass-and-draw.
+    torch._dynamo.reset()
     rng = np.random.default_rng(3)
     N, sampling = 2, dict(temperature=0.9)
-    eng = DreamEngine(model64, N, seed=5, **sampling)
+    eng = DreamEngine(model64, N, seed=5, compile=compile, **sampling)
+    calls = []
+    if compile:
+        for name in ("_compiled_prefill", "_compiled_token"):
+            fn = getattr(eng, name)
+            setattr(eng, name, lambda *a, fn=fn, name=name: calls.append(name) or fn(*a))
     prompts = [random_prompt(model64, 10, rng) for _ in range(N)]
     eng.reset(None, tokens=torch.stack([p[0] for p in prompts]), actions=torch.stack([p[1] for p in prompts]),
               seeds=[1, 2])
     actions = [random_actions(rng, N) for _ in range(2)]
-    got = [eng.step(a, decode=False).tokens for a in actions]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = [eng.step(a, decode=False).tokens for a in actions]
     assert eng._uniform  # the path this test is about
+    if compile:  # per step: one prefill, then a pass-and-draw for each image token but the first
+        tpi = model64.config.tokens_per_image
+        assert calls == (["_compiled_prefill"] + ["_compiled_token"] * (tpi - 1)) * len(actions)
     for b in range(N):
         ref, _ = reference_rollout(model64, prompts[b][0], action_ids(model64, prompts[b][1]),
                                    [action_ids(model64, a[b]) for a in actions], [1, 2][b], sampling)

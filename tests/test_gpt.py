@@ -127,6 +127,35 @@ def test_cached_forward_equals_full_forward():
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["keys (S, hd)", "keys (hd, S)"])
+def test_both_key_layouts_give_the_full_forward(transposed):
+    """Keys stored as (S, hd) or transposed (hd, S), written by a causal prefill, a positioned prefill and
+    one-token passes that attend over the whole cache (with transposed keys: attend_cache, the compiled
+    engine's pass), give the full forward's logits."""
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=50, block_size=40)
+    torch.manual_seed(0)
+    gpt = GPT(cfg).double().eval()
+    B, S = 2, cfg.block_size
+    idx = torch.randint(0, 50, (B, 30))
+
+    def additive(allowed):
+        return torch.zeros(allowed.shape, dtype=torch.float64).masked_fill(~allowed, float("-inf"))
+
+    with torch.no_grad():
+        full = gpt(idx)
+        caches = gpt.new_caches(batch=B, length=S, keys_transposed=transposed)
+        steps = [gpt(idx[:, :10], pos=torch.arange(10).expand(B, 10), caches=caches)]  # causal: a slice copy
+        t = torch.arange(10, 20)
+        mask = additive(torch.arange(20)[None, :] <= t[:, None])[None, None].expand(B, 1, 10, 20)
+        steps.append(gpt(idx[:, 10:20], pos=t.expand(B, 10), mask=mask, caches=caches))  # positioned: scatter
+        for t in range(20, 30):
+            mask = additive(torch.arange(S) <= t)[None, None, None].expand(B, 1, 1, S)
+            steps.append(gpt(idx[:, t:t + 1], pos=torch.full((B, 1), t), mask=mask, caches=caches))
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-10)
+    assert caches[0].k.shape == ((B, cfg.n_head, cfg.head_dim, S) if transposed else (B, cfg.n_head, S, cfg.head_dim))
+    assert caches[0].keys.shape == (B, cfg.n_head, S, cfg.head_dim)
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["causal", "masked"])
 def test_gathered_prefill_equals_full_forward_and_fills_the_cache(masked):
     """A prefill with ``gather`` runs its last layer for the gathered positions only; its logits and every cached

@@ -106,13 +106,14 @@ class DreamEngine:
         verify_block: tokens fed per pass of speculative decoding (>= 1; 1 drafts nothing: one token
             per pass, as exact decoding). Larger blocks take fewer passes but each costs more where a
             pass is compute-bound (CPUs): 4 was the fastest measured there (benchmarks/RESULTS.md).
-        compile: ``torch.compile`` the single-token decode pass (gpt-fast's ``decode_one_token``): it then
-            attends over the whole static cache under a preallocated position mask, so every pass of a
-            step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
+        compile: ``torch.compile`` the single-token decode pass with the draw of the next image token
+            (gpt-fast's ``decode_one_token``) and the prefill of full windows: each pass then attends over the
+            whole static cache (keys stored transposed) under a preallocated position mask, so every pass of
+            a step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
             ``mode="reduce-overhead"``). The same tokens as eager decoding (tests/test_engine.py). It costs
-            a compile per N (~10 s on a CPU) and on our 2-core CPUs gained little (1.0-1.1x a step from
-            N 4: the passes are bound by cache reads and matmuls there, not by dispatch; benchmarks/RESULTS.md),
-            so the default is off; the prefill and other decodings' block passes stay eager.
+            ~20 s of compiling per N on a CPU, and there a step is bound by the prefill's arithmetic and the
+            cache reads, not by dispatch: 1.05-1.2x eager on our 2-core CPUs (benchmarks/RESULTS.md), so the
+            default is off. Partial windows' prefills and other decodings' block passes stay eager.
 
     After each step ``last_passes`` holds the forward passes that sampled its image tokens (the prefill
     included: ``tokens_per_image`` for exact decoding), and with speculative decoding ``last_drafted`` /
@@ -189,13 +190,19 @@ class DreamEngine:
         S = cfg.gpt.block_size
         self._pad_pos = S - 1
         _check_fits(cfg, N, self.dtype, torch.device(dev))  # a clear error instead of a raw CUDA OOM
-        self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev)  # ours: engines may share a model
+        # Ours: engines may share a model. The compiled pass reads keys stored (head_dim, S): see attend_cache.
+        self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev, keys_transposed=self.compile)
         self._positions = torch.arange(S, device=dev)
-        self._compiled_pass = None
+        self._compiled_pass = self._compiled_token = self._compiled_prefill = None
         if self.compile:  # one shape per N: (N, 1) tokens against all S cache positions
             self._full_mask = torch.empty(N, 1, 1, S, dtype=self.dtype, device=dev)
             mode = "reduce-overhead" if torch.device(dev).type == "cuda" else None
             self._compiled_pass = torch.compile(self._pass, dynamic=False, mode=mode)
+            # Image tokens after a frame's first share one valid range (checked): one compiled pass-and-draw.
+            same = len({(self._range_lo[k], self._range_hi[k]) for k in range(1, self.tpi)}) == 1
+            self._compiled_token = torch.compile(self._image_token, dynamic=False, mode=mode) if same else None
+            # The steady state's prefill (every slot a full window from position 0) has one shape too.
+            self._compiled_prefill = torch.compile(self._prefill, dynamic=False, mode=mode)
         self._uniform = False  # whether the last prefill took that path
         self._plan = self._diagonal_plan() if decoding == "diagonal" else None
         self._watch: int | None = None  # watch_first_token's id
@@ -481,7 +488,10 @@ class DreamEngine:
             mask = None  # causal attention: the fused kernel, no (N, L, L) mask to build or read
         else:
             mask = self._additive(keys[None, None, :live] <= pos[:, :, None])[:, None]
-        last = gpt(seqs, pos=pos, mask=mask, caches=self.caches, gather=lengths - 1)[:, 0]
+        if self._compiled_prefill is not None and self._uniform and L == self.window * self.tps:
+            last = self._compiled_prefill(seqs, pos, lengths - 1)
+        else:
+            last = gpt(seqs, pos=pos, mask=mask, caches=self.caches, gather=lengths - 1)[:, 0]
         cur = starts + lengths  # position of the next token to feed
         out = torch.empty(N, n_new, dtype=torch.long, device=self.device)
         stats = torch.zeros(2, N, dtype=torch.float64, device=self.device)  # summed NLL and entropy
@@ -539,11 +549,29 @@ class DreamEngine:
             if g == n_new - 1:
                 break
             dmask.scatter_(1, cur[:, None], 0.0)
-            if self.compile:
+            if self._compiled_token is not None and 0 < first + g + 1 < self.tpi:
+                # The next token is an image token: one compiled call feeds this token and samples the next.
+                tok, nll, ent = self._compiled_token(out[:, g:g + 1].contiguous(), cur[:, None], self._full_mask,
+                                                     u[:, g + 1])
+                out[:, g + 1] = tok
+                stats[0] += nll
+                stats[1] += ent
+                last = None
+            elif self.compile:
                 last = self._compiled_pass(out[:, g:g + 1].contiguous(), cur[:, None], self._full_mask)
             else:
                 last = self._pass(out[:, g:g + 1], cur[:, None], dmask[:, None, None, :live + g + 1])
             cur = cur + 1
+
+    def _prefill(self, seqs, pos, gather):
+        """Full windows from position 0 into the cache; logits (N, V) at ``gather`` (compiled, one shape)."""
+        return self.model.gpt(seqs, pos=pos, caches=self.caches, gather=gather)[:, 0]
+
+    def _image_token(self, tokens, pos, mask, u):
+        """gpt-fast's ``decode_one_token``: one decode pass and the draw of the next image token (not a frame's
+        first: every other image token has the same valid range, so this compiles once). Returns the tokens
+        (N,) and their NLL and entropy."""
+        return self._sample(self._pass(tokens, pos, mask), 1, u)
 
     def _pass(self, tokens, pos, mask):
         """One decode pass: feed ``tokens`` (N, 1) at ``pos`` (N, 1), attend under ``mask``; logits (N, V)."""

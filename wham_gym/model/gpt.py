@@ -45,30 +45,62 @@ class PlainLayerNorm(nn.Module):
 
 
 class KVCache:
-    """Preallocated keys/values for one layer: (B, n_head, S, head_dim), in the model dtype."""
+    """Preallocated keys/values for one layer: (B, n_head, S, head_dim), in the model dtype.
 
-    def __init__(self, batch: int, n_head: int, length: int, head_dim: int, dtype, device):
+    ``keys_transposed``: keys are stored (B, n_head, head_dim, S), so that one query's scores over the whole
+    cache are a matrix-vector product streaming along S (:func:`attend_cache`); :attr:`keys` is still a
+    (B, n_head, S, head_dim) view.
+    """
+
+    def __init__(self, batch: int, n_head: int, length: int, head_dim: int, dtype, device,
+                 keys_transposed: bool = False):
         shape = (batch, n_head, length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.keys_transposed = keys_transposed
+        kshape = (batch, n_head, head_dim, length) if keys_transposed else shape
+        self.k = torch.zeros(kshape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self._rows = torch.arange(batch, device=device)  # decode writes' row index, built once
 
+    @property
+    def keys(self) -> torch.Tensor:
+        """The keys as (B, n_head, S, head_dim), a view."""
+        return self.k.transpose(-2, -1) if self.keys_transposed else self.k
+
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full cache."""
+        """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full keys and values."""
         if k.shape[2] == 1:  # a decode pass: one position per row; indexed assignment is ~2x a scatter here
-            self.k[self._rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
+            if self.keys_transposed:
+                self.k[self._rows, :, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
+            else:
+                self.k[self._rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
             self.v[self._rows, :, pos[:, 0]] = v[:, :, 0].to(self.v.dtype)
-            return self.k, self.v
+            return self.keys, self.v
         index = pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        self.k.scatter_(2, index, k.to(self.k.dtype))
+        self.keys.scatter_(2, index, k.to(self.k.dtype))
         self.v.scatter_(2, index, v.to(self.v.dtype))
-        return self.k, self.v
+        return self.keys, self.v
 
     def write_prefix(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store k, v (B, nh, T, hd) at positions 0..T-1 of every row: a slice copy, no index tensor."""
         T = k.shape[2]
-        self.k[:, :, :T] = k
+        self.keys[:, :, :T] = k
         self.v[:, :, :T] = v
+
+
+def attend_cache(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One query per row (B, nh, 1, hd) over a whole static cache: keys ``kt`` stored (B, nh, hd, S), values
+    (B, nh, S, hd), additive ``mask`` (B, 1, 1, S) -> (B, nh, 1, hd).
+
+    Written for ``torch.compile`` on CPU, where a pass is bound by reading the cache: inductor turns a
+    ``matmul`` with one query row into its own loops, but keeps ``baddbmm`` as BLAS, which streams keys
+    stored (hd, S) along S; three layers' caches at N 16 took 3.2 ms this way against 4.4 ms as two matmuls
+    over (S, hd) keys (benchmarks/RESULTS.md)."""
+    B, nh, _, hd = q.shape
+    S = kt.shape[-1]
+    scores = torch.baddbmm(mask.expand(B, nh, 1, S).reshape(B * nh, 1, S), q.reshape(B * nh, 1, hd),
+                           kt.reshape(B * nh, hd, S), alpha=1.0 / math.sqrt(hd))
+    y = torch.baddbmm(q.new_zeros(B * nh, 1, hd), scores.softmax(-1), v.reshape(B * nh, S, hd), beta=0)
+    return y.view(B, nh, 1, hd)
 
 
 class CausalSelfAttention(nn.Module):
@@ -104,12 +136,10 @@ class CausalSelfAttention(nn.Module):
             k, v = k[:, :, :n], v[:, :, :n]
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1 and cache is not None and k.shape[2] == cache.k.shape[2]:
-            # One token over the whole static cache (the engine's compiled decode pass): two matmuls. Under
-            # torch.compile on CPU, SDPA here ran 1.35x slower than eager SDPA and 1.5x slower than this
-            # (N 16: 2.35 / 1.74 / 1.60 ms a call, each reading the layer's whole cache). Eager passes attend
-            # over a live prefix, a strided slice the matmuls would copy: they keep SDPA.
-            y = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + mask).softmax(-1) @ v
+        elif T == 1 and cache is not None and cache.keys_transposed and mask.shape[-1] == cache.k.shape[-1]:
+            # One token over the whole static cache (the engine's compiled decode pass). Eager passes attend
+            # over a live prefix of a (S, hd) key cache: they keep SDPA.
+            y = attend_cache(q, cache.k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, q.shape[2], C)
@@ -184,12 +214,15 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights counted once
 
-    def new_caches(self, batch: int, length: int | None = None, dtype=None, device=None) -> list[KVCache]:
-        """A static KV cache for ``batch`` sequences of up to ``length`` positions, owned by the caller."""
+    def new_caches(self, batch: int, length: int | None = None, dtype=None, device=None,
+                   keys_transposed: bool = False) -> list[KVCache]:
+        """A static KV cache for ``batch`` sequences of up to ``length`` positions, owned by the caller
+        (``keys_transposed``: see :class:`KVCache`)."""
         c = self.config
         dtype = dtype or self.transformer.wte.weight.dtype
         device = device or self.transformer.wte.weight.device
-        return [KVCache(batch, c.n_head, length or c.block_size, c.head_dim, dtype, device) for _ in range(c.n_layer)]
+        return [KVCache(batch, c.n_head, length or c.block_size, c.head_dim, dtype, device, keys_transposed)
+                for _ in range(c.n_layer)]
 
     def forward(self, idx, pos=None, mask=None, caches: list[KVCache] | None = None, gather=None,
                 last_only: bool = False):
