@@ -112,7 +112,7 @@ class DreamEngine:
             a step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
             ``mode="reduce-overhead"``). The same tokens as eager decoding (tests/test_engine.py). It costs
             ~20 s of compiling per N on a CPU, and there a step is bound by the prefill's arithmetic and the
-            cache reads, not by dispatch: 1.05-1.2x eager on our 2-core CPUs (benchmarks/RESULTS.md), so the
+            cache reads, not by dispatch: 1.1-1.3x eager on a 2-core CPU (benchmarks/RESULTS.md), so the
             default is off. Partial windows' prefills and other decodings' block passes stay eager.
 
     After each step ``last_passes`` holds the forward passes that sampled its image tokens (the prefill
@@ -201,8 +201,9 @@ class DreamEngine:
             # Image tokens after a frame's first share one valid range (checked): one compiled pass-and-draw.
             same = len({(self._range_lo[k], self._range_hi[k]) for k in range(1, self.tpi)}) == 1
             self._compiled_token = torch.compile(self._image_token, dynamic=False, mode=mode) if same else None
-            # The steady state's prefill (every slot a full window from position 0) has one shape too.
-            self._compiled_prefill = torch.compile(self._prefill, dynamic=False, mode=mode)
+            # The steady state's prefill (every slot a full window from position 0) has one shape too. It is one
+            # call a step of large kernels, so no CUDA graph (as gpt-fast's prefill): only fused elementwise work.
+            self._compiled_prefill = torch.compile(self._prefill, dynamic=False)
         self._uniform = False  # whether the last prefill took that path
         self._plan = self._diagonal_plan() if decoding == "diagonal" else None
         self._watch: int | None = None  # watch_first_token's id
