@@ -68,6 +68,8 @@ def dream_settings(cfg: dict) -> dict:
     """The dream's settings of a run (its config, or the defaults of runs older than them): the engine's, and how
     its episodes end when that is the world model's drawn end frame (training and evaluation dreams alike)."""
     settings = {k: cfg.get(k, LATER[k]) for k in DREAM_SETTINGS}
+    if cfg.get("compile"):  # speed only (the same tokens), so not part of a run's identity
+        settings["compile"] = True
     if cfg.get("dream_ends") in ("drawn", "risk") or str(cfg.get("dream_ends")).startswith("card:"):
         settings["ends"] = cfg["dream_ends"]
     if cfg.get("dream_ends") == "risk":

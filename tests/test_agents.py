@@ -854,6 +854,18 @@ def test_drawn_ends_reach_training_and_evaluation_dreams(tiny):
         venv.close()
 
 
+def test_compile_reaches_training_and_evaluation_dreams(tiny):
+    """--compile is a dream setting of speed only: the training and evaluation dreams' engines compile, and a run
+    without it passes nothing (its identity does not change)."""
+    settings = runs.dream_settings({"compile": True})
+    assert settings["compile"] is True and "compile" not in runs.dream_settings({"compile": False})
+    for venv in (wrappers.make_dream_venv(tiny, 2, SMALL, max_episode_steps=5, **settings),
+                 Evaluator(tiny, num_envs=2, dream_kwargs=settings).venv("dream", SMALL, 2)):
+        assert _vector_env(venv).engine.compile
+        venv.close()
+    assert "compile" not in runs.IDENTITY
+
+
 def test_risk_ends_reach_training_and_evaluation_dreams(tiny):
     """--dream-ends risk --end-risk S,C is a dream setting: training and evaluation dreams end by
     EndRiskTermination with the run's sharpness and center."""

@@ -110,7 +110,8 @@ class DreamEngine:
             (gpt-fast's ``decode_one_token``) and the prefill of full windows: each pass then attends over the
             whole static cache (keys stored transposed) under a preallocated position mask, so every pass of
             a step has one fixed shape for a given N and compiles once (on CUDA with CUDA graphs,
-            ``mode="reduce-overhead"``). The same tokens as eager decoding (tests/test_engine.py). It costs
+            ``mode="reduce-overhead"``). The same tokens as eager decoding in tests/test_engine.py; its kernels
+            round differently, so over long dreams a rare draw differs (take_cover: 4 in 33,999). It costs
             ~20 s of compiling per N on a CPU, and there a step is bound by the prefill's arithmetic and the
             cache reads, not by dispatch: 1.1-1.3x eager on a 2-core CPU (benchmarks/RESULTS.md), so the
             default is off. Partial windows' prefills and other decodings' block passes stay eager.
