@@ -123,6 +123,7 @@ def test_tiny_sweep_writes_csv_and_json(tmp_path, capsys):
     assert {(r["variant"], int(r["num_envs"])) for r in rows} == {
         (v, n) for v in ("engine-tokens", "reference") for n in (1, 2)}
     assert all(float(r["env_frames_per_s"]) > 0 and float(r["fraction_of_floor"]) > 0 for r in rows)
+    assert all(float(r["warmup_s"]) > 0 for r in rows)  # the model's first use at least: never free
     assert all(r["dtype"] == "float32" for r in rows if r["variant"] == "reference")
 
     data = json.loads(next(tmp_path.glob("*.json")).read_text())

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="several engine modes side by side in one run, each DECODING[+rK][+compile], e.g. "
                         "exact,exact+compile,diagonal,speculative,diagonal+r5 (replaces --decoding and --compile)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the engine's single-token decode pass (compiled once per N, in warm-up)")
+                   help="torch.compile the engine's prefill and decode passes (compiled once per N, in warm-up: "
+                        "the table's warm-up column)")
     p.add_argument("--peer", action="store_true",
                    help="also measure the peer a user might pick instead: Hugging Face transformers' GPT-2 "
                         "greedy generation with its static KV cache on the same weights, tokens only "

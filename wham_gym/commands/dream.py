@@ -48,8 +48,8 @@ def register(sub) -> None:
                         "faster, approximate) or speculative (exact's tokens, fewer passes: drafts from the "
                         "previous frame, kept where the model's own draws confirm them)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the single-token decode pass (same tokens; a compile of ~10 s first; "
-                        "meant for GPUs: no gain measured on our 2-core CPUs)")
+                   help="torch.compile the prefill and decode passes (same tokens; ~20 s of compiling first; "
+                        "1.1-1.3x on a 2-core CPU, where it pays on runs longer than a few minutes; meant for GPUs)")
     p.add_argument("--upscale", type=int, nargs="*", default=[], metavar="S",
                    help="also write Lanczos-upscaled frames, e.g. --upscale 2 4; videos use the largest")
     p.add_argument("--playback-fps", type=int, default=10,

@@ -49,7 +49,7 @@ VARIANTS = ("engine-frames", "engine-tokens", "reference")
 # Peers a user might pick instead, run only when asked (optional dependencies): see wham_gym.measure.peer.
 PEERS = ("transformers",)
 CSV_COLUMNS = (
-    "model", "device", "dtype", "variant", "num_envs", "steps", "warmup", "seconds", "env_frames_per_s",
+    "model", "device", "dtype", "variant", "num_envs", "steps", "warmup", "warmup_s", "seconds", "env_frames_per_s",
     "median_step_s", "env_frames_per_s_median", "peak_mem_mb", "peak_mem_kind", "floor_env_frames_per_s",
     "floor_bound", "fraction_of_floor",
 )
@@ -450,6 +450,7 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
             bar.set_postfix_str(f"{label} N={n}")
             is_ref = variant == "reference"
             m = models.get(torch.float32 if is_ref else torch_dtype)
+            start = time.perf_counter()
             try:
                 with PeakMemory(device) as mem:
                     if is_ref:
@@ -473,10 +474,14 @@ def benchmark(model="tiny", device="cpu", dtype="float32", num_envs=(1, 2, 4), s
             fl = floor(cfg, n, bpe, bandwidth, flops_rate)
             # The median step is robust to other processes on a shared machine; both are kept.
             secs, median = sum(times), float(np.median(times))
+            # Before the first timed step: building the engine, the prompts and the warm-up steps, which
+            # compile a compiled mode's code for this N (the compile's cost, as a user meets it).
+            warmup_s = time.perf_counter() - start - secs
             fps = n * steps / secs
             rows.append({
                 "model": cfg.name, "device": str(device), "dtype": "float32" if is_ref else dtype,
-                "variant": label, "num_envs": n, "steps": steps, "warmup": warmup, "seconds": secs,
+                "variant": label, "num_envs": n, "steps": steps, "warmup": warmup, "warmup_s": warmup_s,
+                "seconds": secs,
                 "env_frames_per_s": fps, "median_step_s": median,
                 "env_frames_per_s_median": n / median, "peak_mem_mb": mem.mb, "peak_mem_kind": mem.kind,
                 "floor_env_frames_per_s": fl.env_frames_per_s, "floor_bound": fl.bound,
@@ -547,13 +552,13 @@ def plot(result: dict, path, log=print) -> Path | None:
 
 def format_table(result: dict) -> str:
     """A Markdown table of the rows, plus the large-N floor."""
-    head = ("| variant | N | env-frames/s | (median step) | peak mem (MB) | floor (env-frames/s) "
+    head = ("| variant | N | env-frames/s | (median step) | warm-up (s) | peak mem (MB) | floor (env-frames/s) "
             "| fraction of floor |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         mem = "n/a" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
         lines.append(f"| {r['variant']} | {r['num_envs']} | {r['env_frames_per_s']:.3g} | "
-                     f"{r['env_frames_per_s_median']:.3g} | {mem} | "
+                     f"{r['env_frames_per_s_median']:.3g} | {r['warmup_s']:.1f} | {mem} | "
                      f"{r['floor_env_frames_per_s']:.3g} ({r['floor_bound']}) | {r['fraction_of_floor']:.2e} |")
     fl = result["meta"]["floor_large_n"]
     lines.append("")
