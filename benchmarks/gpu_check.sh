@@ -43,9 +43,9 @@ timeout "$T_AB" python3 benchmarks/step_ab.py --device "$DEVICE" --base-dir .fil
     --out "$OUT/step_ab_cuda.json" || echo "step_ab: exit $?"
 
 # 2. Issue 17: exact eager against exact compiled (CUDA graphs, mode reduce-overhead), one process, one run;
-#    compile time is part of the warm-up and reported by the log's timestamps.
+#    compile time is each row's warm-up (s). perf_hints logs any graph CUDA graphs had to skip, and why.
 echo "== bench: exact vs exact+compile ($DEVICE)"; date -u
-timeout "$T_BENCH" python3 -m wham_gym bench --model "$MODEL" --device "$DEVICE" --modes exact,exact+compile \
+TORCH_LOGS=perf_hints timeout "$T_BENCH" python3 -m wham_gym bench --model "$MODEL" --device "$DEVICE" --modes exact,exact+compile \
     --num-envs "$NS" --steps "$STEPS" --warmup 2 --engine frames --no-reference --no-progress \
     --out "$OUT/bench_cuda" || echo "bench: exit $?"
 date -u
