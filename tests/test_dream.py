@@ -217,11 +217,13 @@ def test_interpolate_is_a_cross_fade():
     assert mid.shape[0] == 4 and [int(m[0, 0, 0]) for m in mid] == [0, 30, 60, 90]
 
 
-def test_cli_dream_and_demo(one_thread, episode, tmp_path):
+def test_cli_dream_and_demo(one_thread, episode, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["dream", "--model", "tiny", "--prompt", str(episode[0]), "--steps", "2", "--num", "2",
                  "--actions", "fixed:left_stick_y=1", "--no-mp4", "--out", str(out)]) == 0
     assert len(list(out.glob("dream_*/frames/*.png"))) == 2 * 3 and (out / "dream_1" / "dream.gif").is_file()
+    wrote = capsys.readouterr().out.splitlines()[-1]  # the files it names are the files it wrote
+    assert "dream.gif" in wrote and "summary.png" in wrote and "dream.json" in wrote and "dream.mp4" not in wrote
     # The README's main job, on the shipped default model.
     demo = tmp_path / "demo"
     assert main(["demo", "--steps", "2", "--num", "2", "--out", str(demo)]) == 0

@@ -111,8 +111,13 @@ def _check_out(args) -> None:
 
 
 def _report(result, out) -> None:
+    from pathlib import Path
+
     i = result.info
     h, w = result.frames.shape[2:4]
     print(f"dreamt {i['num']} rollout(s) of {i['steps']} frames ({w}x{h}) with {i['model']} "
           f"at {i['env_frames_per_s']} env-frames/s on {i['device']}; actions: {i['actions']}")
-    print(f"wrote {out}/ (dream_<k>/frames, dream.gif, dream.mp4, summary.png; actions.csv, dream.npz, dream.json)")
+    # What is on disk, not what was asked for (--no-gif/--no-mp4/--no-summary, or no video writer installed).
+    per_dream = ", ".join(sorted(p.name for p in (Path(out) / "dream_0").iterdir()))
+    top = ", ".join(sorted(p.name for p in Path(out).iterdir() if p.is_file()))
+    print(f"wrote {out}/ (dream_<k>/{{{per_dream}}}; {top})")
