@@ -201,8 +201,9 @@ class DreamEngine:
             # The passes write the caches and the mask in place; CUDA graphs capture a graph that mutates its
             # inputs only when their addresses are static (else they skip it), as gpt-fast's cache buffers are.
             # (Not on CPU, where it bought nothing and measured a few per cent slower.)
-            for t in (self._full_mask, *(x for c in self.caches for x in (c.k, c.v))) if mode else ():
-                torch._dynamo.mark_static_address(t)
+            if mode:
+                for t in (self._full_mask, *(x for c in self.caches for x in (c.k, c.v))):
+                    torch._dynamo.mark_static_address(t)
             self._compiled_pass = torch.compile(self._pass, dynamic=False, mode=mode)
             # Image tokens after a frame's first share one valid range (checked): one compiled pass-and-draw.
             same = len({(self._range_lo[k], self._range_hi[k]) for k in range(1, self.tpi)}) == 1

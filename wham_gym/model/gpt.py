@@ -69,10 +69,7 @@ class KVCache:
     def write(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Store k, v (B, nh, T, hd) at per-slot positions ``pos`` (B, T); return the full keys and values."""
         if k.shape[2] == 1:  # a decode pass: one position per row; indexed assignment is ~2x a scatter here
-            if self.keys_transposed:
-                self.k[self._rows, :, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
-            else:
-                self.k[self._rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
+            self.keys[self._rows, :, pos[:, 0]] = k[:, :, 0].to(self.k.dtype)
             self.v[self._rows, :, pos[:, 0]] = v[:, :, 0].to(self.v.dtype)
             return self.keys, self.v
         index = pos[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
