@@ -183,6 +183,34 @@ def test_frames_decode_and_uncertainty():
     assert eng2.step(random_actions(rng, 1)).nll.shape == (1,)
 
 
+def test_uncertainty_equals_a_full_forward_in_float64(model64):
+    """A step's NLL and entropy are the means, over the new frame's image tokens, of the model's own distribution
+    over each token's valid range: here recomputed from one plain causal forward over the window and the new frame,
+    in float64 (the engine computes them in float32 per token)."""
+    rng = np.random.default_rng(3)
+    eng = DreamEngine(model64, 2, seed=5, temperature=0.9)
+    for b in range(2):
+        imgs, acts = random_prompt(model64, 3, rng)
+        eng.reset([b], tokens=imgs[None], actions=acts[None])
+    res = eng.step(random_actions(rng, 2), decode=False)
+    vocab, tpi = model64.vocab, model64.config.tokens_per_image
+    lo, hi = vocab.range_low.tolist(), vocab.range_high.tolist()
+    for b in range(2):
+        imgs, acts = eng.context_tokens(b)
+        assert torch.equal(imgs[-1], res.tokens[b])
+        ids = torch.cat([torch.cat([f, a + vocab.action_offset]) for f, a in zip(imgs[:-1], acts)] + [imgs[-1]])
+        with torch.no_grad():
+            logits = model64.gpt(ids[None])[0].double()
+        start = len(ids) - tpi  # logits at position start + g - 1 predict image token g
+        nll, ent = [], []
+        for g in range(tpi):
+            logp = logits[start + g - 1, lo[g]:hi[g] + 1].log_softmax(-1)
+            nll.append(-logp[int(imgs[-1][g]) - lo[g]])
+            ent.append(-(logp.exp() * logp).sum())
+        torch.testing.assert_close(res.nll[b].double(), torch.stack(nll).mean(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res.entropy[b].double(), torch.stack(ent).mean(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.full((2, 16), np.nan, np.float32), "non-finite"),
     (np.zeros((2, 15), np.float32), "shape"),
