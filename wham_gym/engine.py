@@ -24,6 +24,7 @@ import torch
 
 from . import controller
 from .controller import ACTION_DIM
+from .memory import keep_freed_memory
 from .model.vocab import action_tokens, action_values
 from .sampling import check_settings, draw, filter_logits, slot_seed, uniforms
 from .model import load_model
@@ -191,6 +192,8 @@ class DreamEngine:
         S = cfg.gpt.block_size
         self._pad_pos = S - 1
         _check_fits(cfg, N, self.dtype, torch.device(dev))  # a clear error instead of a raw CUDA OOM
+        if torch.device(dev).type == "cpu":  # a step's large buffers stay mapped between steps (wham_gym/memory.py)
+            keep_freed_memory()
         # Ours: engines may share a model. The compiled pass reads keys stored (head_dim, S): see attend_cache.
         self.caches = model.gpt.new_caches(N, S, dtype=self.dtype, device=dev, keys_transposed=self.compile)
         self._positions = torch.arange(S, device=dev)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..memory import hugepage_zeros
 from .config import GPTConfig
 
 
@@ -57,8 +58,9 @@ class KVCache:
         shape = (batch, n_head, length, head_dim)
         self.keys_transposed = keys_transposed
         kshape = (batch, n_head, head_dim, length) if keys_transposed else shape
-        self.k = torch.zeros(kshape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Every decode pass streams the whole cache: on huge pages where the OS has them (fewer TLB misses).
+        self.k = hugepage_zeros(kshape, dtype, device)
+        self.v = hugepage_zeros(shape, dtype, device)
         self._rows = torch.arange(batch, device=device)  # decode writes' row index, built once
 
     @property

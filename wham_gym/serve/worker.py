@@ -14,8 +14,6 @@ thread busy 30 % of the time). A child process has a GIL of its own; it gets its
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing as mp
 from collections import OrderedDict
 
@@ -23,32 +21,11 @@ import numpy as np
 import torch
 
 from ..engine import DreamEngine
+from ..memory import release_free_memory
 from ..model import load_model
 from ..rewards import StepContext, TokenRewardModel
 
 WORKER_START_TIMEOUT = 300  # seconds for the child to import torch and load the model
-
-
-def _load_libc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()  # glibc, for malloc_trim; None elsewhere
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
-
-    A dropped engine's KV cache (~30 MB per layer and tensor at 27 slots) sits just under glibc's
-    largest mmap threshold, so it is carved from the heap and stays resident once freed: without this
-    the worker's RSS crept up as batch sizes changed (+14 % over 10,000 requests in one load test).
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 class EnginePool:
@@ -64,6 +41,9 @@ class EnginePool:
             if self.engines and sum(self.engines) + n > self.max_slots:
                 while self.engines and sum(self.engines) + n > self.max_slots:
                     self.engines.popitem(last=False)  # before building the new one: a lower peak
+                # The dropped engines' KV caches (~30 MB a layer and tensor at 27 slots) are freed into the
+                # heap, which keeps them mapped (wham_gym/memory.py): without this the worker's RSS crept up as
+                # batch sizes changed (+14 % over 10,000 requests in one load test).
                 release_free_memory()
             engine = DreamEngine(self.model, n)
         self.engines[n] = engine

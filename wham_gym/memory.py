@@ -1,0 +1,79 @@
+"""The process's heap, set up for dreaming: freed blocks stay mapped, and the KV caches sit on huge pages.
+
+Why. A dream step allocates the same large buffers every step (the prefill's activations, up to 33 MB each
+for the default model at N = 8) and frees them at its end. glibc serves blocks above its mmap threshold
+(dynamic, at most 32 MiB) as fresh mappings and unmaps them on free, so every step faulted its pages in
+again: ~20,000 minor faults a step at N = 8 (default model) and ~75,000 at N = 64 (take_cover), where the
+kernel took ~15 % of a step's CPU time. And the KV caches, which every decode pass streams whole, sat on
+4 KiB pages. With this module both go: the default model's compiled exact step ran ~10 % faster at N = 8,
+take_cover's ~26 % at N = 64 (benchmarks/RESULTS.md, "page faults").
+
+What it changes, once per process, when the first engine on a CPU is built (:func:`keep_freed_memory`):
+glibc's ``M_MMAP_MAX`` 0 (large blocks come from the heap, not from mmap) and ``M_TRIM_THRESHOLD`` its
+maximum (the heap is not shrunk when its top is freed). The process thus keeps the memory of its largest
+step mapped, memory it uses again the next step; ``malloc_trim`` (:func:`release_free_memory`) still hands
+free pages back, as the dream server's worker does when it drops an engine. Set ``WHAM_GYM_MALLOC=0``
+before the first engine is built to leave glibc's defaults alone. Elsewhere than Linux with glibc, nothing
+happens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+import torch
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+_M_MMAP_MAX = -4
+_MADV_HUGEPAGE = 14  # linux/mman.h
+_HUGE_PAGE = 2 << 20  # x86-64 and arm64 transparent huge pages
+
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    return libc if all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "madvise")) else None
+
+
+_LIBC = _load_libc()  # glibc on Linux; None elsewhere (musl has no mallopt)
+_kept: bool | None = None  # keep_freed_memory's answer, once asked
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed blocks in the heap (see the module docstring); True where it is in effect.
+
+    Idempotent and cheap after the first call. ``WHAM_GYM_MALLOC=0`` turns it off."""
+    global _kept
+    if _kept is None:
+        _kept = (_LIBC is not None and os.environ.get("WHAM_GYM_MALLOC", "1") != "0"
+                 and _LIBC.mallopt(_M_MMAP_MAX, 0) == 1 and _LIBC.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)
+    return _kept
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op elsewhere)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def hugepage_zeros(shape, dtype, device) -> torch.Tensor:
+    """``torch.zeros``, on transparent huge pages where the OS offers them (CPU tensors on Linux).
+
+    The advice is given before the pages are first touched (zeroed), so they fault in as 2 MiB pages where
+    the kernel has them free; the ends of the block that do not fill a whole huge page stay on small pages.
+    """
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if _LIBC is not None and t.device.type == "cpu" and os.environ.get("WHAM_GYM_MALLOC", "1") != "0":
+        start = t.data_ptr()
+        lo = -(-start // _HUGE_PAGE) * _HUGE_PAGE
+        hi = (start + t.numel() * t.element_size()) // _HUGE_PAGE * _HUGE_PAGE
+        if hi > lo:  # a refusal (THP compiled out, an old kernel) only leaves small pages
+            _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
+    return t.zero_()
