@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "wham_gym"
 
 LAYERS = [
-    {"controller", "sampling", "atomic", "threads"},  # plain data and the rules WHAM fixes; plain helpers
+    {"controller", "sampling", "atomic", "threads", "memory"},  # plain data and the rules WHAM fixes; plain helpers
     {"model", "data", "position"},  # networks and file formats (position: a linear probe of a frame's tokens)
     {"engine", "games"},  # the hot path; the real game
     {"rollout", "env", "autoreset", "prompts", "rewards", "reinjection", "sb3", "action_sets", "action_sets_sb3"},  # environments

@@ -5,8 +5,8 @@ for the default model at N = 8) and frees them at its end. glibc serves blocks a
 (dynamic, at most 32 MiB) as fresh mappings and unmaps them on free, so every step faulted its pages in
 again: ~20,000 minor faults a step at N = 8 (default model) and ~75,000 at N = 64 (take_cover), where the
 kernel took ~15 % of a step's CPU time. And the KV caches, which every decode pass streams whole, sat on
-4 KiB pages. With this module both go: the default model's compiled exact step ran ~10 % faster at N = 8,
-take_cover's ~26 % at N = 64 (benchmarks/RESULTS.md, "page faults").
+4 KiB pages. With this module both go: compiled exact steps with frames decoded ran 1.09× faster for the default
+model at N = 8 and 1.21× for take_cover at N = 64 (benchmarks/RESULTS.md, "Page faults").
 
 What it changes, once per process, when the first engine on a CPU is built (:func:`keep_freed_memory`):
 glibc's ``M_MMAP_MAX`` 0 (large blocks come from the heap, not from mmap) and ``M_TRIM_THRESHOLD`` its
