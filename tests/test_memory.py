@@ -45,6 +45,28 @@ def test_freed_blocks_stay_mapped_unless_turned_off():
     assert not kept and faults > 6_000  # glibc's default: a fresh mapping, 12,288 pages faulted in again
 
 
+# After keep_freed_memory, a step-sized block comes from the heap's advised GiB: its pages carry the huge-page advice.
+_HEAP = """
+import sys, torch
+sys.path.insert(0, "tests")
+from test_memory import _vm_flags
+from wham_gym.memory import keep_freed_memory
+kept = keep_freed_memory()
+t = torch.ones(16 << 20)  # 64 MB, as a large step's activations
+print(kept, " hg" in _vm_flags(t.data_ptr() + t.numel() * 2))
+"""
+
+
+@linux_glibc
+@pytest.mark.skipif(not Path("/sys/kernel/mm/transparent_hugepage").exists(), reason="no transparent huge pages")
+def test_heap_is_advised_onto_huge_pages_unless_turned_off():
+    root = Path(__file__).resolve().parents[1]
+    for env, expected in (({}, "True True"), ({"WHAM_GYM_MALLOC": "0"}, "False False")):
+        out = subprocess.run([sys.executable, "-c", _HEAP], env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                             capture_output=True, text=True, check=True, cwd=root)
+        assert out.stdout.split() == expected.split(), (env, out.stdout)
+
+
 def _vm_flags(address: int) -> str:
     """VmFlags of the mapping holding ``address`` in this process (/proc/self/smaps)."""
     flags, inside = None, False

@@ -12,9 +12,11 @@ What it changes, once per process, when the first engine on a CPU is built (:fun
 glibc's ``M_MMAP_MAX`` 0 (large blocks come from the heap, not from mmap) and ``M_TRIM_THRESHOLD`` its
 maximum (the heap is not shrunk when its top is freed). The process thus keeps the memory of its largest
 step mapped, memory it uses again the next step; ``malloc_trim`` (:func:`release_free_memory`) still hands
-free pages back, as the dream server's worker does when it drops an engine. Set ``WHAM_GYM_MALLOC=0``
-before the first engine is built to leave glibc's defaults alone. Elsewhere than Linux with glibc, nothing
-happens.
+free pages back, as the dream server's worker does when it drops an engine. And the heap's next GiB is
+advised onto transparent huge pages (:func:`_advise_heap`), as glibc does itself for every allocation when a
+process starts with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: a step's activations then sit on 2 MiB pages
+too, ~4 % more speed for ~10 % more resident memory (pages are whole 2 MiB). Set ``WHAM_GYM_MALLOC=0`` before
+the first engine is built to leave glibc's defaults alone. Elsewhere than Linux with glibc, nothing happens.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ def _load_libc():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
-    return libc if all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "madvise")) else None
+    if not all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "madvise")):
+        return None
+    libc.malloc.restype = ctypes.c_void_p  # an address, not C's default int
+    return libc
 
 
 _LIBC = _load_libc()  # glibc on Linux; None elsewhere (musl has no mallopt)
@@ -54,7 +59,29 @@ def keep_freed_memory() -> bool:
     if _kept is None:
         _kept = (_LIBC is not None and os.environ.get("WHAM_GYM_MALLOC", "1") != "0"
                  and _LIBC.mallopt(_M_MMAP_MAX, 0) == 1 and _LIBC.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)
+        if _kept:
+            _advise_heap(_HEAP_ADVISED)
     return _kept
+
+
+_HEAP_ADVISED = 1 << 30  # address space only: no page of it is touched until the heap hands it out
+
+
+def _advise_heap(size: int) -> None:
+    """Advise the next ``size`` bytes of the heap onto huge pages, the one way a running process can.
+
+    With mmap off and trimming off (above), a block this large is carved from the top of the heap, which grows
+    by that much address space; the advice is given before any of it is touched, and freeing the block hands
+    it back to the heap's top, still advised, where later allocations come from. Where glibc serves it
+    otherwise (a thread's arena, a failed ``brk``: an mmap, unmapped on free), nothing is lost but the advice.
+    """
+    block = _LIBC.malloc(ctypes.c_size_t(size))
+    if not block:
+        return
+    lo = -(-block // _HUGE_PAGE) * _HUGE_PAGE
+    hi = (block + size) // _HUGE_PAGE * _HUGE_PAGE
+    _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
+    _LIBC.free(ctypes.c_void_p(block))
 
 
 def release_free_memory() -> None:
