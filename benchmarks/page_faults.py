@@ -6,9 +6,11 @@
 Setups (``wham_gym/memory.py``):
 - ``glibc``: glibc's defaults (``WHAM_GYM_MALLOC=0``): blocks above the mmap threshold are fresh mappings, faulted
   in again every step;
-- ``kept``: what an engine sets up by default, freed blocks kept in the heap and KV caches on huge pages;
+- ``kept``: what an engine sets up by default, freed blocks kept in the heap, KV caches and the heap's next GiB
+  advised onto huge pages;
 - ``kept+hugetlb``: that, and glibc's own huge pages for every allocation (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``,
-  read by glibc at process start, so only for users who set it).
+  read by glibc at process start, so only for users who set it). The results of 2026-12-05 in RESULTS.md were
+  taken before the heap's GiB was advised (commit 6a71e1d), when this setup still added 4-5 %.
 
 Each process dreams full windows (as ``wham_gym.measure.benchmark.run_engine`` does), warms up 3 steps, and over
 the timed steps reads the median step's speed, and minor page faults and kernel CPU time per step (``getrusage``).
@@ -26,6 +28,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
+from wham_gym.atomic import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {
@@ -101,7 +105,8 @@ def main() -> None:
 
         meta = {"date": date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
                 "cpu": platform.processor() or platform.machine(), "args": {k: str(v) for k, v in vars(args).items()}}
-        args.out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
+        atomic_write(args.out, lambda f: json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1),
+                     binary=False)
 
 
 if __name__ == "__main__":
