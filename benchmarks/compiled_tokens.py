@@ -24,17 +24,17 @@ from wham_gym.atomic import atomic_write
 from wham_gym.engine import DreamEngine
 from wham_gym.measure.benchmark import full_window_prompt, random_actions
 from wham_gym.model import load_model
+from wham_gym.rollout import Rollout, run
 
 
 def dream_tokens(model, num_envs: int, steps: int, compile: bool, seed: int) -> torch.Tensor:
-    """(N, steps * tokens_per_image) image tokens of one engine's dream."""
-    engine = DreamEngine(model, num_envs, seed=seed, compile=compile)
+    """(N, steps * tokens_per_image) image tokens of one engine's dream (the project's rollout loop)."""
+    rollout = Rollout(DreamEngine(model, num_envs, seed=seed, compile=compile))
     tokens, actions = full_window_prompt(model, num_envs, seed)
-    engine.reset(None, tokens=tokens, actions=actions)
+    rollout.reset(None, tokens=tokens, actions=actions)
     rng = np.random.default_rng(seed + 1)
-    with torch.no_grad():
-        out = [engine.step(random_actions(rng, num_envs), decode=False).tokens.clone() for _ in range(steps)]
-    return torch.stack(out, 1).reshape(num_envs, -1)
+    table = torch.stack([random_actions(rng, num_envs) for _ in range(steps)], 1).numpy()
+    return torch.from_numpy(run(rollout, steps, table, decode=False).tokens).reshape(num_envs, -1)
 
 
 def main(argv=None) -> dict:

@@ -82,10 +82,17 @@ def _advise_heap(size: int) -> None:
     block = _LIBC.malloc(ctypes.c_size_t(size))
     if not block:
         return
-    lo = -(-block // _HUGE_PAGE) * _HUGE_PAGE
-    hi = (block + size) // _HUGE_PAGE * _HUGE_PAGE
-    _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
+    _advise_huge_pages(block, size)
     _LIBC.free(ctypes.c_void_p(block))
+
+
+def _advise_huge_pages(start: int, nbytes: int) -> None:
+    """MADV_HUGEPAGE over the whole 2 MiB pages inside [start, start + nbytes); the ends stay on small pages.
+    A refusal (THP compiled out, an old kernel) only leaves small pages."""
+    lo = -(-start // _HUGE_PAGE) * _HUGE_PAGE
+    hi = (start + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+    if hi > lo:
+        _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
 
 
 def release_free_memory() -> None:
@@ -102,9 +109,5 @@ def hugepage_zeros(shape, dtype, device) -> torch.Tensor:
     """
     t = torch.empty(shape, dtype=dtype, device=device)
     if t.device.type == "cpu" and _enabled():
-        start = t.data_ptr()
-        lo = -(-start // _HUGE_PAGE) * _HUGE_PAGE
-        hi = (start + t.numel() * t.element_size()) // _HUGE_PAGE * _HUGE_PAGE
-        if hi > lo:  # a refusal (THP compiled out, an old kernel) only leaves small pages
-            _LIBC.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
+        _advise_huge_pages(t.data_ptr(), t.numel() * t.element_size())
     return t.zero_()
